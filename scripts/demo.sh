@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README's main command: set everything up from nothing, then run the demo on a tiny model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
+OUT=${1:-demo-out}
+exec .venv/bin/ufo-video demo --out "$OUT"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv and install ufo-video with every dependency, from nothing. Safe to re-run:
+# it reinstalls only when pyproject.toml changed. Used by README's two commands and by CI.
+#
+# torch: on a machine with an NVIDIA GPU, PyPI's default (CUDA) build; without one, the CPU build
+# pinned below. Set UFO_TORCH_SPEC to choose another (e.g. "torch==2.14.1").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))'; then
+  echo "ufo-video needs Python 3.10-3.12; $("$PY" --version) found. Set PYTHON=/path/to/python3.x" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.ufo-installed
+want=$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  TORCH_SPEC=${UFO_TORCH_SPEC:-torch==2.13.0}
+  .venv/bin/python -m pip install -q "$TORCH_SPEC"
+  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi

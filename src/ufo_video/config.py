@@ -1,0 +1,341 @@
+"""The one validated configuration object that flows from the CLI / config file to every stage.
+
+Names follow the UFO guide and EasyAnimate's scripts (`video_sample_n_frames`, `lora_weight`,
+`GPU_memory_mode`, ...) so users can carry their knowledge over. The file is TOML or YAML and is
+grouped in sections (`[model]`, `[data]`, `[lora]`, `[train]`, `[infer]`); on the command line a
+`key=value` override may name a key by its section (`train.learning_rate=2e-4`) or, when the
+name is unique across sections, by itself (`learning_rate=2e-4`).
+
+Every section forbids unknown keys: a typo is an error naming the key and the closest valid
+names, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ufo_video.errors import ConfigError
+
+MemoryMode = Literal[
+    "model_full_load",
+    "model_cpu_offload",
+    "model_cpu_offload_and_qfloat8",
+    "sequential_cpu_offload",
+    "group_offload",
+]
+MEMORY_MODES: tuple[str, ...] = MemoryMode.__args__  # type: ignore[attr-defined]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def _check_4k_plus_1(value: int, name: str) -> int:
+    if (value - 1) % 4 != 0:
+        lower = value - ((value - 1) % 4)
+        raise ValueError(
+            f"{name} must be 4k+1 (the VAE compresses time 4x causally); "
+            f"nearest valid values are {max(lower, 1)} and {lower + 4}"
+        )
+    return value
+
+
+class ModelSection(_Section):
+    """Which base model to load and how to place it in memory."""
+
+    pretrained_model_name_or_path: str = Field(
+        "models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP",
+        description="Model folder, diffusers layout (model_index.json) or the original EasyAnimate layout.",
+    )
+    GPU_memory_mode: MemoryMode = "model_cpu_offload"
+    weight_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    device: str = Field("auto", description="'auto' picks cuda when present, else cpu.")
+
+
+class DataSection(_Section):
+    """Dataset location, clip construction and bucketing."""
+
+    train_data_dir: str = Field("datasets/internal_datasets", description="Dataset root (DATASET_NAME).")
+    train_data_meta: str = Field(
+        "datasets/internal_datasets/metadata.json", description="Metadata file (DATASET_META_NAME)."
+    )
+    allow_outside_paths: bool = Field(False, description="Allow file_path entries outside the dataset root.")
+    clip_mode: Literal["static", "video"] = Field(
+        "static", description="static: UFO clips (one frame repeated); video: ordinary moving clips."
+    )
+    static_frame: Literal["middle", "random"] = "middle"
+    image_sample_size: int = Field(1024, ge=16, le=4096)
+    video_sample_size: int = Field(256, ge=16, le=4096)
+    token_sample_size: int = Field(512, ge=16, le=4096)
+    video_sample_n_frames: int = Field(49, ge=1, le=1025)
+    video_sample_stride: int = Field(1, ge=1, le=64)
+    video_sample_fps: float | None = Field(None, gt=0, description="Resample moving clips to this fps.")
+    short_video_policy: Literal["skip", "reduce_stride", "fewer_frames"] = Field(
+        "reduce_stride",
+        description="A moving clip too short for n_frames at the stride: skip it, lower the stride "
+        "until it fits, or take the longest 4k+1 count that fits (always reported).",
+    )
+    enable_bucket: bool = True
+    random_hw_adapt: bool = True
+    training_with_video_token_length: bool = True
+    random_flip: bool = False
+    text_drop_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    max_failed_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    max_image_pixels: int = Field(8192 * 8192, ge=1)
+    max_video_pixels: int = Field(4096 * 4096, ge=1)
+    max_video_frames: int = Field(100_000, ge=1)
+    decode_timeout: float = Field(60.0, gt=0)
+    dataloader_num_workers: int = Field(2, ge=0, le=64)
+    cache_latents: bool = False
+    cache_dir: str | None = None
+
+    @field_validator("video_sample_n_frames")
+    @classmethod
+    def _frames_4k1(cls, v: int) -> int:
+        return _check_4k_plus_1(v, "video_sample_n_frames")
+
+    @field_validator("image_sample_size", "video_sample_size", "token_sample_size")
+    @classmethod
+    def _multiple_of_16(cls, v: int, info: Any) -> int:
+        if v % 16:
+            raise ValueError("must be a multiple of 16 (VAE 8x times patch 2)")
+        return v
+
+
+class LoraSection(_Section):
+    """The adapter's shape. UFO is trained at weight 1.0; `lora_weight` in [infer] is for inference."""
+
+    rank: int = Field(128, ge=1, le=4096)
+    network_alpha: float = Field(64.0, gt=0)
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Preset ('all-linear', 'attention') or an explicit list of module names."
+    )
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainSection(_Section):
+    """Objective, optimisation, memory, checkpoints and validation of a training run."""
+
+    output_dir: str = "output_dir"
+    train_mode: Literal["inpaint", "normal"] = "inpaint"
+    weighting_scheme: Literal["uniform", "logit_normal", "shift"] = Field(
+        "uniform", description="Timestep sampling for flow matching."
+    )
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    timestep_shift: float = Field(3.0, gt=0)
+    train_batch_size: int = Field(1, ge=1, le=1024)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
+    learning_rate: float = Field(1e-4, gt=0, le=1.0)
+    lr_scheduler: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+    ] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_weight_decay: float = Field(5e-2, ge=0)
+    adam_epsilon: float = Field(1e-10, gt=0)
+    use_8bit_adam: bool = False
+    max_grad_norm: float = Field(0.05, gt=0)
+    num_train_epochs: int = Field(100, ge=1)
+    max_train_steps: int | None = Field(None, ge=1)
+    checkpointing_steps: int = Field(100, ge=1)
+    checkpoints_total_limit: int | None = Field(None, ge=1)
+    save_state: bool = False
+    resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint path.")
+    seed: int = 42
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    gradient_checkpointing: bool = True
+    low_vram: bool = False
+    fp8_base: bool = Field(False, description="Store frozen base weights in fp8 (compute in bf16).")
+    nan_policy: Literal["stop", "skip"] = "stop"
+    max_nan_skips: int = Field(10, ge=0)
+    validation_steps: int | None = Field(None, ge=1)
+    validation_prompts: list[str] = Field(default_factory=list)
+    validation_weights: list[float] = Field(default_factory=lambda: [1.0, 0.15])
+    logging_dir: str = "logs"
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+
+
+class InferSection(_Section):
+    """Generation settings; defaults match the reference predict scripts except `lora_weight`."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    lora_path: str | None = None
+    lora_weight: float = Field(0.15, ge=-10, le=10, description="The guide recommends 0.05-0.2.")
+    sample_size: tuple[int, int] = (384, 672)
+    video_length: int = Field(49, ge=1, le=1025)
+    fps: int = Field(8, ge=1, le=120)
+    guidance_scale: float = Field(6.0, ge=0)
+    num_inference_steps: int = Field(50, ge=1, le=1000)
+    seed: int = 43
+    validation_image_start: str | None = None
+    validation_image_end: str | None = None
+    save_path: str = "samples/easyanimate-videos"
+
+    @field_validator("sample_size")
+    @classmethod
+    def _size_16(cls, v: tuple[int, int]) -> tuple[int, int]:
+        for side in v:
+            if side <= 0 or side % 16:
+                raise ValueError("both sides must be positive multiples of 16 (VAE 8x times patch 2)")
+        return v
+
+    @field_validator("video_length")
+    @classmethod
+    def _length_4k1(cls, v: int) -> int:
+        return _check_4k_plus_1(v, "video_length")
+
+
+class UfoConfig(_Section):
+    """The whole configuration. Each stage reads its own section; nothing reads raw dicts."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    infer: InferSection = Field(default_factory=InferSection)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "UfoConfig":
+        if self.data.cache_latents and self.data.clip_mode == "video" and self.data.random_flip:
+            raise ValueError("data.cache_latents with data.random_flip would cache one flip only; disable one")
+        return self
+
+    def fingerprint(self, sections: tuple[str, ...] = ("model", "data", "lora", "train")) -> str:
+        """A short stable hash of the named sections (stored in checkpoints and caches)."""
+        import hashlib
+
+        payload = json.dumps({s: getattr(self, s).model_dump(mode="json") for s in sections}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in UfoConfig.model_fields.items()
+}
+
+
+def _key_index() -> dict[str, list[str]]:
+    """Bare key name -> the sections that define it (used to resolve `key=value` overrides)."""
+    index: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        for key in cls.model_fields:
+            index.setdefault(key, []).append(section)
+    return index
+
+
+def _all_dotted_keys() -> list[str]:
+    return [f"{s}.{k}" for s, cls in SECTIONS.items() for k in cls.model_fields]
+
+
+def _unknown_key_message(key: str, where: str) -> str:
+    candidates = _all_dotted_keys() + list(_key_index())
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"{where}: unknown config key '{key}'.{hint} Valid sections: {', '.join(SECTIONS)}."
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a plain nested dict (no validation yet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table of sections, got {type(data).__name__}")
+    return data
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse an override's value the way YAML reads a scalar or a flow list (`[1, 2]`)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key=value` / `section.key=value` overrides to a nested config dict."""
+    index = _key_index()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. learning_rate=2e-4)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            section, name = key.split(".", 1)
+            if section not in SECTIONS or name not in SECTIONS[section].model_fields:
+                raise ConfigError(_unknown_key_message(key, "command line"))
+        else:
+            sections = index.get(key)
+            if not sections:
+                raise ConfigError(_unknown_key_message(key, "command line"))
+            if len(sections) > 1:
+                options = ", ".join(f"{s}.{key}" for s in sections)
+                raise ConfigError(f"command line: '{key}' exists in several sections; write one of: {options}")
+            section, name = sections[0], key
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"config section [{section}] must be a table")
+        data[section][name] = _parse_value(raw)
+    return data
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append("  " + _unknown_key_message(loc, "key").replace("key: ", "", 1))
+            continue
+        got = err.get("input")
+        got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+        msg = err["msg"].replace("Value error, ", "")
+        lines.append(f"  {loc}: {msg}{got_text}")
+    return "\n".join(lines)
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> UfoConfig:
+    """Validate a nested dict into a `UfoConfig`, turning pydantic errors into a readable message."""
+    try:
+        return UfoConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> UfoConfig:
+    """Read a config file (optional), apply `key=value` overrides, validate. The one entry point."""
+    data = read_config_file(path) if path else {}
+    data = apply_overrides(data, list(overrides or []))
+    return build_config(data, source=str(path) if path else "command line")
+
+
+def config_to_toml(cfg: UfoConfig) -> str:
+    """Serialise a config (used to record the exact settings of a run next to its outputs)."""
+    out: list[str] = []
+    for section in SECTIONS:
+        out.append(f"[{section}]")
+        for key, value in getattr(cfg, section).model_dump(mode="json").items():
+            if value is None:
+                continue
+            out.append(f"{key} = {json.dumps(value)}")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,337 @@
+"""EasyAnimate V5.1 (InP and T2V) on diffusers' classes — the first model family.
+
+Everything EasyAnimate-specific lives here and in `easyanimate_layout.py`: loading both on-disk
+layouts strictly, text encoding with the Qwen2-VL chat template, VAE encode/decode, the inpaint
+conditioning, the transformer call, LoRA target presets, and pipeline construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKLMagvit,
+    EasyAnimateInpaintPipeline,
+    EasyAnimatePipeline,
+    EasyAnimateTransformer3DModel,
+    FlowMatchEulerDiscreteScheduler,
+)
+from diffusers.loaders.peft import PeftAdapterMixin
+from torch import nn
+
+from ufo_video.errors import ModelLoadError
+from ufo_video.models import easyanimate_layout as layout
+from ufo_video.models.base import COMPONENTS, ModelAdapter, ModelInfo, TextEmbeds
+from ufo_video.models.weights import (
+    build_on_meta,
+    find_weight_files,
+    load_strict,
+    read_header_shapes,
+)
+
+MAX_SEQUENCE_LENGTH = 256
+TRANSFORMER_CLASS_NAMES = {"EasyAnimateTransformer3DModel"}
+
+
+class UfoEasyAnimateTransformer(EasyAnimateTransformer3DModel, PeftAdapterMixin):
+    """diffusers' EasyAnimate transformer with the PEFT adapter API it lacks in 0.42.1.
+
+    diffusers 0.42.1 ships no LoRA loader for EasyAnimate; giving the class `PeftAdapterMixin`
+    brings `add_adapter`, `set_adapters(names, weights)`, `fuse_lora` and `unload_lora`, all
+    implemented by diffusers/PEFT. Remove once diffusers adds the mixin itself.
+    """
+
+    # keep the diffusers class name in saved configs so plain diffusers can load what we save
+    config_name = EasyAnimateTransformer3DModel.config_name
+
+    def save_config(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - passthrough
+        return super().save_config(*args, **kwargs)
+
+
+UfoEasyAnimateTransformer.__name__ = "EasyAnimateTransformer3DModel"
+
+
+def _with_vae_quirk(vae: AutoencoderKLMagvit) -> AutoencoderKLMagvit:
+    """diffusers 0.42.1: the inpaint pipeline reads `vae.config.cache_mag_vae`, which
+    AutoencoderKLMagvit never registers, so image-to-video fails with
+    "'FrozenDict' object has no attribute 'cache_mag_vae'". V5.1's magvit VAE is causal in time
+    (the first frame is encoded alone), which is what `cache_mag_vae=True` selects in `resize_mask`.
+    """
+    if "cache_mag_vae" not in vae.config:
+        vae.register_to_config(cache_mag_vae=True)
+    return vae
+
+
+class EasyAnimateAdapter(ModelAdapter):
+    """EasyAnimate V5.1: MMDiT transformer, magvit VAE (8x spatial, 4x temporal), Qwen2-VL text."""
+
+    family = "easyanimate"
+    spatial_factor = 8
+    temporal_factor = 4
+    patch_size = 2
+
+    # ---- folders -------------------------------------------------------------------------
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        cfg = path / "transformer" / "config.json"
+        if not cfg.is_file():
+            return False
+        try:
+            data = layout.read_json(cfg)
+        except ModelLoadError:
+            return False
+        name = data.get("_class_name", "")
+        return name in TRANSFORMER_CLASS_NAMES or "mmdit_layers" in data
+
+    @classmethod
+    def inspect(cls, path: Path) -> ModelInfo:
+        path = Path(path)
+        configs_only = not cls.has_weights(path)
+        # a configs-only folder (checking sizes before a download) needs just the model configs
+        needed = ("transformer", "vae") if configs_only else COMPONENTS
+        for sub in needed:
+            if not (path / sub).is_dir():
+                raise ModelLoadError(f"{path}: missing subfolder '{sub}/' (an EasyAnimate model has {', '.join(COMPONENTS)})")
+        tcfg = cls._transformer_config(path)
+        vcfg = cls._vae_config(path)
+        latent = int(vcfg.get("latent_channels", 16))
+        in_ch = int(tcfg.get("in_channels") or latent)
+        if in_ch == 2 * latent + 1:
+            variant = "inp"
+        elif in_ch == latent:
+            variant = "t2v"
+        else:
+            raise ModelLoadError(
+                f"{path / 'transformer' / 'config.json'}: in_channels={in_ch} fits neither T2V ({latent}) "
+                f"nor InP (2*{latent}+1={2 * latent + 1}) for the VAE's latent_channels={latent}"
+            )
+        kind = "configs-only" if configs_only else layout.detect_layout(path)
+        return ModelInfo(cls.family, path, kind, variant, latent, extra={"transformer_config": tcfg})
+
+    @classmethod
+    def _transformer_config(cls, path: Path) -> dict[str, Any]:
+        data = layout.read_json(path / "transformer" / "config.json")
+        return layout.diffusers_init_kwargs(data, EasyAnimateTransformer3DModel)
+
+    @classmethod
+    def _vae_config(cls, path: Path) -> dict[str, Any]:
+        data = layout.read_json(path / "vae" / "config.json")
+        return layout.diffusers_init_kwargs(data, AutoencoderKLMagvit)
+
+    @classmethod
+    def _renamer(cls, kind: str):
+        return layout.original_to_diffusers if kind == "original" else None
+
+    @classmethod
+    def build_meta(cls, path: Path) -> dict[str, nn.Module]:
+        path = Path(path)
+        tcfg, vcfg = cls._transformer_config(path), cls._vae_config(path)
+        modules: dict[str, nn.Module] = {
+            "transformer": build_on_meta(lambda: UfoEasyAnimateTransformer(**tcfg)),
+            "vae": build_on_meta(lambda: AutoencoderKLMagvit(**vcfg)),
+        }
+        te_cfg_path = path / "text_encoder" / "config.json"
+        if te_cfg_path.is_file():
+            from transformers import AutoConfig, AutoModelForImageTextToText
+
+            te_cfg = AutoConfig.from_pretrained(str(path / "text_encoder"))
+            modules["text_encoder"] = build_on_meta(lambda: AutoModelForImageTextToText.from_config(te_cfg))
+        return modules
+
+    @classmethod
+    def has_weights(cls, path: Path) -> bool:
+        present = {c: any((Path(path) / c).glob("*.safetensors")) for c in ("transformer", "vae", "text_encoder")}
+        if not any(present.values()):
+            return False
+        for comp in present:
+            find_weight_files(Path(path) / comp)  # names the component and what is wrong with it
+        return True
+
+    @classmethod
+    def weight_shapes(cls, path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+        path = Path(path)
+        rename = cls._renamer(layout.detect_layout(path)) or (lambda k: k)
+        out = {}
+        for comp in ("transformer", "vae"):
+            headers = read_header_shapes(find_weight_files(path / comp))
+            out[comp] = {rename(k) if comp == "transformer" else k: v[0] for k, v in headers.items()}
+        return out
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        components: tuple[str, ...] = COMPONENTS,
+    ) -> "EasyAnimateAdapter":
+        path = Path(path)
+        info = cls.inspect(path)
+        loaded: dict[str, Any] = {}
+        if "transformer" in components:
+            tcfg = cls._transformer_config(path)
+            loaded["transformer"] = load_strict(
+                lambda: UfoEasyAnimateTransformer(**tcfg),
+                path / "transformer",
+                rename=cls._renamer(info.layout),
+                dtype=dtype,
+            )
+        if "vae" in components:
+            vcfg = cls._vae_config(path)
+            vae = load_strict(lambda: AutoencoderKLMagvit(**vcfg), path / "vae", dtype=dtype)
+            loaded["vae"] = _with_vae_quirk(vae)
+        if "text_encoder" in components:
+            loaded["text_encoder"] = cls._load_text_encoder(path / "text_encoder", dtype)
+        if "tokenizer" in components:
+            loaded["tokenizer"] = cls._load_tokenizer(path / "tokenizer")
+        if "scheduler" in components:
+            loaded["scheduler"] = cls._load_scheduler(path / "scheduler")
+        return cls(info, loaded)
+
+    @staticmethod
+    def _load_text_encoder(folder: Path, dtype: torch.dtype) -> nn.Module:
+        """Qwen2-VL through transformers (which knows its checkpoint key conventions), refusing
+        any missing or mis-shaped tensor that transformers would otherwise initialise randomly."""
+        from transformers import AutoModelForImageTextToText
+
+        find_weight_files(folder)  # safetensors only, clear message otherwise
+        try:
+            model, info = AutoModelForImageTextToText.from_pretrained(
+                str(folder), dtype=dtype, output_loading_info=True, use_safetensors=True
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: cannot load the text encoder ({exc})") from None
+        problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+        if problems:
+            details = "; ".join(f"{k}: {', '.join(map(str, sorted(v)[:20]))}" for k, v in problems.items())
+            raise ModelLoadError(f"{folder}: text encoder weights do not match its config ({details})")
+        return model.eval()
+
+    @staticmethod
+    def _load_tokenizer(folder: Path) -> Any:
+        from transformers import AutoTokenizer
+
+        if not folder.is_dir():
+            raise ModelLoadError(f"missing folder: {folder}")
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: cannot load the tokenizer ({exc})") from None
+        if not getattr(tok, "chat_template", None):
+            raise ModelLoadError(f"{folder}: the tokenizer has no chat_template (EasyAnimate prompts use Qwen2-VL's)")
+        return tok
+
+    @staticmethod
+    def _load_scheduler(folder: Path) -> FlowMatchEulerDiscreteScheduler:
+        cfg = layout.read_json(folder / "scheduler_config.json")
+        return FlowMatchEulerDiscreteScheduler.from_config(cfg)
+
+    # ---- encoders ------------------------------------------------------------------------
+    def encode_text(self, prompts: list[str], device: torch.device | str) -> TextEmbeds:
+        """Same computation as the pipelines' `encode_prompt`: chat template, right padding to
+        256 tokens, the text encoder's second-to-last hidden state."""
+        assert self.tokenizer is not None and self.text_encoder is not None, "text encoder not loaded"
+        texts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": p}]}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for p in prompts
+        ]
+        tokens = self.tokenizer(
+            text=texts,
+            padding="max_length",
+            max_length=MAX_SEQUENCE_LENGTH,
+            truncation=True,
+            return_attention_mask=True,
+            padding_side="right",
+            return_tensors="pt",
+        ).to(device)
+        hidden = self.text_encoder(
+            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True
+        ).hidden_states[-2]
+        return TextEmbeds(hidden, tokens.attention_mask)
+
+    @property
+    def scaling_factor(self) -> float:
+        assert self.vae is not None
+        return float(self.vae.config.scaling_factor)
+
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        assert self.vae is not None, "VAE not loaded"
+        pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
+        latents = [self.vae.encode(pixels[i : i + 1])[0].mode() for i in range(pixels.shape[0])]
+        return torch.cat(latents) * self.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        assert self.vae is not None, "VAE not loaded"
+        latents = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor
+        return self.vae.decode(latents, return_dict=False)[0].clamp(-1, 1)
+
+    def inpaint_conditioning(self, pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`cat([1 - mask at latent size, VAE(masked pixels)]) * scaling`, as the inpaint pipeline
+        builds it: masked pixels are set to -1 before encoding; the first frame's mask is resized
+        alone because the causal VAE encodes the first frame alone."""
+        from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import resize_mask
+
+        mask = mask.to(pixels.dtype)
+        masked = pixels * (mask < 0.5) + (-1.0) * (mask >= 0.5)
+        masked_latents = self.encode_video(masked)
+        mask_latents = resize_mask(1 - mask.to(masked_latents), masked_latents, True) * self.scaling_factor
+        return torch.cat([mask_latents, masked_latents], dim=1)
+
+    # ---- denoiser ------------------------------------------------------------------------
+    def predict(
+        self,
+        noisy_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: TextEmbeds,
+        inpaint_latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        assert self.transformer is not None, "transformer not loaded"
+        if self.is_inpaint and inpaint_latents is None:
+            raise ValueError("the InP model needs inpaint_latents (zeros for text-to-video)")
+        return self.transformer(
+            noisy_latents,
+            timesteps,
+            encoder_hidden_states=text.embeds,
+            inpaint_latents=inpaint_latents,
+            return_dict=False,
+        )[0]
+
+    # ---- LoRA ----------------------------------------------------------------------------
+    @classmethod
+    def lora_target_presets(cls) -> dict[str, list[str]]:
+        attention = [
+            "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+            "attn1.add_q_proj", "attn1.add_k_proj", "attn1.add_v_proj", "attn1.to_add_out",
+        ]  # fmt: skip
+        block_linear = attention + [
+            "norm1.linear", "norm2.linear", "ff.net.0.proj", "ff.net.2", "txt_ff.net.0.proj", "txt_ff.net.2",
+        ]  # fmt: skip
+        outer = ["time_embedding.linear_1", "time_embedding.linear_2", "text_proj.1", "text_proj", "norm_out.linear", "proj_out"]
+        return {"attention": attention, "all-linear": block_linear + outer}
+
+    @classmethod
+    def to_original_module_name(cls, name: str) -> str:
+        return layout.diffusers_to_original(name)
+
+    @classmethod
+    def from_original_module_name(cls, name: str) -> str:
+        return layout.original_to_diffusers(name)
+
+    # ---- pipelines -----------------------------------------------------------------------
+    def pipeline(self) -> Any:
+        """InP models run t2v and i2v through the inpaint pipeline; T2V models through the t2v one."""
+        cls = EasyAnimateInpaintPipeline if self.is_inpaint else EasyAnimatePipeline
+        return cls(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            transformer=self.transformer,
+            scheduler=self.scheduler,
+        )

@@ -1,0 +1,72 @@
+"""The guide's `GPU_memory_mode` names mapped onto diffusers/accelerate calls.
+
+| guide name                     | what happens                                                    |
+|--------------------------------|-----------------------------------------------------------------|
+| model_full_load                | every component on the accelerator (`pipe.to(device)`)          |
+| model_cpu_offload              | whole components moved to the GPU only while used               |
+| model_cpu_offload_and_qfloat8  | transformer weights stored in fp8, computed in bf16, + offload  |
+| sequential_cpu_offload         | layer-by-layer offload (least VRAM, slowest)                    |
+| group_offload                  | diffusers' block-level group offload (streams where available)  |
+
+Offloading moves weights between host and accelerator, so without CUDA it has nothing to do:
+on a CPU-only machine every mode runs on the CPU and `apply_memory_mode` says so in its return
+value (the CLI prints it). fp8 storage works on the CPU too and is applied there as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ufo_video.config import MEMORY_MODES
+from ufo_video.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    mode: str
+    device: str
+    notice: str | None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device={name!r} but no CUDA device is available; use device=auto or cpu")
+    return dev
+
+
+def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> None:
+    """Store the transformer's Linear weights in float8_e4m3fn and upcast per layer for compute."""
+    transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+
+
+def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype: torch.dtype) -> MemoryPlan:
+    """Place a diffusers pipeline according to `mode`; returns what was done (and why, on CPU)."""
+    if mode not in MEMORY_MODES:
+        raise ConfigError(f"GPU_memory_mode={mode!r} is unknown; choose one of: {', '.join(MEMORY_MODES)}")
+    if mode == "model_cpu_offload_and_qfloat8":
+        enable_fp8_storage(pipe.transformer, compute_dtype)
+    if device.type != "cuda":
+        pipe.to(device)
+        notice = None
+        if mode not in ("model_full_load", "model_cpu_offload_and_qfloat8"):
+            notice = f"GPU_memory_mode={mode}: no CUDA device, so nothing to offload; running on {device}"
+        elif mode == "model_cpu_offload_and_qfloat8":
+            notice = f"GPU_memory_mode={mode}: no CUDA device; fp8 weight storage applied, running on {device}"
+        return MemoryPlan(mode, str(device), notice)
+    if mode == "model_full_load":
+        pipe.to(device)
+    elif mode in ("model_cpu_offload", "model_cpu_offload_and_qfloat8"):
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "sequential_cpu_offload":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif mode == "group_offload":
+        pipe.enable_group_offload(
+            onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+        )
+    return MemoryPlan(mode, str(device), None)
