@@ -1,0 +1,87 @@
+"""Writing videos and frames (mp4 H.264 through PyAV, gif, PNG folders), shared by every stage.
+
+Frames are accepted as uint8 [F, H, W, 3] numpy arrays or float tensors in [0, 1] with either
+[F, 3, H, W] or [F, H, W, 3] layout. Files are written to a temporary name and renamed, so a
+crash never leaves a half-written video under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ufo_video.errors import UfoError
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Normalise frames to uint8 [F, H, W, 3]."""
+    if isinstance(frames, torch.Tensor):
+        t = frames.detach().float().cpu()
+        if t.ndim != 4:
+            raise ValueError(f"expected 4-D frames, got shape {tuple(t.shape)}")
+        if t.shape[1] == 3 and t.shape[-1] != 3:
+            t = t.permute(0, 2, 3, 1)
+        arr = (t.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    else:
+        arr = np.asarray(frames)
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected frames [F, H, W, 3], got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def write_video(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8) -> Path:
+    """Write an mp4 (H.264, yuv420p, even sizes padded by edge replication) or a gif."""
+    import av
+
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UfoError(f"{path}: video output must end in {' or '.join(VIDEO_SUFFIXES)}")
+    arr = to_uint8_frames(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in arr]
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    else:
+        h, w = arr.shape[1:3]
+        ph, pw = h + h % 2, w + w % 2  # yuv420p needs even sides
+        if (ph, pw) != (h, w):
+            arr = np.pad(arr, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=int(round(fps)))
+            stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
+            stream.options = {"crf": "18", "preset": "medium"}
+            for frame in arr:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    os.replace(tmp, path)
+    return path
+
+
+def write_png_frames(frames: np.ndarray | torch.Tensor, folder: str | Path) -> list[Path]:
+    """Write frames as folder/00000.png, 00001.png, ..."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(to_uint8_frames(frames)):
+        p = folder / f"{i:05d}.png"
+        Image.fromarray(frame).save(p)
+        paths.append(p)
+    return paths
