@@ -18,6 +18,7 @@ from ufo_video.errors import UfoError
 COMMAND_MODULES = (
     "ufo_video.models.cli",
     "ufo_video.demo",
+    "ufo_video.eval.cli",
 )
 
 

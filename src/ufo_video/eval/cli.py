@@ -1,0 +1,132 @@
+"""`ufo-video eval VIDEO... [--json] [--out FILE] [--max-frames N] [--vbench]`.
+
+Scores each video with the CPU metrics of `ufo_video.eval.metrics` and prints one row per video
+(a table, or JSON with --json). --out always writes the JSON report. All paths are checked
+before any work starts, so a typo fails at once (exit 2) rather than after minutes of scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ufo_video.errors import UfoError
+
+# Table columns: metric key → (header, format).
+_COLUMNS = {
+    "ssim": ("ssim", "{:.4f}"),
+    "psnr_db": ("psnr_db", "{:.2f}"),
+    "warp_error": ("warp_err", "{:.4f}"),
+    "brightness_flicker": ("bright_flk", "{:.4f}"),
+    "sharpness_flicker": ("sharp_flk", "{:.4f}"),
+    "flow_px": ("flow_px", "{:.3f}"),
+    "flow_norm": ("flow_norm", "{:.5f}"),
+    "dynamic_pairs": ("dyn_pairs", "{:.3f}"),
+    "is_dynamic": ("dynamic", "{}"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="score videos: temporal consistency, flicker and motion (CPU, no weights)",
+        description="Per video: consecutive-frame SSIM/PSNR, flow-warped error, brightness and sharpness "
+        "flicker, optical-flow motion and a VBench-style dynamic flag. A UFO LoRA should raise the "
+        "consistency numbers and lower the motion ones as its weight grows.",
+    )
+    ev.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="mp4 / gif files")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--out", type=Path, help="also write the JSON report to this file")
+    ev.add_argument("--max-frames", type=int, help="score only the first N frames of each video")
+    ev.add_argument("--vbench", action="store_true",
+                    help="also run VBench's temporal dimensions if vbench and its weights are installed locally")
+    ev.set_defaults(func=_eval)
+
+
+def evaluate_videos(paths: list[Path], max_frames: int | None = None, use_vbench: bool = False) -> dict:
+    """The JSON report: {"videos": [...], "definitions": {...}, "vbench": {...}}."""
+    from ufo_video.eval.metrics import DEFINITIONS, evaluate_frames
+    from ufo_video.eval.vbench_extra import run_vbench, vbench_availability
+    from ufo_video.eval.video_io import read_video
+
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UfoError(f"video file(s) not found: {', '.join(missing)}")
+    vbench = vbench_availability()
+    vbench["requested"] = use_vbench
+    rows = []
+    for path in paths:
+        frames, fps = read_video(path, max_frames)
+        if len(frames) < 2:
+            raise UfoError(f"{path}: has {len(frames)} frame; temporal metrics need at least 2")
+        row = {
+            "path": str(path),
+            "frames": int(frames.shape[0]),
+            "size": [int(frames.shape[1]), int(frames.shape[2])],
+            "fps": fps,
+            "metrics": evaluate_frames(frames, fps=fps),
+        }
+        if use_vbench and vbench["dimensions"]:
+            row["vbench"] = run_vbench(path, vbench["dimensions"])
+        rows.append(row)
+    return {"videos": rows, "definitions": DEFINITIONS, "vbench": vbench}
+
+
+def format_table(report: dict) -> str:
+    """Plain aligned table, one row per video, plus the direction of each column."""
+    from ufo_video.eval.metrics import MOTION_METRICS
+
+    headers = ["video", "frames", "HxW"] + [h for h, _ in _COLUMNS.values()]
+    lines = []
+    for row in report["videos"]:
+        m = row["metrics"]
+        cells = [row["path"], str(row["frames"]), f"{row['size'][0]}x{row['size'][1]}"]
+        cells += [fmt.format(m[key]) for key, (_, fmt) in _COLUMNS.items()]
+        lines.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines]
+    defs = report["definitions"]
+    consistency = {k: h for k, (h, _) in _COLUMNS.items() if k not in MOTION_METRICS}
+    higher = [h for k, h in consistency.items() if defs[k]["better"] == "higher"]
+    lower = [h for k, h in consistency.items() if defs[k]["better"] == "lower"]
+    motion = [h for k, (h, _) in _COLUMNS.items() if k in MOTION_METRICS]
+    out.append("")
+    out.append(f"more consistent = higher {', '.join(higher)}; lower {', '.join(lower)}")
+    out.append(f"more motion = higher {', '.join(motion)} (definitions: --json)")
+    vb = report["vbench"]
+    if vb["requested"]:
+        if vb["dimensions"]:
+            for row in report["videos"]:
+                scores = ", ".join(f"{k} {v:.4f}" for k, v in row.get("vbench", {}).items())
+                out.append(f"VBench {row['path']}: {scores}")
+        if vb["reason"] != "available":
+            out.append(f"VBench: {vb['reason']}")
+    return "\n".join(out)
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    """tmp file + fsync + rename: a crash never leaves half a report under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    if args.max_frames is not None and args.max_frames < 2:
+        raise UfoError(f"--max-frames must be at least 2 (temporal metrics compare frames), got {args.max_frames}")
+    report = evaluate_videos(list(args.videos), args.max_frames, args.vbench)
+    if args.vbench and not report["vbench"]["dimensions"]:
+        print(f"note: VBench {report['vbench']['reason']}", file=sys.stderr)
+    if args.out is not None:
+        write_json_atomic(report, args.out)
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else format_table(report))
+    return 0
