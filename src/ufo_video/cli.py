@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "ufo_video.models.cli",
     "ufo_video.demo",
     "ufo_video.eval.cli",
+    "ufo_video.data.cli",
 )
 
 

@@ -1,0 +1,134 @@
+"""`ufo-video data check | preview | stats`.
+
+Each takes the METADATA file, ``--root`` (default: the metadata file's folder, the guide's
+layout) and the usual ``--config FILE`` plus ``key=value`` overrides, so frame counts, sizes and
+limits are exactly those the training run will use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides come after options (``data check m.json --json fps=8``):
+    plain argparse binds the optional positional list at the first positional and rejects later ones."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="check, preview and summarise a training dataset")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_IntermixedParser)
+    dsub.required = True
+
+    check = dsub.add_parser("check", help="decode every entry and report problems (exit 1 if any)")
+    _common(check)
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--workers", type=int, default=None, help="decode processes (default data.dataloader_num_workers, min 1)")
+    check.set_defaults(func=_check)
+
+    preview = dsub.add_parser("preview", help="write the first clips exactly as the trainer sees them")
+    _common(preview)
+    preview.add_argument("--out", type=Path, required=True, help="output folder")
+    preview.add_argument("--n", type=int, default=8, help="number of clips")
+    preview.add_argument("--epoch", type=int, default=0)
+    preview.set_defaults(func=_preview)
+
+    stats = dsub.add_parser("stats", help="counts, resolutions, durations and bucket assignment")
+    _common(stats)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=_stats)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("metadata", type=Path, help="metadata .json / .jsonl / .csv")
+    p.add_argument("--root", type=Path, default=None, help="dataset root (default: the metadata file's folder)")
+    p.add_argument("--config", type=Path, default=None, help="config file (.toml / .yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. video_sample_n_frames=17")
+
+
+def _config(args: argparse.Namespace):
+    from ufo_video.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    root = args.root if args.root is not None else args.metadata.parent
+    cfg.data.train_data_meta = str(args.metadata)
+    cfg.data.train_data_dir = str(root)
+    return cfg
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ufo_video.data.check import check_dataset
+
+    cfg = _config(args)
+    workers = args.workers if args.workers is not None else max(1, cfg.data.dataloader_num_workers)
+    report = check_dataset(args.metadata, cfg.data.train_data_dir, cfg, workers=workers, progress=not args.json)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 1 if report.problems else 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ufo_video.data.check import dataset_stats, format_stats
+
+    cfg = _config(args)
+    stats = dataset_stats(cfg, workers=max(1, cfg.data.dataloader_num_workers))
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_png(path: Path, frame) -> None:
+    from PIL import Image
+
+    from ufo_video.media_write import to_uint8_frames
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    Image.fromarray(to_uint8_frames(frame)[0]).save(tmp)
+    os.replace(tmp, path)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from ufo_video.data.loader import build_train_loader
+    from ufo_video.media_write import write_video
+
+    cfg = _config(args)
+    loader = build_train_loader(cfg, seed=cfg.train.seed, epoch=args.epoch)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for batch in loader:
+        for clip, text, idx in zip(batch["pixel_values"], batch["texts"], batch["indices"]):
+            if written >= args.n:
+                break
+            frames = ((clip + 1) / 2).permute(1, 0, 2, 3)  # [F, 3, H, W] in [0, 1]
+            stem = f"{written:04d}-entry{idx}"
+            if frames.shape[0] == 1:
+                _write_png(args.out / f"{stem}.png", frames)
+            else:
+                write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps)
+            _write_text(args.out / f"{stem}.txt", text)
+            written += 1
+        if written >= args.n:
+            break
+    print(f"wrote {written} clips to {args.out} ({len(loader.failures)} failed samples skipped)")
+    return 0

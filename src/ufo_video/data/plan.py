@@ -1,0 +1,175 @@
+"""The epoch plan: which samples form which global batch, at which size and frame count.
+
+Planning needs only header facts (probed once per file and memoised by path, size and mtime),
+never pixels, so ``skip_batches`` costs nothing and every process computes the same plan.
+
+Order for (seed, epoch): samples are grouped by (media type, aspect ratio, frame cap); each group
+is shuffled and cut into global batches of ``train_batch_size * num_processes`` (the last one
+topped up with earlier members of the same group, so every sample is seen each epoch and all
+processes get the same number of batches); then the batch order is shuffled. Each global batch
+draws its base side (``buckets.side_choices``) from its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+import numpy as np
+
+from ufo_video.config import DataSection
+from ufo_video.data import buckets
+from ufo_video.data.media import Limits, MediaInfo, task_probe
+from ufo_video.data.metadata import Entry, load_entries
+from ufo_video.data.sampling import MovingPlan, plan_moving, rng_for
+from ufo_video.data.workers import map_isolated
+from ufo_video.errors import DataError
+
+log = logging.getLogger("ufo_video.data")
+
+_PROBE_MEMO: dict[tuple[str, int, int, Limits], MediaInfo] = {}
+
+
+@dataclass
+class Sample:
+    entry: Entry
+    info: MediaInfo
+    moving: MovingPlan | None  # None for static clips
+    group: tuple
+
+
+@dataclass
+class PlannedBatch:
+    number: int
+    indices: list[int]  # metadata indices of the whole global batch
+    bucket: buckets.Bucket
+    static: bool
+
+
+def limits_of(d: DataSection) -> Limits:
+    return Limits(d.max_image_pixels, d.max_video_pixels, d.max_video_frames)
+
+
+def probe_entries(entries: list[Entry], d: DataSection, workers: int) -> dict[int, MediaInfo | tuple[str, str]]:
+    """Header info per entry index, or (code, reason) when the file cannot be used."""
+    limits = limits_of(d)
+    out: dict[int, MediaInfo | tuple[str, str]] = {}
+    todo: list[tuple[Entry, tuple]] = []
+    for e in entries:
+        try:
+            st = e.path.stat()
+        except OSError as exc:
+            out[e.index] = ("missing_file", f"{e.path}: {exc.strerror or exc}")
+            continue
+        key = (str(e.path.resolve()), st.st_size, st.st_mtime_ns, limits)
+        if key in _PROBE_MEMO:
+            out[e.index] = _PROBE_MEMO[key]
+        else:
+            todo.append((e, key))
+    results = map_isolated(task_probe, [(str(e.path), e.type, limits) for e, _ in todo], workers, d.decode_timeout)
+    for (e, key), res in zip(todo, results):
+        if res.ok:
+            _PROBE_MEMO[key] = res.value
+            out[e.index] = res.value
+        else:
+            out[e.index] = (res.code, res.reason)
+    return out
+
+
+def usable_entries(d: DataSection) -> list[Entry]:
+    """Metadata entries for training; paths outside the root stop the run (a config matter)."""
+    entries = load_entries(d.train_data_meta, d.train_data_dir, d.allow_outside_paths)
+    outside = [e for e in entries if any(c == "outside_root" for c, _ in e.problems)]
+    if outside:
+        first = next(m for c, m in outside[0].problems if c == "outside_root")
+        raise DataError(f"{d.train_data_meta}: {len(outside)} entries point outside the dataset root; "
+                        f"first is entry {outside[0].index}: {first}")
+    return entries
+
+
+def build_samples(entries: list[Entry], d: DataSection, workers: int):
+    """(samples by index, failures [(path, reason)], notices [(path, message)])."""
+    failures: list[tuple[str, str]] = []
+    notices: list[tuple[str, str]] = []
+    candidates = []
+    for e in entries:
+        bad = [m for c, m in e.problems if c == "unsupported_format"]
+        if bad:
+            failures.append((str(e.path), bad[0]))
+        else:
+            candidates.append(e)
+    probed = probe_entries(candidates, d, workers)
+    samples: dict[int, Sample] = {}
+    for e in candidates:
+        info = probed[e.index]
+        if isinstance(info, tuple):
+            failures.append((str(e.path), info[1]))
+            continue
+        ratio = buckets.nearest_ratio(info.height, info.width) if d.enable_bucket else None
+        moving = None
+        if d.clip_mode == "video" and e.type == "video":
+            moving = plan_moving(info.frames, info.fps, d.video_sample_n_frames, d.video_sample_stride,
+                                 d.video_sample_fps, d.short_video_policy)
+            if moving is None:
+                notices.append((str(e.path), f"skipped (data.short_video_policy={d.short_video_policy}): "
+                                f"{info.frames} frames cannot give {d.video_sample_n_frames} frames"))
+                continue
+            if moving.notice:
+                notices.append((str(e.path), moving.notice))
+        cap = moving.frame_cap if moving else d.video_sample_n_frames
+        samples[e.index] = Sample(e, info, moving, (e.type, -1 if ratio is None else ratio, cap))
+    for path, msg in notices:
+        log.warning("data notice: %s: %s", path, msg)
+    return samples, failures, notices
+
+
+def _batch_bucket(group: tuple, number: int, d: DataSection, seed: int, epoch: int) -> buckets.Bucket:
+    media_type, ratio, frame_cap = group
+    if media_type == "image":
+        side = d.image_sample_size
+    else:
+        choices = buckets.side_choices(d.video_sample_size, d.random_hw_adapt and d.enable_bucket)
+        side = int(rng_for(seed, epoch, number, "side").choice(choices))
+    h, w = buckets.scaled_size(None if ratio < 0 else ratio, side)
+    frames = buckets.frames_for_side(side, d.video_sample_n_frames, d.token_sample_size,
+                                     d.training_with_video_token_length)
+    return buckets.Bucket(h, w, buckets.floor_4k1(min(frames, frame_cap)))
+
+
+def plan_batches(samples: dict[int, Sample], d: DataSection, global_batch: int, seed: int, epoch: int
+                 ) -> list[PlannedBatch]:
+    """The deterministic list of global batches for (seed, epoch)."""
+    groups: dict[tuple, list[int]] = {}
+    for idx in sorted(samples):
+        groups.setdefault(samples[idx].group, []).append(idx)
+    rng = rng_for(seed, epoch, 0, "order")
+    chunks: list[tuple[tuple, list[int]]] = []
+    for key in sorted(groups):
+        members = [groups[key][i] for i in rng.permutation(len(groups[key]))]
+        for start in range(0, len(members), global_batch):
+            chunk = members[start : start + global_batch]
+            while len(chunk) < global_batch:  # top up from the same group, cyclically
+                chunk.append(members[(len(chunk) - (len(members) - start)) % len(members)])
+            chunks.append((key, chunk))
+    order = rng.permutation(len(chunks))
+    batches = []
+    for number, c in enumerate(order):
+        key, chunk = chunks[c]
+        static = samples[chunk[0]].moving is None
+        batches.append(PlannedBatch(number, chunk, _batch_bucket(key, number, d, seed, epoch), static))
+    return batches
+
+
+def describe_buckets(batches: list[PlannedBatch]) -> dict[str, int]:
+    """'HxWxF' -> number of global batches (for ``data stats`` and logs)."""
+    out: dict[str, int] = {}
+    for b in batches:
+        k = f"{b.bucket.height}x{b.bucket.width}x{b.bucket.frames}"
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def group_members(samples: dict[int, Sample]) -> dict[tuple, np.ndarray]:
+    groups: dict[tuple, list[int]] = {}
+    for idx in sorted(samples):
+        groups.setdefault(samples[idx].group, []).append(idx)
+    return {k: np.array(v) for k, v in groups.items()}
