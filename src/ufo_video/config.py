@@ -164,6 +164,13 @@ class TrainSection(_Section):
     report_to: Literal["tensorboard", "none"] = "tensorboard"
 
 
+class LoraEntry(_Section):
+    """One LoRA applied at inference with its own weight."""
+
+    path: str
+    weight: float = Field(0.15, ge=-10, le=10)
+
+
 class InferSection(_Section):
     """Generation settings; defaults match the reference predict scripts except `lora_weight`."""
 
@@ -177,6 +184,13 @@ class InferSection(_Section):
     guidance_scale: float = Field(6.0, ge=0)
     num_inference_steps: int = Field(50, ge=1, le=1000)
     seed: int = 43
+    loras: list[LoraEntry] = Field(
+        default_factory=list, description="Several LoRAs: [{path = '...', weight = 0.15}, ...] (besides lora_path)."
+    )
+    fuse_lora: bool = False
+    cache: Literal["none", "first-block"] = Field("none", description="Inference step cache (TeaCache counterpart).")
+    cache_threshold: float = Field(0.08, gt=0)
+    output_format: Literal["mp4", "gif", "png"] = "mp4"
     validation_image_start: str | None = None
     validation_image_end: str | None = None
     save_path: str = "samples/easyanimate-videos"
