@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "ufo_video.demo",
     "ufo_video.eval.cli",
     "ufo_video.data.cli",
+    "ufo_video.lora.cli",
 )
 
 

@@ -1,0 +1,316 @@
+"""LoRA files: reading, checking, name resolution, kohya <-> PEFT conversion, atomic writing.
+
+Two key layouts are read and written (never pickles):
+
+* kohya (what the UFO reference and EasyAnimate tools write and load):
+  `lora_unet__<module path with '.' -> '_'>.lora_down.weight` (= PEFT lora_A, [r, in]),
+  `.lora_up.weight` (= lora_B, [out, r]) and `.alpha` (0-d; scale = alpha / r). Paths use the
+  family's ORIGINAL module names (EasyAnimate: `attn2.to_q` for the text stream). The single
+  underscore prefix `lora_unet_` of other kohya tools is accepted as well; a module without an
+  `.alpha` tensor gets alpha = rank (scale 1), kohya's own default.
+* PEFT/diffusers: `transformer.<module path>.lora_A.weight` / `.lora_B.weight` (prefix
+  `transformer.` optional), our (diffusers) module names. Alpha comes from diffusers'
+  `lora_adapter_metadata` (keys `lora_alpha` / `alpha_pattern`, optionally prefixed
+  `transformer.`); without it alpha = rank (scale 1), the rule diffusers applies to PEFT files
+  that carry no alpha.
+
+Underscore names are ambiguous (`txt_ff_net_0_proj`), so kohya names are resolved ONLY through a
+lookup built from the real module names of a model (`name.replace('.', '_') -> name`), never by
+splitting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ufo_video.errors import LoraError
+from ufo_video.lora.weights import Format, LoraModule, LoraWeights, Resolution, group_targets, limited
+
+__all__ = [
+    "Format", "LoraModule", "LoraWeights", "Resolution", "atomic_save_safetensors", "group_targets",
+    "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
+]  # fmt: skip
+
+KOHYA_PREFIX = "lora_unet_"
+KOHYA_SUFFIXES = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
+PEFT_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up"}
+PEFT_PREFIXES = ("transformer.", "base_model.model.")
+DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
+# ---- reading ----------------------------------------------------------------------------------
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise LoraError(f"LoRA file not found: {path}")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise LoraError(
+            f"{path}: pickle files ({path.suffix}) are refused because loading them can run code; "
+            "convert the LoRA to .safetensors with the tool that made it"
+        )
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+        # torch.save writes a zip ("PK\x03\x04") or a raw pickle (0x80, protocol 2..5); sniffed
+        # only after safetensors refused the file, so a valid header length never trips it
+        if head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5):
+            raise LoraError(
+                f"{path}: this is a pickle (torch.save) file despite its name; refused because "
+                "loading pickles can run code. Convert it to safetensors with the tool that made it"
+            ) from None
+        raise LoraError(f"{path}: not a readable safetensors file ({exc}); it may be truncated or corrupt") from None
+    if not tensors:
+        raise LoraError(f"{path}: the file holds no tensors")
+    return tensors, metadata
+
+
+def _split(key: str, suffixes: dict[str, str]) -> tuple[str, str] | None:
+    for suffix, part in suffixes.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)], part
+    return None
+
+
+def _diffusers_alpha_metadata(metadata: dict[str, str], source: str) -> tuple[float | None, dict[str, float]]:
+    raw = metadata.get(DIFFUSERS_METADATA_KEY)
+    if not raw:
+        return None, {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise LoraError(f"{source}: metadata '{DIFFUSERS_METADATA_KEY}' is not valid JSON") from None
+    data = {k.removeprefix("transformer."): v for k, v in data.items()}
+    alpha = data.get("lora_alpha")
+    pattern = {k: float(v) for k, v in (data.get("alpha_pattern") or {}).items()}
+    return (float(alpha) if alpha is not None else None), pattern
+
+
+def _pattern_alpha(pattern: dict[str, float], name: str, default: float) -> float:
+    """PEFT's `alpha_pattern` rule: an exact path, else the first key matching as a regex on a
+    dotted suffix of the path (`(.*\\.)?(key)$`)."""
+    import re
+
+    if name in pattern:
+        return pattern[name]
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", name):
+            return value
+    return default
+
+
+def read_lora(path: str | Path) -> LoraWeights:
+    """Read a kohya or PEFT LoRA from a safetensors file, refusing anything else.
+
+    Refused with a `LoraError`: pickles (never unpickled), unreadable/truncated files, keys of
+    neither layout, files mixing both, modules lacking their down or up tensor, down/up ranks
+    that disagree.
+    """
+    path = Path(path)
+    tensors, metadata = _load_safetensors(path)
+    kohya, peft, unknown = {}, {}, []
+    for key in tensors:
+        stem = key.removeprefix(KOHYA_PREFIX)
+        kparts = _split(stem, KOHYA_SUFFIXES) if key.startswith(KOHYA_PREFIX) else None
+        pparts = _split(key, PEFT_SUFFIXES)
+        if kparts:
+            kohya[key] = (kparts[0].removeprefix("_"), kparts[1])
+        elif pparts:
+            name = pparts[0]
+            for prefix in PEFT_PREFIXES:
+                name = name.removeprefix(prefix)
+            peft[key] = (name, pparts[1])
+        else:
+            unknown.append(key)
+    if unknown:
+        hint = " (text-encoder LoRAs are not supported)" if any(k.startswith("lora_te") for k in unknown) else ""
+        raise LoraError(
+            f"{path}: keys of an unknown layout{hint}: {limited(sorted(unknown))}. Expected kohya "
+            "'lora_unet__<module>.lora_down.weight/.lora_up.weight/.alpha' or PEFT "
+            "'transformer.<module>.lora_A.weight/.lora_B.weight'"
+        )
+    if kohya and peft:
+        raise LoraError(
+            f"{path}: the file mixes kohya keys ({next(iter(kohya))}) and PEFT keys ({next(iter(peft))}); "
+            "a LoRA file must use one layout"
+        )
+    fmt: Format = "kohya" if kohya else "peft"
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, (name, part) in (kohya or peft).items():
+        parts.setdefault(name, {})[part] = tensors[key]
+    default_alpha, alpha_pattern = (None, {}) if fmt == "kohya" else _diffusers_alpha_metadata(metadata, str(path))
+    modules: dict[str, LoraModule] = {}
+    incomplete, bad_rank = [], []
+    for name, got in sorted(parts.items()):
+        if "down" not in got or "up" not in got:
+            incomplete.append(f"{name} (has {', '.join(sorted(got))})")
+            continue
+        down, up = got["down"], got["up"]
+        if down.dim() < 2 or up.dim() < 2 or down.shape[0] != up.shape[1]:
+            bad_rank.append(f"{name}: down {list(down.shape)} up {list(up.shape)}")
+            continue
+        rank = int(down.shape[0])
+        if fmt == "kohya":
+            alpha = float(got["alpha"].item()) if "alpha" in got else float(rank)
+        else:
+            alpha = _pattern_alpha(alpha_pattern, name, default_alpha if default_alpha is not None else float(rank))
+        modules[name] = LoraModule(down=down, up=up, alpha=alpha)
+    if incomplete or bad_rank:
+        raise LoraError(
+            f"{path}: malformed LoRA: "
+            + "; ".join(
+                s for s in (
+                    f"modules missing down/up ({len(incomplete)}): {limited(incomplete)}" if incomplete else "",
+                    f"down/up ranks disagree: {limited(bad_rank)}" if bad_rank else "",
+                ) if s
+            )  # fmt: skip
+        )
+    return LoraWeights(format=fmt, modules=modules, metadata=metadata, source=str(path))
+
+
+# ---- conversion -------------------------------------------------------------------------------
+def to_peft(weights: LoraWeights, adapter, transformer: nn.Module, check_shapes: bool = True) -> LoraWeights:
+    """The same tensors under PEFT names (dotted diffusers paths); kohya names are resolved
+    through `transformer`'s real module names. Tensors are not copied or cast (bit-exact)."""
+    if weights.format == "peft":
+        return weights
+    resolved = weights.match(adapter, transformer, check_shapes)
+    if not resolved.ok:
+        weights.resolve(adapter, transformer, check_shapes)  # raises with the full list of problems
+    return replace(weights, format="peft", modules=dict(resolved.modules))
+
+
+def to_kohya(
+    weights: LoraWeights, adapter, transformer: nn.Module | None = None, check_shapes: bool = True
+) -> LoraWeights:
+    """The same tensors under kohya names (original module naming, '.' -> '_'). Needs no model
+    (dots -> underscores is deterministic); tensors are not copied or cast (bit-exact)."""
+    if weights.format == "kohya":
+        return weights
+    adapter_cls = adapter if isinstance(adapter, type) else type(adapter)
+    if transformer is not None:
+        weights.resolve(adapter_cls, transformer, check_shapes)  # check names (and shapes) first
+    modules = {adapter_cls.to_original_module_name(p).replace(".", "_"): m for p, m in weights.modules.items()}
+    return replace(weights, format="kohya", modules=modules)
+
+
+# ---- writing ----------------------------------------------------------------------------------
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    """Write to a temporary file in the same folder, fsync it, then rename over `path`: a crash
+    never leaves a half-written LoRA under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_lora(
+    path: str | Path, weights: LoraWeights, metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write `weights` in its own format. `dtype` casts down/up/alpha (None keeps them as they are,
+    which makes conversions bit-exact). Metadata: the file's own, then `metadata`, then the facts
+    (format, rank, alpha, targets) that the tensors determine."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise LoraError(f"{path}: LoRA files are written as .safetensors; use that extension")
+    if not weights.modules:
+        raise LoraError(f"{path}: nothing to write (the LoRA has no modules)")
+    meta = dict(weights.metadata)
+    meta.update(metadata or {})
+    tensors: dict[str, torch.Tensor] = {}
+    ranks, alphas = weights.ranks, weights.alphas
+    rank = ranks.most_common(1)[0][0]
+    alpha = alphas.most_common(1)[0][0]
+    for name, mod in weights.modules.items():
+        down, up = (mod.down, mod.up) if dtype is None else (mod.down.to(dtype), mod.up.to(dtype))
+        if weights.format == "kohya":
+            base = f"{KOHYA_PREFIX}_{name}"
+            tensors[f"{base}.lora_down.weight"] = down
+            tensors[f"{base}.lora_up.weight"] = up
+            tensors[f"{base}.alpha"] = torch.tensor(mod.alpha, dtype=down.dtype)
+        else:
+            tensors[f"transformer.{name}.lora_A.weight"] = down
+            tensors[f"transformer.{name}.lora_B.weight"] = up
+    if weights.format == "peft":
+        names = sorted(weights.modules)
+        meta[DIFFUSERS_METADATA_KEY] = json.dumps(
+            {
+                "transformer.r": rank,
+                "transformer.lora_alpha": alpha,
+                "transformer.target_modules": names,
+                "transformer.rank_pattern": {n: m.rank for n, m in weights.modules.items() if m.rank != rank},
+                "transformer.alpha_pattern": {n: m.alpha for n, m in weights.modules.items() if m.alpha != alpha},
+            },
+            sort_keys=True,
+        )
+    meta.update(
+        {
+            "ufo_format": weights.format,
+            "ufo_rank": str(rank) if len(ranks) == 1 else json.dumps(dict(ranks)),
+            "ufo_alpha": f"{alpha:g}" if len(alphas) == 1 else json.dumps({str(k): v for k, v in alphas.items()}),
+            "ufo_targets": json.dumps(group_targets(list(weights.modules))),
+        }
+    )
+    return atomic_save_safetensors(tensors, path, meta)
+
+
+def lora_from_adapter(model, adapter_name: str) -> LoraWeights:
+    """The named PEFT adapter of `model.transformer` as PEFT-format `LoraWeights` (diffusers paths)."""
+    transformer = model.transformer
+    config = (getattr(transformer, "peft_config", None) or {}).get(adapter_name)
+    if config is None:
+        raise LoraError(f"the transformer has no adapter named '{adapter_name}'")
+    modules: dict[str, LoraModule] = {}
+    for name, module in transformer.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if lora_a is None or adapter_name not in lora_a:
+            continue
+        down = lora_a[adapter_name].weight.detach()
+        up = module.lora_B[adapter_name].weight.detach()
+        alpha = float(module.lora_alpha[adapter_name])
+        modules[name] = LoraModule(down=down, up=up, alpha=alpha)
+    if not modules:
+        raise LoraError(f"adapter '{adapter_name}' wraps no module")
+    return LoraWeights(format="peft", modules=modules)
+
+
+def save_lora(
+    path: str | Path,
+    model,
+    adapter_name: str,
+    metadata: dict[str, str],
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Save the named adapter of `model.transformer` as a kohya file with ORIGINAL module names
+    (what the UFO reference and EasyAnimate load), cast to `dtype`, written atomically."""
+    weights = to_kohya(lora_from_adapter(model, adapter_name), type(model))
+    weights = replace(weights, modules={k: LoraModule(m.down.to("cpu"), m.up.to("cpu"), m.alpha) for k, m in weights.modules.items()})
+    info = getattr(model, "info", None)
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if info is not None:
+        meta.setdefault("ufo_base_model", str(info.path))
+        meta.setdefault("ufo_base_family", info.family)
+    return write_lora(path, weights, meta, dtype=dtype)
