@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "ufo_video.eval.cli",
     "ufo_video.data.cli",
     "ufo_video.lora.cli",
+    "ufo_video.infer.cli",
 )
 
 

@@ -1,0 +1,168 @@
+"""`ufo-video generate` and `ufo-video sweep`.
+
+Flags are applied onto the one validated config (`--config FILE` and `key=value` overrides
+first, flags last), so every setting of a run comes from a `UfoConfig`. A flag left out keeps
+the config's value; the config's defaults are the reference predict scripts' values
+(384x672, 49 frames, 8 fps, 50 steps, guidance 6.0, seed 43) except LoRA weight 0.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ufo_video.errors import UfoError
+
+# flag attribute -> config key understood by `settings.apply_values`
+FLAG_KEYS = {
+    "model": "model", "prompt": "prompt", "negative_prompt": "negative_prompt", "image": "validation_image_start",
+    "end_image": "validation_image_end", "video_length": "video_length", "sample_size": "sample_size",
+    "fps": "fps", "steps": "num_inference_steps", "guidance_scale": "guidance_scale", "seed": "seed",
+    "memory_mode": "GPU_memory_mode", "dtype": "weight_dtype", "device": "device",
+}  # fmt: skip
+# what --from-sidecar may still change: where the files are and how the model is placed
+SIDECAR_FLAGS = {"model", "memory_mode", "device"}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML/YAML config file (its [model] and [infer] sections)")
+    p.add_argument("--model", help="model folder (model.pretrained_model_name_or_path)")
+    p.add_argument("--prompt")
+    p.add_argument("--negative-prompt")
+    p.add_argument("--image", help="start image: image-to-video, the first frame is kept (InP models)")
+    p.add_argument("--end-image", help="end image: also keep the last frame (needs --image)")
+    p.add_argument("--video-length", type=int, help="frames, 4k+1 (default 49; others are rounded with a notice)")
+    p.add_argument("--sample-size", type=int, nargs=2, metavar=("H", "W"), help="default 384 672; multiples of 16")
+    p.add_argument("--fps", type=int)
+    p.add_argument("--steps", type=int, help="denoising steps (default 50)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 6.0)")
+    p.add_argument("--seed", type=int, help="default 43")
+    p.add_argument("--memory-mode", help="GPU_memory_mode: model_full_load, model_cpu_offload, "
+                   "model_cpu_offload_and_qfloat8, sequential_cpu_offload, group_offload")  # fmt: skip
+    p.add_argument("--dtype", help="weight dtype: bf16 (default), fp16, fp32")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    p.add_argument("--format", help="mp4 (default, H.264), gif, or png (a folder of frames)")
+    p.add_argument("--cache", choices=["none", "first-block"], help="step cache (TeaCache counterpart)")
+    p.add_argument("--cache-threshold", type=float, help="first-block cache threshold (default 0.08)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, all in one run (e.g. at the end): infer.fps=16 weight_dtype=fp32")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser("generate", help="text/image-to-video with optional LoRAs (UFOs)")
+    _common(gen)
+    gen.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
+                     help="a LoRA and its weight (default infer.lora_weight = 0.15); repeat for several")  # fmt: skip
+    gen.add_argument("--fuse", action="store_true", help="merge the LoRAs into the weights (faster; fixed weights)")
+    gen.add_argument("--prompts", type=Path, help="batch: a text file (one prompt per line) or JSONL records")
+    gen.add_argument("--out", type=Path, help="output file (one video); default save_path/NNNNNNNN.mp4")
+    gen.add_argument("--out-dir", type=Path, help="folder for numbered outputs (default infer.save_path)")
+    gen.add_argument("--from-sidecar", type=Path, metavar="FILE.json", help="make a saved video again, exactly")
+    gen.set_defaults(func=_generate)
+
+    sw = sub.add_parser("sweep", help="one LoRA at several weights, same prompt and seed, plus a labelled grid")
+    _common(sw)
+    sw.add_argument("--lora", required=True, metavar="PATH")
+    sw.add_argument("--weights", default="0,0.05,0.1,0.2,0.5,1.0", help="comma-separated (default 0,0.05,0.1,0.2,0.5,1.0)")
+    sw.add_argument("--out-dir", type=Path, default=Path("samples/ufo-sweep"))
+    sw.set_defaults(func=_sweep)
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, attr) for attr, key in FLAG_KEYS.items() if getattr(args, attr, None) is not None}
+
+
+def _configured(args: argparse.Namespace):
+    from ufo_video.config import load_config
+    from ufo_video.infer.settings import apply_values
+
+    cfg = load_config(args.config, args.overrides)
+    return apply_values(cfg, _given(args), print)
+
+
+def _cache_args(args: argparse.Namespace) -> dict[str, Any]:
+    from ufo_video.infer.settings import DEFAULT_CACHE_THRESHOLD
+
+    threshold = args.cache_threshold if args.cache_threshold is not None else DEFAULT_CACHE_THRESHOLD
+    return {"cache": args.cache or "none", "cache_threshold": threshold}
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from ufo_video.infer.outputs import output_format
+    from ufo_video.infer.prompts import read_prompt_file
+    from ufo_video.infer.run import generate_videos, plan_output_paths
+    from ufo_video.infer.settings import parse_lora_arg, request_from_config, settings_from_config
+
+    if args.from_sidecar:
+        return _from_sidecar(args)
+    if args.prompts and args.prompt is not None:
+        raise UfoError("give either --prompt or --prompts FILE, not both")
+    cfg = _configured(args)
+    loras = [parse_lora_arg(x, cfg.infer.lora_weight) for x in args.lora] if args.lora else None
+    settings = settings_from_config(cfg, loras=loras, fuse=args.fuse, **_cache_args(args))
+    base = request_from_config(cfg)
+    requests = read_prompt_file(args.prompts, base) if args.prompts else [base]
+    fmt = output_format(args.out, args.format)
+    if args.out is not None and args.out_dir is not None:
+        raise UfoError("give either --out FILE or --out-dir DIR, not both")
+    paths = plan_output_paths(len(requests), args.out, args.out_dir or Path(cfg.infer.save_path), fmt)
+    generate_videos(settings, requests, paths, fmt)
+    return 0
+
+
+def _from_sidecar(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ufo_video.infer.outputs import output_format, read_sidecar
+    from ufo_video.infer.run import generate_videos
+    from ufo_video.infer.settings import VideoRequest, check_memory_mode, settings_from_dict
+
+    changing = [f"--{a.replace('_', '-')}" for a in FLAG_KEYS if getattr(args, a) is not None and a not in SIDECAR_FLAGS]
+    changing += [f"--{n}" for n in ("lora", "prompts", "config", "cache") if getattr(args, n)]
+    changing += ["--fuse"] if args.fuse else []
+    changing += ["key=value overrides"] if args.overrides else []
+    if changing:
+        raise UfoError(
+            f"--from-sidecar makes the saved video again; {', '.join(changing)} would change it. "
+            "Allowed with it: --out, --format, --model (a moved model folder), --memory-mode, --device"
+        )
+    data = read_sidecar(args.from_sidecar)
+    settings = settings_from_dict(data["settings"])
+    for flag, field in (("model", "model"), ("memory_mode", "memory_mode"), ("device", "device")):
+        if getattr(args, flag) is not None:
+            settings = replace(settings, **{field: getattr(args, flag)})
+    check_memory_mode(settings.memory_mode)
+    try:
+        request = VideoRequest(**data["request"])
+    except TypeError as exc:
+        raise UfoError(f"{args.from_sidecar}: malformed 'request' section ({exc})") from None
+    fmt = output_format(args.out, args.format or (None if args.out else data.get("format", "mp4")))
+    original = args.from_sidecar.with_suffix("")
+    out = args.out or original.with_name(f"{original.name}-reproduced")
+    if args.out is None:
+        out = out if fmt == "png" else out.with_suffix(f".{fmt}")
+    [(_, side)] = generate_videos(settings, [request], [out], fmt)
+    new_hash = read_sidecar(side)["frames_sha256"]
+    if new_hash == data.get("frames_sha256"):
+        print(f"reproduced exactly: frames identical to {args.from_sidecar.name}'s video")
+    else:
+        print(f"notice: frames differ from the original video (frames_sha256 {new_hash[:12]} vs "
+              f"{str(data.get('frames_sha256'))[:12]}); device, dtype kernels or library versions differ")  # fmt: skip
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ufo_video.infer.outputs import output_format
+    from ufo_video.infer.settings import parse_lora_arg, request_from_config, settings_from_config
+    from ufo_video.infer.sweep import parse_weights, run_sweep
+
+    weights = parse_weights(args.weights)
+    cfg = _configured(args)
+    lora = parse_lora_arg(args.lora, cfg.infer.lora_weight)
+    if not Path(lora.path).is_file():
+        raise UfoError(f"LoRA file not found: {lora.path}")
+    settings = settings_from_config(cfg, loras=[], **_cache_args(args))
+    fmt = output_format(None, args.format)
+    run_sweep(settings, request_from_config(cfg), lora, weights, args.out_dir, fmt)
+    return 0

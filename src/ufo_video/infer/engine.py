@@ -1,0 +1,140 @@
+"""The generator: one loaded model + pipeline, its LoRAs, memory mode and step cache, making
+videos from `VideoRequest`s.
+
+Order of set-up matters: LoRAs are attached before the memory mode is applied, because
+offloading installs hooks on the modules that exist at that moment (a LoRA layer added later
+would stay on the wrong device), and fp8 storage skips PEFT layers only if they are already
+there. Unfused LoRAs keep their own weights, so `set_lora_weights` changes them between videos
+without reloading anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ufo_video.errors import UfoError
+from ufo_video.infer.outputs import load_image
+from ufo_video.infer.settings import GenerationSettings, VideoRequest
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def pipeline_negative_prompt(negative_prompt: str | None) -> str:
+    """diffusers 0.42.1: every EasyAnimate pipeline's `encode_prompt` iterates over
+    `negative_prompt` when guidance > 1, so `None` raises "TypeError: 'NoneType' object is not
+    iterable". An empty negative prompt is what "no negative prompt" means there, so pass "".
+    (tests/test_infer.py checks the raw pipeline still raises; drop this when it no longer does.)"""
+    return "" if negative_prompt is None else negative_prompt
+
+
+class VideoGenerator:
+    """Load once, generate many. Every message for the user goes through `log`."""
+
+    def __init__(self, settings: GenerationSettings, log: Callable[[str], None] = print):
+        from ufo_video.models.memory import apply_memory_mode, resolve_device
+        from ufo_video.models.registry import load_model
+
+        self.settings = settings
+        self.log = log
+        self.dtype = DTYPES[settings.weight_dtype]
+        self.device = resolve_device(settings.device)
+        self.model = load_model(settings.model, dtype=self.dtype)
+        self.pipe = self.model.pipeline()
+        self.pipe.set_progress_bar_config(disable=True)
+        self.adapter_names: list[str] = []
+        if settings.loras:
+            from ufo_video.lora.apply import load_loras
+
+            specs = [(Path(spec.path), spec.weight) for spec in settings.loras]
+            self.adapter_names = list(load_loras(self.model, specs, fuse=settings.fuse))
+            shown = ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in settings.loras)
+            log(f"LoRA{'s' if len(specs) > 1 else ''} {'fused' if settings.fuse else 'attached'}: {shown}")
+        if self.adapter_names and settings.memory_mode == "model_cpu_offload_and_qfloat8":
+            self._lora_layers_to_compute_dtype()
+        plan = apply_memory_mode(self.pipe, settings.memory_mode, self.device, self.dtype)
+        if plan.notice:
+            log(plan.notice)
+        self.cache = None
+        if settings.cache == "first-block":
+            from ufo_video.infer.cache import StepCache
+
+            self.cache = StepCache(self.model.transformer, settings.cache_threshold)
+
+    def _lora_layers_to_compute_dtype(self) -> None:
+        """fp8 storage (diffusers layerwise casting) turns off PEFT's cast of a layer's input to
+        the LoRA weights' dtype, so fp32 LoRA weights under a bf16 compute dtype fail with "expected
+        m1 and m2 to have the same dtype". In that mode the LoRA layers compute in the model's
+        compute dtype (their input is in it anyway); other modes keep them as loaded."""
+        for name, param in self.model.transformer.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.to(self.dtype)
+
+    def set_lora_weights(self, weights: list[float]) -> None:
+        """New weights for the attached (unfused) LoRAs, in the order they were given."""
+        if self.settings.fuse:
+            raise UfoError("LoRA weights cannot change after --fuse merged them into the model; drop --fuse")
+        if len(weights) != len(self.adapter_names):
+            raise UfoError(f"{len(weights)} weights given for {len(self.adapter_names)} LoRAs")
+        from ufo_video.lora.apply import set_lora_weights
+
+        set_lora_weights(self.model, dict(zip(self.adapter_names, weights)))
+
+    def _inpaint_inputs(self, request: VideoRequest) -> dict[str, Any]:
+        """Image-to-video: the start image is kept as frame 0 (and the end image as the last frame)
+        through the inpaint pipeline's video + mask inputs, built by diffusers' own helper."""
+        if request.image is None:
+            if request.end_image is not None:
+                raise UfoError("--end-image needs --image (the start frame) as well")
+            return {}
+        if not self.model.is_inpaint:
+            raise UfoError(
+                f"{self.settings.model} is a text-to-video (T2V) model; image-to-video needs an InP model "
+                "(e.g. EasyAnimateV5.1-12b-zh-InP)"
+            )
+        from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
+
+        start = load_image(request.image, "start image")
+        end = load_image(request.end_image, "end image") if request.end_image else None
+        video, mask = get_image_to_video_latent(start, end, self.settings.video_length, self.settings.sample_size)
+        return {"video": video, "mask_video": mask}
+
+    def generate(self, request: VideoRequest) -> np.ndarray:
+        """One video as uint8 frames [F, H, W, 3] (what is written to files and hashed)."""
+        frames = self.generate_float(request)
+        return (frames * 255).round().to(torch.uint8).numpy()
+
+    @torch.no_grad()
+    def generate_float(self, request: VideoRequest) -> torch.Tensor:
+        """One video as float32 frames [F, H, W, 3] in [0, 1], before 8-bit rounding."""
+        if not request.prompt.strip():
+            raise UfoError("the prompt is empty; give --prompt TEXT (or a prompts file)")
+        s = self.settings
+        height, width = s.sample_size
+        kwargs = self._inpaint_inputs(request)
+        # seeded on the CPU so a seed gives the same noise on every device
+        generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
+        with self.cache.session() if self.cache else nullcontext():
+            result = self.pipe(
+                prompt=request.prompt,
+                negative_prompt=pipeline_negative_prompt(request.negative_prompt),
+                num_frames=s.video_length,
+                height=height,
+                width=width,
+                num_inference_steps=s.num_inference_steps,
+                guidance_scale=s.guidance_scale,
+                generator=generator,
+                output_type="pt",
+                **kwargs,
+            )
+        if self.cache:
+            self.log(self.cache.summary())
+        frames = result.frames[0]  # [F, 3, H, W] in [0, 1]
+        if not torch.isfinite(frames).all():
+            raise UfoError("the model produced NaN/inf frames (try weight_dtype=fp32 or bf16 instead of fp16)")
+        return frames.permute(0, 2, 3, 1).float().clamp(0, 1).cpu()

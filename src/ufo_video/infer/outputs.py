@@ -1,0 +1,147 @@
+"""Input images, output files and the sidecar JSON written next to every video.
+
+The sidecar records everything needed to make the same video again (`ufo-video generate
+--from-sidecar FILE.json`), plus a SHA-256 of the uint8 frames so a reproduction can be checked
+for bitwise equality rather than by eye.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ufo_video import __version__
+from ufo_video.errors import UfoError
+from ufo_video.infer.settings import OUTPUT_FORMATS, GenerationSettings, VideoRequest
+from ufo_video.media_write import write_png_frames, write_video
+
+SIDECAR_KIND = "ufo-video generation"
+
+
+def load_image(path: str | Path, what: str = "image"):
+    """An RGB PIL image, upright according to its EXIF orientation."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UfoError(f"{what} not found: {p} (give the path of a PNG or JPEG file)")
+    try:
+        with Image.open(p) as img:
+            return ImageOps.exif_transpose(img).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UfoError(f"{what} {p} is not a readable image ({exc})") from None
+
+
+def frames_sha256(frames: np.ndarray) -> str:
+    arr = np.ascontiguousarray(frames, dtype=np.uint8)
+    h = hashlib.sha256(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def output_format(out: Path | None, fmt: str | None) -> str:
+    """The format asked for: --format, else the --out suffix, else mp4; the two must agree."""
+    suffix = out.suffix.lower().lstrip(".") if out is not None and out.suffix else None
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise UfoError(f"unknown output format {fmt!r}; choose one of: {', '.join(OUTPUT_FORMATS)}")
+    if suffix is not None and suffix not in OUTPUT_FORMATS:
+        raise UfoError(f"--out {out}: the name must end in .mp4 or .gif (or have no suffix for png frames)")
+    if fmt and suffix and fmt != suffix:
+        raise UfoError(f"--out {out} ends in .{suffix} but --format is {fmt}; make them agree")
+    return fmt or suffix or "mp4"
+
+
+def next_index_path(folder: Path, fmt: str) -> Path:
+    """`folder/NNNNNNNN.<fmt>` numbered after the highest existing number, like the reference's
+    predict scripts (which count files; counting would skip numbers once sidecars exist)."""
+    numbers = [int(p.stem) for p in folder.glob("*") if re.fullmatch(r"\d{8}", p.stem)] if folder.is_dir() else []
+    name = f"{max(numbers, default=0) + 1:08d}"
+    return folder / (name if fmt == "png" else f"{name}.{fmt}")
+
+
+def with_format(path: Path, fmt: str) -> Path:
+    return path.with_suffix("") if fmt == "png" else path.with_suffix(f".{fmt}")
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_suffix(".json") if output.suffix else output.with_name(output.name + ".json")
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_output(frames: np.ndarray, path: Path, fmt: str, fps: int) -> Path:
+    """mp4 / gif through the shared writer, or a folder of PNG frames."""
+    if fmt == "png":
+        write_png_frames(frames, path)
+        return path
+    return write_video(frames, path, fps=fps)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def sidecar_record(
+    settings: GenerationSettings, request: VideoRequest, output: Path, fmt: str, frames: np.ndarray
+) -> dict[str, Any]:
+    """Paths are stored absolute so the sidecar reproduces the video from any working folder."""
+    setting_values = settings.to_dict()
+    setting_values["model"] = _absolute(settings.model)
+    for lora in setting_values["loras"]:
+        lora["path"] = _absolute(lora["path"])
+    return {
+        "kind": SIDECAR_KIND,
+        "ufo_video_version": __version__,
+        "output": output.name,
+        "format": fmt,
+        "frames_sha256": frames_sha256(frames),
+        "frames_shape": list(frames.shape),
+        "request": {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seed,
+            "image": _absolute(request.image),
+            "end_image": _absolute(request.end_image),
+        },
+        "settings": setting_values,
+    }
+
+
+def write_video_and_sidecar(
+    frames: np.ndarray, path: Path, fmt: str, settings: GenerationSettings, request: VideoRequest
+) -> tuple[Path, Path]:
+    out = write_output(frames, path, fmt, settings.fps)
+    side = write_json_atomic(sidecar_path(out), sidecar_record(settings, request, out, fmt, frames))
+    return out, side
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UfoError(f"sidecar not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UfoError(f"{p}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != SIDECAR_KIND:
+        raise UfoError(f"{p}: not a ufo-video sidecar (expected \"kind\": \"{SIDECAR_KIND}\")")
+    for key in ("request", "settings"):
+        if not isinstance(data.get(key), dict):
+            raise UfoError(f"{p}: sidecar lacks its '{key}' section")
+    return data

@@ -1,0 +1,201 @@
+"""Generation settings: built from the one validated `UfoConfig`, then command-line flags.
+
+`GenerationSettings` holds what is shared by every video of a run (model, size, steps, LoRAs,
+memory mode, step cache); `VideoRequest` holds what may change per video (prompt, negative
+prompt, seed, start/end image). Both are plain data and are written to each video's sidecar,
+from which `--from-sidecar` rebuilds them exactly.
+
+Sizes that are not multiples of 16 and frame counts that are not 4k+1 given as flags (or as
+predict-script variables) are rounded to the nearest valid value with a printed notice; the
+same mistakes inside a config file are rejected by the config's own validators.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ufo_video.config import MEMORY_MODES, UfoConfig
+from ufo_video.errors import ConfigError
+
+SIZE_MULTIPLE = 16  # VAE 8x spatial times the transformer's patch 2
+CACHE_KINDS = ("none", "first-block")
+OUTPUT_FORMATS = ("mp4", "gif", "png")
+DEFAULT_CACHE_THRESHOLD = 0.08  # the reference's TeaCache threshold
+
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA file and the weight (alpha multiplier) it is applied with."""
+
+    path: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """What may differ between the videos of one run."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 43
+    image: str | None = None
+    end_image: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What every video of one run shares."""
+
+    model: str
+    sample_size: tuple[int, int]
+    video_length: int
+    fps: int
+    num_inference_steps: int
+    guidance_scale: float
+    memory_mode: str
+    weight_dtype: str
+    device: str = "auto"
+    loras: tuple[LoraSpec, ...] = ()
+    fuse: bool = False
+    cache: str = "none"
+    cache_threshold: float = DEFAULT_CACHE_THRESHOLD
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sample_size"] = list(self.sample_size)
+        return data
+
+
+def round_size(height: int, width: int, notify: Notify) -> tuple[int, int]:
+    """Each side to the nearest positive multiple of 16, announcing any change."""
+    new = tuple(max(SIZE_MULTIPLE, int(SIZE_MULTIPLE * math.floor(s / SIZE_MULTIPLE + 0.5))) for s in (height, width))
+    if new != (height, width):
+        notify(
+            f"notice: sample size {height}x{width} is not a multiple of {SIZE_MULTIPLE} "
+            f"(VAE 8x times patch 2); using {new[0]}x{new[1]}"
+        )
+    return new  # type: ignore[return-value]
+
+
+def round_frames(n: int, notify: Notify) -> int:
+    """To the nearest 4k+1 frame count (ties go up), announcing any change."""
+    if n < 1:
+        raise ConfigError(f"video_length must be at least 1, got {n}")
+    lower = n - (n - 1) % 4
+    new = lower if (n - lower) < (lower + 4 - n) else lower + 4
+    if new != n:
+        notify(
+            f"notice: video_length {n} is not 4k+1 (the VAE compresses time 4x causally); using {new}"
+        )
+    return new
+
+
+def parse_lora_arg(text: str, default_weight: float) -> LoraSpec:
+    """`PATH` or `PATH:WEIGHT`. Only a suffix that parses as a number is a weight, so paths with
+    colons (drive letters, odd names) still work."""
+    path, sep, tail = text.rpartition(":")
+    if sep and path:
+        try:
+            return LoraSpec(path, float(tail))
+        except ValueError:
+            pass
+    return LoraSpec(text, float(default_weight))
+
+
+def _assign(cfg: UfoConfig, section: str, key: str, value: Any) -> None:
+    """Set a validated config field; a bad value becomes one `ConfigError` naming the field."""
+    try:
+        setattr(getattr(cfg, section), key, value)
+    except ValidationError as exc:
+        msg = "; ".join(e["msg"].replace("Value error, ", "") for e in exc.errors())
+        raise ConfigError(f"{section}.{key}={value!r}: {msg}") from None
+
+
+def check_memory_mode(mode: str) -> str:
+    if mode not in MEMORY_MODES:
+        raise ConfigError(f"unknown memory mode {mode!r}; choose one of: {', '.join(MEMORY_MODES)}")
+    return mode
+
+
+def apply_values(cfg: UfoConfig, values: dict[str, Any], notify: Notify) -> UfoConfig:
+    """Apply flag / script values (None = not given) onto the config, rounding sizes with notices.
+
+    Keys are the config's own names: model (path), GPU_memory_mode, weight_dtype, device, and the
+    [infer] keys (prompt, sample_size, video_length, ...).
+    """
+    v = {k: val for k, val in values.items() if val is not None}
+    if "model" in v:
+        _assign(cfg, "model", "pretrained_model_name_or_path", str(v.pop("model")))
+    if "GPU_memory_mode" in v:
+        _assign(cfg, "model", "GPU_memory_mode", check_memory_mode(str(v.pop("GPU_memory_mode"))))
+    for key in ("weight_dtype", "device"):
+        if key in v:
+            _assign(cfg, "model", key, v.pop(key))
+    if "sample_size" in v:
+        size = v.pop("sample_size")
+        if isinstance(size, (int, float)):
+            size = (size, size)
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise ConfigError(f"sample_size must be [height, width], got {size!r}")
+        _assign(cfg, "infer", "sample_size", round_size(int(size[0]), int(size[1]), notify))
+    if "video_length" in v:
+        _assign(cfg, "infer", "video_length", round_frames(int(v.pop("video_length")), notify))
+    for key, val in v.items():
+        _assign(cfg, "infer", key, val)
+    return cfg
+
+
+def settings_from_config(
+    cfg: UfoConfig,
+    *,
+    loras: list[LoraSpec] | None = None,
+    fuse: bool = False,
+    cache: str = "none",
+    cache_threshold: float = DEFAULT_CACHE_THRESHOLD,
+) -> GenerationSettings:
+    """The run's shared settings. LoRAs: the explicit list, else [infer] lora_path/lora_weight."""
+    inf, mod = cfg.infer, cfg.model
+    if cache not in CACHE_KINDS:
+        raise ConfigError(f"unknown step cache {cache!r}; choose one of: {', '.join(CACHE_KINDS)}")
+    if not cache_threshold > 0:
+        raise ConfigError(f"cache threshold must be > 0, got {cache_threshold}")
+    if loras is None:
+        loras = [LoraSpec(inf.lora_path, inf.lora_weight)] if inf.lora_path else []
+    return GenerationSettings(
+        model=mod.pretrained_model_name_or_path,
+        sample_size=(int(inf.sample_size[0]), int(inf.sample_size[1])),
+        video_length=inf.video_length,
+        fps=inf.fps,
+        num_inference_steps=inf.num_inference_steps,
+        guidance_scale=inf.guidance_scale,
+        memory_mode=check_memory_mode(mod.GPU_memory_mode),
+        weight_dtype=mod.weight_dtype,
+        device=mod.device,
+        loras=tuple(loras),
+        fuse=fuse,
+        cache=cache,
+        cache_threshold=float(cache_threshold),
+    )
+
+
+def request_from_config(cfg: UfoConfig) -> VideoRequest:
+    inf = cfg.infer
+    return VideoRequest(inf.prompt, inf.negative_prompt, inf.seed, inf.validation_image_start, inf.validation_image_end)
+
+
+def settings_from_dict(data: dict[str, Any]) -> GenerationSettings:
+    """Inverse of `GenerationSettings.to_dict` (used by `--from-sidecar`)."""
+    try:
+        d = dict(data)
+        d["sample_size"] = tuple(int(s) for s in d["sample_size"])
+        d["loras"] = tuple(LoraSpec(str(x["path"]), float(x["weight"])) for x in d.get("loras", []))
+        return GenerationSettings(**d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"sidecar settings are incomplete or malformed ({exc})") from None
