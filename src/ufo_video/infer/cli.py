@@ -82,10 +82,8 @@ def _configured(args: argparse.Namespace):
 
 
 def _cache_args(args: argparse.Namespace) -> dict[str, Any]:
-    from ufo_video.infer.settings import DEFAULT_CACHE_THRESHOLD
-
-    threshold = args.cache_threshold if args.cache_threshold is not None else DEFAULT_CACHE_THRESHOLD
-    return {"cache": args.cache or "none", "cache_threshold": threshold}
+    # None leaves the choice to the config ([infer] cache / cache_threshold)
+    return {"cache": args.cache, "cache_threshold": args.cache_threshold}
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -100,10 +98,10 @@ def _generate(args: argparse.Namespace) -> int:
         raise UfoError("give either --prompt or --prompts FILE, not both")
     cfg = _configured(args)
     loras = [parse_lora_arg(x, cfg.infer.lora_weight) for x in args.lora] if args.lora else None
-    settings = settings_from_config(cfg, loras=loras, fuse=args.fuse, **_cache_args(args))
+    settings = settings_from_config(cfg, loras=loras, fuse=True if args.fuse else None, **_cache_args(args))
     base = request_from_config(cfg)
     requests = read_prompt_file(args.prompts, base) if args.prompts else [base]
-    fmt = output_format(args.out, args.format)
+    fmt = output_format(args.out, args.format or (None if args.out else cfg.infer.output_format))
     if args.out is not None and args.out_dir is not None:
         raise UfoError("give either --out FILE or --out-dir DIR, not both")
     paths = plan_output_paths(len(requests), args.out, args.out_dir or Path(cfg.infer.save_path), fmt)

@@ -156,18 +156,24 @@ def settings_from_config(
     cfg: UfoConfig,
     *,
     loras: list[LoraSpec] | None = None,
-    fuse: bool = False,
-    cache: str = "none",
-    cache_threshold: float = DEFAULT_CACHE_THRESHOLD,
+    fuse: bool | None = None,
+    cache: str | None = None,
+    cache_threshold: float | None = None,
 ) -> GenerationSettings:
-    """The run's shared settings. LoRAs: the explicit list, else [infer] lora_path/lora_weight."""
+    """The run's shared settings from the config; explicit arguments (CLI flags) win.
+
+    LoRAs: the explicit list, else [infer] lora_path/lora_weight followed by [infer] loras."""
     inf, mod = cfg.infer, cfg.model
+    fuse = inf.fuse_lora if fuse is None else fuse
+    cache = inf.cache if cache is None else cache
+    cache_threshold = inf.cache_threshold if cache_threshold is None else cache_threshold
     if cache not in CACHE_KINDS:
         raise ConfigError(f"unknown step cache {cache!r}; choose one of: {', '.join(CACHE_KINDS)}")
     if not cache_threshold > 0:
         raise ConfigError(f"cache threshold must be > 0, got {cache_threshold}")
     if loras is None:
         loras = [LoraSpec(inf.lora_path, inf.lora_weight)] if inf.lora_path else []
+        loras += [LoraSpec(entry.path, entry.weight) for entry in inf.loras]
     return GenerationSettings(
         model=mod.pretrained_model_name_or_path,
         sample_size=(int(inf.sample_size[0]), int(inf.sample_size[1])),
