@@ -26,8 +26,8 @@ weight_dtype = "bf16"  # bf16 | fp16 | fp32
 lora_path = None
 lora_weight = 0.15
 
-prompt = "A cute cat is playing the guitar."
-negative_prompt = "Twisted body, limb deformities, text captions, comic, static, ugly, error, messy code."
+prompt = "The scene comes to life: leaves sway gently in the breeze while the subject turns slowly towards the camera."
+negative_prompt = "Blurry, distorted bodies or limbs, watermark, captions, flickering, jittery motion, low quality."
 guidance_scale = 6.0
 seed = 43
 num_inference_steps = 50

@@ -25,8 +25,8 @@ weight_dtype = "bf16"  # bf16 | fp16 | fp32
 lora_path = None
 lora_weight = 0.15
 
-prompt = "A young woman with beautiful, clear eyes and blonde hair stands in the forest, wearing a white dress and a crown. Her expression is serene, reminiscent of a movie star, with fair and youthful skin. Her brown long hair flows in the wind. The video quality is very high, with a clear view. High quality, masterpiece, best quality, high resolution, ultra-fine, fantastical."
-negative_prompt = "Twisted body, limb deformities, text captions, comic, static, ugly, error, messy code."
+prompt = "A red fox trots along a snowy forest path at dawn, its breath visible in the cold air; soft golden light filters through the pines, and the camera follows it slowly from the side."
+negative_prompt = "Blurry, distorted bodies or limbs, watermark, captions, flickering, jittery motion, low quality."
 guidance_scale = 6.0
 seed = 43
 num_inference_steps = 50
