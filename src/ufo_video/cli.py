@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "ufo_video.data.cli",
     "ufo_video.lora.cli",
     "ufo_video.infer.cli",
+    "ufo_video.train.cli",
 )
 
 

@@ -1,0 +1,94 @@
+"""Random inpaint masks for `train_mode = "inpaint"` and the conditioning built from them.
+
+The InP transformer sees, next to the noisy latents, the VAE latents of a partly masked video and
+the mask itself (`ModelAdapter.inpaint_conditioning`). Training on a family of mask shapes teaches
+it every way it is used at inference:
+
+- ``all``        every pixel masked: text-to-video (the InP model's t2v mode)   p = 0.20
+- ``first``      first frame kept, the rest generated: image-to-video            p = 0.35
+- ``first_last`` first and last frames kept                                      p = 0.15
+- ``box``        a random spatial box masked in every frame                      p = 0.15
+- ``span``       a random run of frames masked                                   p = 0.15
+
+Mask value 1 = to generate, 0 = given. For an ``all`` sample the conditioning is zeroed 90 % of
+the time, because at inference text-to-video passes zeros, not the latents of a black video.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MASK_KINDS: tuple[tuple[str, float], ...] = (
+    ("all", 0.20),
+    ("first", 0.35),
+    ("first_last", 0.15),
+    ("box", 0.15),
+    ("span", 0.15),
+)
+ZERO_CONDITIONING_P = 0.9
+
+
+def _randint(low: int, high: int, g: torch.Generator) -> int:
+    """Uniform integer in [low, high] inclusive."""
+    return int(torch.randint(low, high + 1, (), generator=g).item())
+
+
+def choose_kind(g: torch.Generator) -> str:
+    u = float(torch.rand((), generator=g).item())
+    acc = 0.0
+    for kind, p in MASK_KINDS:
+        acc += p
+        if u < acc:
+            return kind
+    return MASK_KINDS[-1][0]
+
+
+def make_mask(kind: str, frames: int, height: int, width: int, g: torch.Generator) -> torch.Tensor:
+    """A [1, F, H, W] float mask of the named shape (1 = to generate)."""
+    mask = torch.zeros(1, frames, height, width)
+    if kind == "all":
+        mask[:] = 1
+    elif kind == "first":
+        mask[:, 1:] = 1
+    elif kind == "first_last":
+        mask[:, 1:-1] = 1
+        if frames == 1:  # a single frame has nothing between first and last: all given
+            mask[:] = 0
+    elif kind == "box":
+        bh, bw = _randint(max(1, height // 4), height, g), _randint(max(1, width // 4), width, g)
+        top, left = _randint(0, height - bh, g), _randint(0, width - bw, g)
+        mask[:, :, top : top + bh, left : left + bw] = 1
+    elif kind == "span":
+        length = _randint(1, frames, g)
+        start = _randint(0, frames - length, g)
+        mask[:, start : start + length] = 1
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}")
+    return mask
+
+
+def sample_mask(frames: int, height: int, width: int, g: torch.Generator) -> tuple[str, torch.Tensor, bool]:
+    """Draw a mask shape and the mask; the bool says whether the conditioning must be zeroed."""
+    kind = choose_kind(g)
+    mask = make_mask(kind, frames, height, width, g)
+    zero = kind == "all" and float(torch.rand((), generator=g).item()) < ZERO_CONDITIONING_P
+    return kind, mask, zero
+
+
+def build_conditioning(model, pixels: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, list[str]]:
+    """Inpaint latents for a pixel batch [B, 3, F, H, W]: one random mask per sample (drawn from
+    that sample's generator), `model.inpaint_conditioning`, zeros where the t2v case applies."""
+    _, _, frames, height, width = pixels.shape
+    drawn = [sample_mask(frames, height, width, g) for g in generators]
+    mask = torch.stack([m for _, m, _ in drawn]).to(pixels.device, pixels.dtype)
+    cond = model.inpaint_conditioning(pixels, mask)
+    keep = torch.tensor([0.0 if zero else 1.0 for _, _, zero in drawn], device=cond.device, dtype=cond.dtype)
+    cond = cond * keep.view(-1, *([1] * (cond.ndim - 1)))
+    return cond, [kind for kind, _, _ in drawn]
+
+
+def zero_conditioning(model, latents: torch.Tensor) -> torch.Tensor:
+    """`train_mode = "normal"` on an InP model: the transformer still expects inpaint channels,
+    so it gets zeros (mask channel + masked latents), exactly what text-to-video feeds it."""
+    channels = model.transformer.config.in_channels - latents.shape[1]
+    return torch.zeros(latents.shape[0], channels, *latents.shape[2:], device=latents.device, dtype=latents.dtype)

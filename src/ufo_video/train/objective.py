@@ -1,0 +1,119 @@
+"""EasyAnimate V5.1 flow-matching objective: which noise level to train on, how to noise, what to predict.
+
+Rectified flow: x_t = (1 - sigma) * x0 + sigma * eps, and the transformer predicts the velocity
+eps - x0. The transformer takes the timestep on the 0..1000 scale (sigma * 1000).
+
+Sigma sampling ("weighting_scheme"):
+- uniform: the reference's recipe. u ~ U[0, 1), t = timesteps[int(u * 1000)] of a 1000-step,
+  *unshifted* flow-matching scheduler (V5.1's scheduler has dynamic shifting on, so its training
+  grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
+- logit_normal: sigma = sigmoid(N(logit_mean, logit_std)) (SD3-style, continuous).
+- shift: the uniform grid, then sigma' = shift * s / (1 + (shift - 1) * s), which moves weight to
+  high noise (what the sampler does at inference).
+
+Every random draw takes an explicit generator, so the trainer can seed each sample by its
+dataset index: the same sample gets the same noise whether it is trained on one process or
+several, and after a resume (see `sample_generator`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def sample_generator(seed: int, epoch: int, batch: int, slot: int) -> torch.Generator:
+    """A CPU generator owned by one slot of one global batch of an epoch. The data loader gives
+    process i slots [i*B, (i+1)*B) of each global batch, so a slot's draws are the same on one
+    process with batch B*N as on N processes with batch B, and after a resume."""
+    digest = hashlib.sha256(f"ufo-train:{seed}:{epoch}:{batch}:{slot}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+_GRID: torch.Tensor | None = None
+
+
+def uniform_grid() -> torch.Tensor:
+    """The reference's training timesteps: a 1000-step unshifted flow scheduler's `timesteps`."""
+    global _GRID
+    if _GRID is None:
+        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=1.0)
+        _GRID = sched.timesteps.to(torch.float32).clone()
+    return _GRID
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Flow-matching time shift: shift * s / (1 + (shift - 1) * s)."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def sample_sigma(
+    scheme: str,
+    generator: torch.Generator,
+    *,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    shift: float = 3.0,
+) -> torch.Tensor:
+    """One noise level (a 0-d float32 tensor in (0, 1]) drawn with `generator`."""
+    if scheme in ("uniform", "shift"):
+        u = torch.rand((), generator=generator)
+        index = min(int(u.item() * NUM_TRAIN_TIMESTEPS), NUM_TRAIN_TIMESTEPS - 1)
+        sigma = uniform_grid()[index] / NUM_TRAIN_TIMESTEPS
+        return shift_sigmas(sigma, shift) if scheme == "shift" else sigma
+    if scheme == "logit_normal":
+        z = torch.randn((), generator=generator) * logit_std + logit_mean
+        return torch.sigmoid(z)
+    raise ValueError(f"unknown weighting_scheme {scheme!r}")
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - sigma) * x0 + sigma * noise, with one sigma per sample ([B])."""
+    s = sigma.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - s) * x0 + s * noise
+
+
+def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What the transformer should predict: the velocity noise - x0."""
+    return noise - x0
+
+
+def timesteps_for(sigma: torch.Tensor) -> torch.Tensor:
+    """The transformer's timestep input: sigma on the 0..1000 scale."""
+    return sigma * NUM_TRAIN_TIMESTEPS
+
+
+def flow_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over every element, computed in float32."""
+    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+
+@dataclass
+class NoisedBatch:
+    """Everything the loss step needs besides the model."""
+
+    noisy: torch.Tensor
+    target: torch.Tensor
+    sigmas: torch.Tensor
+    timesteps: torch.Tensor
+
+
+def noise_batch(latents: torch.Tensor, generators: list[torch.Generator], scheme: str, **sigma_kwargs) -> NoisedBatch:
+    """Draw each sample's sigma and noise from its own generator and build x_t and the target."""
+    sigmas = torch.stack([sample_sigma(scheme, g, **sigma_kwargs) for g in generators])
+    noise = torch.stack(
+        [torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators]
+    ).to(device=latents.device, dtype=latents.dtype)
+    sigmas = sigmas.to(latents.device)
+    return NoisedBatch(
+        noisy=add_noise(latents, noise, sigmas),
+        target=flow_target(latents, noise),
+        sigmas=sigmas,
+        timesteps=timesteps_for(sigmas).to(latents.dtype),
+    )

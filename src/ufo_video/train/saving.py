@@ -1,0 +1,110 @@
+"""Saving and restoring a run: the LoRA file, the state folder, rotation, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ufo_video.config import config_to_toml
+from ufo_video.train import checkpoint as ckpt
+from ufo_video.train.checkpoint import Progress
+from ufo_video.train.setup import ADAPTER_NAME, TrainError, TrainRun
+
+
+def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
+    s = run.summary
+    return {
+        "ufo_base_model": str(run.cfg.model.pretrained_model_name_or_path),
+        "ufo_rank": str(s.rank),
+        "ufo_alpha": f"{s.alpha:g}",
+        "ufo_target_modules": json.dumps(s.target_modules),
+        "ufo_step": str(step),
+        "ufo_training_weight": "1.0",
+        "ufo_config_fingerprint": run.cfg.fingerprint(),
+        "ufo_clip_mode": run.cfg.data.clip_mode,
+        "ufo_train_mode": run.cfg.train.train_mode,
+    }
+
+
+def write_resolved_config(run: TrainRun) -> Path:
+    """The exact settings of the run next to its outputs (atomic)."""
+    path = run.output_dir / "config.toml"
+    tmp = path.with_name(".config.toml.tmp")
+    tmp.write_text(config_to_toml(run.cfg))
+    tmp.replace(path)
+    return path
+
+
+def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
+    """checkpoint-{step}.safetensors, then (save_state) checkpoint-{step}/, then rotation. All processes call it."""
+    acc, step, out = run.accelerator, progress.step, run.output_dir
+    bad = [n for n, p in run.trainable_state().items() if not torch.isfinite(p).all()]
+    if bad:  # never write NaN weights
+        raise TrainError(f"step {step}: LoRA weights are not finite ({bad[0]} ...); nothing saved")
+    lora_path = ckpt.lora_file(out, step)
+    if acc.is_main_process:
+        from ufo_video.lora.formats import save_lora
+
+        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=torch.float32)
+    if run.cfg.train.save_state:
+        tmp = ckpt.tmp_dir(out, step)
+        if acc.is_main_process:
+            ckpt.begin_state(out, step)
+        acc.wait_for_everyone()
+        ckpt.write_rng(tmp, acc.process_index)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.write_main_state(
+                tmp, trainable=run.trainable_state(), optimizer=run.optimizer,
+                lr_scheduler=run.lr_scheduler, progress=progress,
+            )  # fmt: skip
+            ckpt.finish_state(tmp, out, step)
+    if acc.is_main_process:
+        ckpt.rotate(out, run.cfg.train.checkpoints_total_limit)
+    acc.wait_for_everyone()
+    return lora_path
+
+
+def restore(run: TrainRun, folder: Path) -> Progress:
+    """Load a complete state folder into the live run (weights, optimizer, schedule, RNG)."""
+    state = ckpt.read_state(folder, run.accelerator.process_index)
+    progress: Progress = state["progress"]
+    if progress.num_processes != run.accelerator.num_processes:
+        raise TrainError(
+            f"{folder}: saved by a run with {progress.num_processes} process(es), resumed with "
+            f"{run.accelerator.num_processes}; the data position is per process, so resume with the same count"
+        )
+    live = run.trainable_state()
+    if set(live) != set(state["lora"]):
+        missing = sorted(set(live) ^ set(state["lora"]))[:5]
+        raise TrainError(f"{folder}: its LoRA does not match this run's (lora.rank/target_modules changed?): {missing}")
+    with torch.no_grad():
+        for name, param in live.items():
+            saved = state["lora"][name]
+            if saved.shape != param.shape:
+                raise TrainError(f"{folder}: {name} has shape {tuple(saved.shape)}, this run {tuple(param.shape)}")
+            param.copy_(saved.to(param.device, param.dtype))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    from ufo_video.train.state_io import set_rng_state
+
+    set_rng_state(state["rng"])
+    if progress.fingerprint != run.cfg.fingerprint() and run.is_main:
+        print(f"note: {folder} was written with different settings (fingerprint {progress.fingerprint}); continuing")
+    return progress
+
+
+def trim_loss_log(path: Path, step: int) -> None:
+    """After a resume, drop logged losses of steps beyond the restored one (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def append_loss(path: Path, step: int, loss: float, lr: float) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps({"step": step, "loss": loss if math.isfinite(loss) else str(loss), "lr": lr}) + "\n")

@@ -1,0 +1,192 @@
+"""Training setup: accelerator, model, LoRA, memory options, optimizer and LR schedule.
+
+Everything model-specific goes through the `ModelAdapter` (encode_text, encode_video,
+inpaint_conditioning, predict); the trainer never names a model family.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ufo_video.config import UfoConfig
+from ufo_video.errors import ConfigError, DataError, UfoError
+
+ADAPTER_NAME = "ufo"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class TrainError(UfoError):
+    """A training run that cannot go on (NaN loss, out of memory, unusable resume state)."""
+
+
+@dataclass
+class TrainRun:
+    """The live objects of one run, passed between the recipe's steps."""
+
+    cfg: UfoConfig
+    accelerator: Any
+    model: Any  # ModelAdapter
+    transformer: torch.nn.Module  # the unwrapped transformer (with the LoRA)
+    trained: torch.nn.Module  # what the loss step calls: the transformer as accelerate prepared it
+    optimizer: Any
+    lr_scheduler: Any
+    params: list[torch.nn.Parameter]
+    summary: Any  # LoraSummary
+    output_dir: Path
+    weight_dtype: torch.dtype
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.transformer.named_parameters() if p.requires_grad}
+
+    @contextlib.contextmanager
+    def training_forward(self):
+        """Route `model.predict` through the prepared (DDP / autocast) transformer for one step."""
+        self.model.transformer = self.trained
+        try:
+            yield
+        finally:
+            self.model.transformer = self.transformer
+
+
+def check_inputs(cfg: UfoConfig) -> None:
+    """Say what is expected where before anything heavy is loaded."""
+    model_dir = Path(cfg.model.pretrained_model_name_or_path)
+    if not model_dir.is_dir():
+        raise ConfigError(
+            f"model folder not found: {model_dir}. Download EasyAnimateV5.1-12b-zh-InP into "
+            "models/Diffusion_Transformer/ (the guide's layout) or point model.pretrained_model_name_or_path "
+            "(MODEL_NAME for scripts/train_ufo.sh) at it."
+        )
+    root, meta = Path(cfg.data.train_data_dir), Path(cfg.data.train_data_meta)
+    if not root.is_dir():
+        raise DataError(
+            f"dataset folder not found: {root}. Put the images/videos under datasets/internal_datasets/ "
+            "(the guide's layout) or set data.train_data_dir (DATASET_NAME for scripts/train_ufo.sh)."
+        )
+    if not meta.is_file():
+        raise DataError(
+            f"dataset metadata not found: {meta}. Expected a JSON list of "
+            '{"file_path": <relative to the dataset folder>, "text": <caption>, "type": "image"|"video"} '
+            "(datasets/internal_datasets/metadata.json in the guide; DATASET_META_NAME for the script)."
+        )
+
+
+def make_accelerator(cfg: UfoConfig, output_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / cfg.train.logging_dir))
+    return Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        log_with="tensorboard" if cfg.train.report_to == "tensorboard" else None,
+        project_config=project,
+        cpu=cfg.model.device == "cpu",
+        # the text stream of the last block feeds nothing, so a LoRA there gets no gradient;
+        # DDP must be told that some trainable parameters can go unused in a step
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def make_optimizer(cfg: UfoConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    t = cfg.train
+    kwargs = dict(lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+    if t.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError(
+                "train.use_8bit_adam needs bitsandbytes, which is not installed: `pip install bitsandbytes` "
+                "(CUDA only), or set use_8bit_adam=false"
+            ) from None
+        return bnb.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def total_steps(cfg: UfoConfig, batches_per_epoch: int) -> int:
+    """max_train_steps when given, else epochs x optimizer steps per epoch."""
+    if cfg.train.max_train_steps is not None:
+        return cfg.train.max_train_steps
+    return cfg.train.num_train_epochs * math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
+
+
+def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
+    """Load the model, add the LoRA, apply memory options and build the optimizer (every process)."""
+    from accelerate.utils import DistributedType
+    from diffusers.optimization import get_scheduler
+
+    from ufo_video.lora.inject import add_lora
+    from ufo_video.models.memory import enable_fp8_storage
+    from ufo_video.models.registry import load_model
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.train.gradient_accumulation_steps > 1:
+        raise ConfigError(
+            "with DeepSpeed set gradient_accumulation_steps in the accelerate config and keep "
+            "train.gradient_accumulation_steps=1 (DeepSpeed steps inside backward)"
+        )
+    output_dir = Path(cfg.train.output_dir)
+    weight_dtype = DTYPES[cfg.model.weight_dtype]
+    if cfg.train.mixed_precision == "fp16" and weight_dtype == torch.bfloat16:
+        raise ConfigError("train.mixed_precision=fp16 with model.weight_dtype=bf16: use bf16 for both, or fp16 for both")
+    if cfg.train.fp8_base and weight_dtype == torch.float32:
+        raise ConfigError("train.fp8_base computes in model.weight_dtype; set it to bf16 (or fp16), not fp32")
+    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype)
+    for module in (model.transformer, model.vae, model.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    transformer = model.transformer
+    if cfg.train.fp8_base:
+        # before the LoRA exists, so only base layers are stored in fp8; the LoRA stays fp32
+        enable_fp8_storage(transformer, compute_dtype=weight_dtype)
+    torch.manual_seed(cfg.train.seed)  # LoRA initialisation is identical on every process
+    summary = add_lora(model, cfg.lora, adapter_name=ADAPTER_NAME)
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # trainable weights in fp32 whatever the base dtype
+    if cfg.train.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+
+    device = accelerator.device
+    transformer.to(device)
+    if not (cfg.train.low_vram and device.type != "cpu"):
+        model.vae.to(device)
+        model.text_encoder.to(device)
+
+    optimizer = make_optimizer(cfg, params)
+    steps = total_steps(cfg, batches_per_epoch)
+    lr_scheduler = get_scheduler(
+        cfg.train.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.train.lr_warmup_steps, num_training_steps=steps
+    )
+    # The LR scheduler is stepped by us once per optimizer step (not prepared: accelerate would
+    # step it once per process, which changes the schedule with the number of GPUs).
+    trained, optimizer = accelerator.prepare(transformer, optimizer)
+    return TrainRun(
+        cfg=cfg, accelerator=accelerator, model=model, transformer=transformer, trained=trained,
+        optimizer=optimizer, lr_scheduler=lr_scheduler, params=params, summary=summary,
+        output_dir=output_dir, weight_dtype=weight_dtype, extra={"total_steps": steps},
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module, device: torch.device, low_vram: bool):
+    """low_vram: keep `module` on the CPU and move it to the accelerator only while it is used."""
+    if not low_vram or device.type == "cpu":
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to("cpu")
+        torch.cuda.empty_cache()

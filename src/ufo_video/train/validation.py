@@ -1,0 +1,61 @@
+"""Validation clips during training: the same transformer, the LoRA at each validation weight.
+
+UFO is trained at weight 1.0 and used at ~0.15, so each prompt is rendered at every weight of
+`train.validation_weights` by changing the adapter's scale (no copies, no reload). Errors are
+not swallowed: a validation that fails stops the run with its real error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ufo_video.media_write import write_video
+from ufo_video.train.setup import ADAPTER_NAME, TrainRun, on_device
+
+
+def validation_due(run: TrainRun, step: int) -> bool:
+    t = run.cfg.train
+    return bool(t.validation_steps and t.validation_prompts and step % t.validation_steps == 0)
+
+
+@torch.no_grad()
+def run_validation(run: TrainRun, step: int) -> list[Path]:
+    """Render every validation prompt at every validation weight (main process) into output_dir/samples/."""
+    from ufo_video.lora.apply import set_lora_weights
+
+    written: list[Path] = []
+    if run.is_main:
+        cfg, model, device = run.cfg, run.model, run.accelerator.device
+        grads = {n: p.requires_grad for n, p in run.transformer.named_parameters()}
+        run.transformer.eval()
+        pipe = model.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        low_vram = cfg.train.low_vram
+        try:
+            with on_device(model.vae, device, low_vram), on_device(model.text_encoder, device, low_vram):
+                for i, prompt in enumerate(cfg.train.validation_prompts):
+                    for weight in cfg.train.validation_weights:
+                        set_lora_weights(model, {ADAPTER_NAME: weight})
+                        with run.accelerator.autocast():
+                            result = pipe(
+                                prompt=prompt,
+                                negative_prompt=cfg.infer.negative_prompt,  # never None (diffusers 0.42.1 quirk)
+                                num_frames=cfg.data.video_sample_n_frames,
+                                height=cfg.data.video_sample_size,
+                                width=cfg.data.video_sample_size,
+                                num_inference_steps=cfg.infer.num_inference_steps,
+                                guidance_scale=cfg.infer.guidance_scale,
+                                generator=torch.Generator(device="cpu").manual_seed(cfg.infer.seed),
+                                output_type="pt",
+                            )
+                        path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
+                        written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
+        finally:
+            set_lora_weights(model, {ADAPTER_NAME: 1.0})
+            for n, p in run.transformer.named_parameters():  # adapter switching must not change what trains
+                p.requires_grad_(grads[n])
+            run.transformer.train()
+    run.accelerator.wait_for_everyone()
+    return written

@@ -1,0 +1,98 @@
+"""Trainer runs in separate processes: kill -9 and resume, 2-process DDP, the guide's script."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_train_helpers import losses, lora, make_dataset, max_diff, write_config
+from ufo_video.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ds"))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def test_kill_9_then_resume_gives_the_same_lora(tiny_model, dataset, tmp_path):
+    straight = tmp_path / "straight"
+    cfg = write_config(tmp_path / "a.toml", tiny_model, dataset, straight, max_train_steps=5, checkpointing_steps=1)
+    assert main(["train", str(cfg)]) == 0
+
+    out = tmp_path / "killed"
+    cfg = write_config(tmp_path / "b.toml", tiny_model, dataset, out, max_train_steps=5, checkpointing_steps=1)
+    proc = subprocess.Popen([sys.executable, "-m", "ufo_video", "train", str(cfg), "max_train_steps=1000"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 60
+    try:
+        while not (out / "checkpoint-1" / "COMPLETE").exists():
+            assert proc.poll() is None and time.time() < deadline, "trainer ended or hung before step 1"
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # at any moment, possibly in the middle of a save
+        proc.wait()
+    done = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "COMPLETE").is_file())
+    assert 1 <= done[-1] < 5
+    assert main(["train", str(cfg), "resume_from_checkpoint=latest"]) == 0
+    assert not list(out.glob(".tmp-checkpoint-*"))
+    assert losses(out) == losses(straight)
+    assert max_diff(lora(straight / "checkpoint-5.safetensors"), lora(out / "checkpoint-5.safetensors")) <= 1e-6
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_model, dataset, tmp_path):
+    one = tmp_path / "one"
+    assert main(["train", str(write_config(tmp_path / "a.toml", tiny_model, dataset, one, train_batch_size=2))]) == 0
+    two = tmp_path / "two"
+    cfg = write_config(tmp_path / "b.toml", tiny_model, dataset, two, train_batch_size=1)
+    # torchrun + the gloo backend; `accelerate launch --multi_gpu` runs the same code on GPUs
+    result = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "ufo_video", "train", str(cfg)],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = two / "checkpoint-4"
+    assert (state / "rng-0.json").is_file() and (state / "rng-1.json").is_file()
+    assert [s for s, _ in losses(two)] == [1, 2, 3, 4]
+    for (_, a), (_, b) in zip(losses(one), losses(two)):
+        assert abs(a - b) <= 1e-5
+    assert max_diff(lora(one / "checkpoint-4.safetensors"), lora(two / "checkpoint-4.safetensors")) <= 1e-5
+
+
+def test_train_ufo_sh_with_the_guides_environment(tiny_model, dataset, tmp_path):
+    out = tmp_path / "out"
+    env = _env() | {"MODEL_NAME": str(tiny_model), "DATASET_NAME": str(dataset),
+                    "DATASET_META_NAME": str(dataset / "metadata.json"), "PYTHON": sys.executable}  # fmt: skip
+    flags = ["--max_train_steps=2", "--checkpointing_steps=2", f"--output_dir={out}", "--rank=4", "--network_alpha=2",
+             "--image_sample_size=32", "--video_sample_size=32", "--token_sample_size=32",
+             "--video_sample_n_frames=5", "--mixed_precision=no", "--train_batch_size=1", "--seed=7",
+             "--gradient_checkpointing", "--low_vram", "--enable_bucket", "--max_grad_norm=0.05",
+             "--train_mode=inpaint", "--learning_rate=1e-4",
+             "model.weight_dtype=fp32", "model.device=cpu", "dataloader_num_workers=0", "report_to=none"]  # fmt: skip
+    result = subprocess.run(["bash", str(REPO / "scripts/train_ufo.sh"), *flags], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "checkpoint-2.safetensors").is_file()
+    resolved = (out / "config.toml").read_text()
+    assert 'clip_mode = "static"' in resolved and "rank = 4" in resolved and "seed = 7" in resolved
+
+    bad = subprocess.run(["bash", str(REPO / "scripts/train_ufo.sh"), "--rnak=4"], env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "unknown flag --rnak" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run(["bash", str(REPO / "scripts/train_lora.sh")], env=env | {"MODEL_NAME": str(tmp_path / "none"),
+                             "LAUNCHER": sys.executable}, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and "model folder not found" in missing.stderr and "Traceback" not in missing.stderr
