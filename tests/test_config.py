@@ -108,3 +108,10 @@ def test_every_shipped_config_validates_and_names_its_command(path: Path) -> Non
     load_config(path)
     first = path.read_text().splitlines()[0]
     assert first.startswith("#") and ("ufo-video" in first or "bash scripts/" in first), first
+
+
+def test_yaml_boolean_words_stay_strings_for_string_fields() -> None:
+    cfg = load_config(None, ["mixed_precision=no", "gradient_checkpointing=no", "prompt=yes"])
+    assert cfg.train.mixed_precision == "no"
+    assert cfg.train.gradient_checkpointing is False
+    assert cfg.infer.prompt == "yes"

@@ -286,6 +286,13 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def _accepts_bool(cls: type[_Section], name: str) -> bool:
+    import typing
+
+    annotation = cls.model_fields[name].annotation
+    return annotation is bool or bool in typing.get_args(annotation)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key=value` / `section.key=value` overrides to a nested config dict."""
     index = _key_index()
@@ -306,10 +313,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 options = ", ".join(f"{s}.{key}" for s in sections)
                 raise ConfigError(f"command line: '{key}' exists in several sections; write one of: {options}")
             section, name = sections[0], key
+        value = _parse_value(raw)
+        if isinstance(value, bool) and not _accepts_bool(SECTIONS[section], name):
+            value = raw.strip()  # YAML reads no/yes/on/off as booleans; mixed_precision=no means "no"
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             raise ConfigError(f"config section [{section}] must be a table")
-        data[section][name] = _parse_value(raw)
+        data[section][name] = value
     return data
 
 
