@@ -1,6 +1,7 @@
-"""`ufo-video data check | preview | stats`.
+"""`ufo-video data check | preview | stats | cache`.
 
-Each takes the METADATA file, ``--root`` (default: the metadata file's folder, the guide's
+``cache`` takes the training CONFIG and ``key=value`` overrides (see ``data/cache.py``). The others
+take the METADATA file, ``--root`` (default: the metadata file's folder, the guide's
 layout) and the usual ``--config FILE`` plus ``key=value`` overrides, so frame counts, sizes and
 limits are exactly those the training run will use.
 """
@@ -51,6 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(stats)
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=_stats)
+
+    cache = dsub.add_parser(
+        "cache", help="encode latents and text embeddings for data.cache_latents (only what is missing)",
+        description="Precompute the VAE latents (and InP conditioning) of every clip the planned epochs use and "
+        "the text embeddings of every caption and of \"\", into data.cache_dir (default "
+        "<train_data_dir>/.ufo_cache). Pass the same config and overrides as the training run.",
+    )
+    cache.add_argument("config", type=Path, help="the training config (.toml / .yaml)")
+    cache.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for `ufo-video train`")
+    cache.add_argument("--epochs", type=int, default=None,
+                       help="epochs to cover (default: the run's, from max_train_steps or num_train_epochs)")
+    cache.add_argument("--num-processes", type=int, default=1, help="processes (GPUs) the training will use")
+    cache.add_argument("--prune", action="store_true", help="then delete cached entries this run does not use")
+    cache.set_defaults(func=_cache)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -131,4 +146,14 @@ def _preview(args: argparse.Namespace) -> int:
         if written >= args.n:
             break
     print(f"wrote {written} clips to {args.out} ({len(loader.failures)} failed samples skipped)")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from ufo_video.config import load_config
+    from ufo_video.data.cache_build import build_cache
+
+    cfg = load_config(args.config, args.overrides)
+    report = build_cache(cfg, epochs=args.epochs, num_processes=args.num_processes, prune=args.prune)
+    print(report.format())
     return 0

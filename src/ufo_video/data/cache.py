@@ -1,0 +1,244 @@
+"""Latent and text-embedding cache: ``ufo-video data cache`` fills it, ``build_cached_loader`` reads it.
+
+Why: encoding every clip with the VAE and every caption with the 7B text encoder at every step
+costs time and memory (both encoders must sit next to the transformer). The cache encodes each
+distinct clip and caption once, so training can run with the transformer alone.
+
+What is cached (all through the ``ModelAdapter``, exactly the calls the trainer makes):
+- per clip: ``encode_video(pixels)`` (the latents), and, for an InP model trained with
+  ``train.train_mode = "inpaint"``, ``inpaint_conditioning(pixels, mask)`` for the two
+  deterministic mask shapes ``first`` (first frame kept: image-to-video) and ``first_last``
+  (first and last frames kept; a 1-frame clip keeps its only frame);
+- per pixel shape: the ``all`` conditioning (every pixel masked), which encodes a video of -1
+  and so does not depend on the sample;
+- per caption: ``encode_text([caption])``, and ``encode_text([""])`` once.
+
+Mask shapes with the cache: ``all``, ``first`` and ``first_last`` only; the random ``box`` and
+``span`` masks need the pixels of each draw and are not available. The choice among the three
+(and zeroing ``all`` for the text-to-video case) stays per step in the trainer: every batch
+carries all three (``batch["cond"]``), and ``select_conditioning`` picks one per sample.
+
+Text dropout keeps its randomness: the loader drops a caption exactly as the uncached loader
+does (``sampling.drop_text`` by seed, epoch and sample) and then takes the cached embedding of
+``""`` or of the caption.
+
+Random settings (``static_frame=random``, ``random_flip``, moving clips with a random start,
+``random_hw_adapt`` with several sides): the cache is keyed by the *resolved* clip (see
+``cache_keys``), so ``data cache`` encodes every clip the planned epochs actually use
+(``--epochs``, default: the run's epochs) and each epoch keeps its own random draw. The cost is
+one encode per distinct clip: once per sample for the default UFO recipe (static middle frame,
+no flip, one side), up to once per sample and epoch for fully random settings.
+
+Batch order equals ``build_train_loader``'s: ``CachedLoader`` *is* a ``TrainLoader`` (same
+samples, plan, process split, skip and refill of failed samples; a decode failure recorded at
+cache time is replayed). A clip or text missing from the cache is a ``DataError`` telling the
+user to run ``ufo-video data cache``; it is never encoded silently with other settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ufo_video.config import UfoConfig
+from ufo_video.data.cache_keys import Fingerprints, clip_key, cond_all_key, item_key, media_facts, model_fingerprints, text_key
+from ufo_video.data.cache_store import CacheStore
+from ufo_video.data.loader import TrainLoader
+from ufo_video.data.plan import PlannedBatch
+from ufo_video.data.sampling import drop_text, rng_for
+from ufo_video.errors import DataError
+
+CACHED_MASK_KINDS = ("all", "first", "first_last")
+COND_ITEMS = {"first": "cond_first", "first_last": "cond_first_last"}
+DEFAULT_CACHE_SUBDIR = ".ufo_cache"
+
+
+def cache_dir_of(cfg: UfoConfig) -> Path:
+    """``data.cache_dir``, else ``<train_data_dir>/.ufo_cache``: next to the data it encodes, so
+    every run on that dataset (any output_dir, any LoRA setting) shares it; keys include the
+    model, so several models can share one folder. Set data.cache_dir for a read-only dataset."""
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir)
+    return Path(cfg.data.train_data_dir) / DEFAULT_CACHE_SUBDIR
+
+
+def model_is_inpaint(cfg: UfoConfig) -> bool:
+    from ufo_video.models.registry import adapter_for
+
+    path = Path(cfg.model.pretrained_model_name_or_path)
+    return adapter_for(path).inspect(path).variant == "inp"
+
+
+def wants_conditioning(cfg: UfoConfig, is_inpaint: bool) -> bool:
+    return is_inpaint and cfg.train.train_mode == "inpaint"
+
+
+def fixed_mask(kind: str, frames: int, height: int, width: int) -> torch.Tensor:
+    """[1, F, H, W] pixel mask (1 = to generate) of a cached mask shape; the same shapes as the
+    trainer's ``train.masks.make_mask`` (a test checks they stay equal)."""
+    mask = torch.zeros(1, frames, height, width)
+    if kind == "all":
+        mask[:] = 1
+    elif kind == "first":
+        mask[:, 1:] = 1
+    elif kind == "first_last":
+        mask[:, 1:-1] = 1  # one frame: it is both first and last, so nothing is masked
+    else:
+        raise ValueError(f"mask kind {kind!r} is not cached (cached: {', '.join(CACHED_MASK_KINDS)})")
+    return mask
+
+
+def select_conditioning(batch: dict, kinds: list[str], zero: list[bool] | None = None) -> torch.Tensor:
+    """Inpaint latents [B, C+1, f, h, w] from a cached batch: sample b takes
+    ``batch["cond"][kinds[b]][b]``, multiplied by 0 where ``zero[b]`` (the text-to-video case)."""
+    cond = batch["cond"]
+    if not cond:
+        raise ValueError("this batch has no conditioning (not an InP model in train_mode=inpaint)")
+    out = torch.stack([cond[k][b] for b, k in enumerate(kinds)])
+    if zero is not None:
+        keep = torch.tensor([0.0 if z else 1.0 for z in zero], dtype=out.dtype)
+        out = out * keep.view(-1, *([1] * (out.ndim - 1)))
+    return out
+
+
+def text_items(text_fp: str, text: str) -> tuple[str, str]:
+    key = text_key(text_fp, text)
+    return f"{key}.embeds", f"{key}.mask"
+
+
+class CachedLoader(TrainLoader):
+    """A ``TrainLoader`` whose samples come from the cache instead of the decoders (see module doc)."""
+
+    verify_on_init = True
+
+    def __init__(self, cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0, process_index: int = 0,
+                 num_processes: int = 1, store: CacheStore | None = None, is_inpaint: bool | None = None,
+                 fingerprints: Fingerprints | None = None) -> None:
+        super().__init__(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches, process_index=process_index,
+                         num_processes=num_processes)
+        self.store = store if store is not None else CacheStore(cache_dir_of(cfg), writable=False)
+        self.fp = fingerprints or model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
+        self.with_cond = wants_conditioning(cfg, model_is_inpaint(cfg) if is_inpaint is None else is_inpaint)
+        self.clip_items = ("latent", *COND_ITEMS.values()) if self.with_cond else ("latent",)
+        self._facts: dict[int, tuple[str, int, int]] = {}
+        if self.verify_on_init:
+            self._verify_planned()
+
+    # ------------------------------------------------------------------ keys
+
+    def clip_key(self, batch: PlannedBatch, idx: int) -> str:
+        if idx not in self._facts:  # one stat per file per epoch: a file changed since caching is a miss
+            try:
+                self._facts[idx] = media_facts(self.samples[idx].entry.path, Path(self.d.train_data_dir))
+            except OSError as exc:
+                raise DataError(f"{self.samples[idx].entry.path}: {exc.strerror or exc}") from None
+        return clip_key(self.fp.video, self._facts[idx], self.samples[idx].entry.type, self._spec(batch, idx),
+                        batch.bucket.frames)
+
+    def text_of(self, idx: int) -> str:
+        dropped = drop_text(self.seed, self.epoch, idx, self.d.text_drop_ratio)
+        return "" if dropped else self.samples[idx].entry.text
+
+    def clip_ready(self, clip: str) -> bool:
+        return all(self.store.has(item_key(clip, item)) for item in self.clip_items)
+
+    def _miss(self, batch: PlannedBatch, idx: int, what: str) -> DataError:
+        b = batch.bucket
+        procs = f" --num-processes {self.num_processes}" if self.num_processes > 1 else ""
+        return DataError(
+            f"{self.samples[idx].entry.path}: {what} not in the latent cache {self.store.root} (epoch {self.epoch}, "
+            f"batch {batch.number}, clip {b.frames}x{b.height}x{b.width}). Run `ufo-video data cache CONFIG{procs} "
+            f"[key=value ...]` with this run's config and overrides (covering epoch {self.epoch}: --epochs "
+            f"{self.epoch + 1} or more); it encodes only what is missing. Causes: the file, a model or data setting, "
+            "or the number of epochs/processes changed since caching. Or set data.cache_latents=false."
+        )
+
+    def _verify_planned(self) -> None:
+        """Fail at epoch start, not mid-epoch: every first-choice clip and text of this process must
+        be cached (replacements of failed samples are checked when they are drawn)."""
+        for batch in self.batches[self.skip_batches:]:
+            for slot in self._my_slots(batch):
+                idx = batch.indices[slot]
+                clip = self.clip_key(batch, idx)
+                if not self.clip_ready(clip) and clip not in self.store.failures:
+                    raise self._miss(batch, idx, "the clip")
+                if not self.store.has(text_items(self.fp.text, self.text_of(idx))[0]):
+                    raise self._miss(batch, idx, "the caption's text embedding")
+
+    # ------------------------------------------------------------------ one slot
+
+    def status(self, batch: PlannedBatch, idx: int) -> str | None:
+        """None when the clip is usable, else the recorded failure reason (a miss raises)."""
+        clip = self.clip_key(batch, idx)
+        if self.clip_ready(clip):
+            return None
+        if clip in self.store.failures:
+            return self.store.failures[clip]
+        raise self._miss(batch, idx, "the clip")
+
+    def resolve(self, batch: PlannedBatch, slot: int) -> int:
+        """The sample that fills ``slot``: the planned one, or its replacement after failures,
+        chosen exactly as ``TrainLoader._collect`` chooses it (same generator, same order)."""
+        idx, tried = batch.indices[slot], set()
+        rng = rng_for(self.seed, self.epoch, batch.number * 1_000_003 + slot, "refill")
+        while True:
+            self.decode_attempts += 1
+            reason = self.status(batch, idx)
+            if reason is None:
+                return idx
+            tried.add(idx)
+            self._record_failure(idx, reason)
+            idx = self._replacement(batch, slot, rng, tried)
+
+    # ------------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.batches[self.skip_batches:]:
+            used = [self.resolve(batch, slot) for slot in self._my_slots(batch)]
+            yield self.assemble(batch, used)
+        self._check_failures(self.decode_failures, self.decode_attempts, "to decode", final=True)
+
+    def assemble(self, batch: PlannedBatch, used: list[int]) -> dict:
+        get = self.store.get
+        b = batch.bucket
+        clips = [self.clip_key(batch, i) for i in used]
+        texts = [self.text_of(i) for i in used]
+        text_keys = [text_items(self.fp.text, t) for t in texts]
+        for i, (emb_key, _) in zip(used, text_keys):
+            if not self.store.has(emb_key):
+                raise self._miss(batch, i, "the caption's text embedding")
+        out = {
+            "latents": torch.stack([get(item_key(c, "latent")) for c in clips]),
+            "text_embeds": torch.stack([get(e) for e, _ in text_keys]),
+            "text_mask": torch.stack([get(m) for _, m in text_keys]),
+            "cond": {},
+            "texts": texts,
+            "indices": used,
+            "is_static": torch.tensor([self.samples[i].moving is None for i in used], dtype=torch.bool),
+            "pixel_shape": (b.frames, b.height, b.width),
+        }
+        if self.with_cond:
+            key = cond_all_key(self.fp.video, b.frames, b.height, b.width)
+            if not self.store.has(key):
+                raise self._miss(batch, used[0], "the all-masked conditioning of this clip size")
+            shared = get(key)
+            out["cond"]["all"] = shared.unsqueeze(0).expand(len(used), *shared.shape)  # a view: one copy in memory
+            for kind, item in COND_ITEMS.items():
+                out["cond"][kind] = torch.stack([get(item_key(c, item)) for c in clips])
+        return out
+
+
+def build_cached_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0, process_index: int = 0,
+                        num_processes: int = 1) -> CachedLoader:
+    """Like ``build_train_loader`` (same arguments, same batch order), yielding cached tensors:
+
+    - ``latents`` [B, C, f, h, w]: ``encode_video`` output (dtype model.weight_dtype);
+    - ``text_embeds`` [B, L, D] and ``text_mask`` [B, L]: ``encode_text`` of each (possibly dropped) caption;
+    - ``cond``: {} unless InP + train_mode=inpaint; then {"all", "first", "first_last"} -> [B, C+1, f, h, w]
+      (``all`` is an expanded view of one tensor); pick per sample with ``select_conditioning``;
+    - ``texts``, ``indices``, ``is_static`` as ``build_train_loader``; ``pixel_shape`` (F, H, W).
+    """
+    return CachedLoader(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches, process_index=process_index,
+                        num_processes=num_processes)
