@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ufo_video.errors import ConfigError
 
@@ -217,12 +217,6 @@ class UfoConfig(_Section):
     lora: LoraSection = Field(default_factory=LoraSection)
     train: TrainSection = Field(default_factory=TrainSection)
     infer: InferSection = Field(default_factory=InferSection)
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> "UfoConfig":
-        if self.data.cache_latents and self.data.clip_mode == "video" and self.data.random_flip:
-            raise ValueError("data.cache_latents with data.random_flip would cache one flip only; disable one")
-        return self
 
     def fingerprint(self, sections: tuple[str, ...] = ("model", "data", "lora", "train")) -> str:
         """A short stable hash of the named sections (stored in checkpoints and caches)."""

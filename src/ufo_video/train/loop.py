@@ -44,9 +44,12 @@ class RunResult:
 
 
 def _loader(cfg: UfoConfig, acc, epoch: int, skip: int):
-    from ufo_video.data.loader import build_train_loader
+    if cfg.data.cache_latents:
+        from ufo_video.data.cache import build_cached_loader as build
+    else:
+        from ufo_video.data.loader import build_train_loader as build
 
-    return build_train_loader(
+    return build(
         cfg, seed=cfg.train.seed, epoch=epoch, skip_batches=skip,
         process_index=acc.process_index, num_processes=acc.num_processes,
     )  # fmt: skip

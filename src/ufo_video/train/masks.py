@@ -33,14 +33,23 @@ def _randint(low: int, high: int, g: torch.Generator) -> int:
     return int(torch.randint(low, high + 1, (), generator=g).item())
 
 
-def choose_kind(g: torch.Generator) -> str:
-    u = float(torch.rand((), generator=g).item())
+def choose_kind(g: torch.Generator, allowed: tuple[str, ...] | None = None) -> str:
+    """Draw a mask kind; `allowed` restricts the family (probabilities renormalised), as the
+    latent cache does: it holds the conditioning of the fixed-shape kinds only."""
+    kinds = [(k, p) for k, p in MASK_KINDS if allowed is None or k in allowed]
+    total = sum(p for _, p in kinds)
+    u = float(torch.rand((), generator=g).item()) * total
     acc = 0.0
-    for kind, p in MASK_KINDS:
+    for kind, p in kinds:
         acc += p
         if u < acc:
             return kind
-    return MASK_KINDS[-1][0]
+    return kinds[-1][0]
+
+
+def draw_zero(kind: str, g: torch.Generator) -> bool:
+    """Whether this sample's conditioning is zeroed (the text-to-video case of an `all` mask)."""
+    return kind == "all" and float(torch.rand((), generator=g).item()) < ZERO_CONDITIONING_P
 
 
 def make_mask(kind: str, frames: int, height: int, width: int, g: torch.Generator) -> torch.Tensor:
@@ -71,8 +80,7 @@ def sample_mask(frames: int, height: int, width: int, g: torch.Generator) -> tup
     """Draw a mask shape and the mask; the bool says whether the conditioning must be zeroed."""
     kind = choose_kind(g)
     mask = make_mask(kind, frames, height, width, g)
-    zero = kind == "all" and float(torch.rand((), generator=g).item()) < ZERO_CONDITIONING_P
-    return kind, mask, zero
+    return kind, mask, draw_zero(kind, g)
 
 
 def build_conditioning(model, pixels: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, list[str]]:
@@ -85,6 +93,16 @@ def build_conditioning(model, pixels: torch.Tensor, generators: list[torch.Gener
     keep = torch.tensor([0.0 if zero else 1.0 for _, _, zero in drawn], device=cond.device, dtype=cond.dtype)
     cond = cond * keep.view(-1, *([1] * (cond.ndim - 1)))
     return cond, [kind for kind, _, _ in drawn]
+
+
+def cached_conditioning(batch: dict, generators: list[torch.Generator]) -> tuple[torch.Tensor, list[str]]:
+    """Inpaint latents from a cached batch: each sample draws its mask kind among the cached ones
+    (`all`, `first`, `first_last`) from its own generator, so the choice stays random per step."""
+    from ufo_video.data.cache import CACHED_MASK_KINDS, select_conditioning
+
+    kinds = [choose_kind(g, CACHED_MASK_KINDS) for g in generators]
+    zero = [draw_zero(k, g) for k, g in zip(kinds, generators)]
+    return select_conditioning(batch, kinds, zero), kinds
 
 
 def zero_conditioning(model, latents: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.errors import ConfigError, DataError, UfoError
+from ufo_video.models.base import COMPONENTS
 
 ADAPTER_NAME = "ufo"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -120,6 +121,14 @@ def total_steps(cfg: UfoConfig, batches_per_epoch: int) -> int:
     return cfg.train.num_train_epochs * math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
 
 
+def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
+    """With the latent/text cache and no validation, the VAE and text encoder are never used:
+    they are not loaded at all (the biggest memory saving the cache brings)."""
+    if cfg.data.cache_latents and cfg.train.validation_steps is None:
+        return ("transformer", "scheduler")
+    return COMPONENTS
+
+
 def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     """Load the model, add the LoRA, apply memory options and build the optimizer (every process)."""
     from accelerate.utils import DistributedType
@@ -140,10 +149,11 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
         raise ConfigError("train.mixed_precision=fp16 with model.weight_dtype=bf16: use bf16 for both, or fp16 for both")
     if cfg.train.fp8_base and weight_dtype == torch.float32:
         raise ConfigError("train.fp8_base computes in model.weight_dtype; set it to bf16 (or fp16), not fp32")
-    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype)
+    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype, components=needed_components(cfg))
     for module in (model.transformer, model.vae, model.text_encoder):
-        module.requires_grad_(False)
-        module.eval()
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
     transformer = model.transformer
     if cfg.train.fp8_base:
         # before the LoRA exists, so only base layers are stored in fp8; the LoRA stays fp32
@@ -160,8 +170,9 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     device = accelerator.device
     transformer.to(device)
     if not (cfg.train.low_vram and device.type != "cpu"):
-        model.vae.to(device)
-        model.text_encoder.to(device)
+        for module in (model.vae, model.text_encoder):
+            if module is not None:
+                module.to(device)
 
     optimizer = make_optimizer(cfg, params)
     steps = total_steps(cfg, batches_per_epoch)

@@ -22,6 +22,8 @@ def encode_batch(run: TrainRun, batch: dict, position: int):
         objective.sample_generator(cfg.train.seed, run.extra["epoch"], position, first_slot + j)
         for j in range(len(batch["indices"]))
     ]
+    if "latents" in batch:  # from the latent/text cache (data.cache_latents)
+        return (*_from_cache(run, batch, generators), generators)
     with on_device(model.text_encoder, device, low_vram):
         text = model.encode_text(list(batch["texts"]), device)
     pixels = batch["pixel_values"].to(device=device, dtype=run.weight_dtype)
@@ -34,6 +36,23 @@ def encode_batch(run: TrainRun, batch: dict, position: int):
     if model.is_inpaint and cond is None:
         cond = masks.zero_conditioning(model, latents)  # train_mode normal on an InP model
     return text, latents, cond, generators
+
+
+def _from_cache(run: TrainRun, batch: dict, generators: list[torch.Generator]):
+    """Text embeddings, latents and conditioning of a cached batch (nothing is encoded)."""
+    from ufo_video.models.base import TextEmbeds
+
+    model, device = run.model, run.accelerator.device
+    text = TextEmbeds(batch["text_embeds"], batch["text_mask"]).to(device)
+    latents = batch["latents"].to(device).float()
+    cond = None
+    if model.is_inpaint and run.cfg.train.train_mode == "inpaint":
+        cond, kinds = masks.cached_conditioning(batch, generators)
+        cond = cond.to(device)
+        run.extra["mask_kinds"] = kinds
+    elif model.is_inpaint:
+        cond = masks.zero_conditioning(model, latents)
+    return text, latents, cond
 
 
 def batch_loss(run: TrainRun, batch: dict, position: int) -> torch.Tensor:
