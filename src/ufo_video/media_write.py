@@ -7,12 +7,12 @@ crash never leaves a half-written video under the final name.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ufo_video.atomic import write_atomic
 from ufo_video.errors import UfoError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -36,41 +36,37 @@ def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-
-
 def write_video(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8) -> Path:
     """Write an mp4 (H.264, yuv420p, even sizes padded by edge replication) or a gif."""
-    import av
-
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UfoError(f"{path}: video output must end in {' or '.join(VIDEO_SUFFIXES)}")
     arr = to_uint8_frames(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
     if path.suffix.lower() == ".gif":
         from PIL import Image
 
         images = [Image.fromarray(f) for f in arr]
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    else:
-        h, w = arr.shape[1:3]
-        ph, pw = h + h % 2, w + w % 2  # yuv420p needs even sides
-        if (ph, pw) != (h, w):
-            arr = np.pad(arr, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=int(round(fps)))
-            stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-            stream.options = {"crf": "18", "preset": "medium"}
-            for frame in arr:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+        return write_atomic(path, lambda tmp: images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0))
+    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps))
+
+
+def _write_mp4(arr: np.ndarray, tmp: Path, fps: float) -> None:
+    import av
+
+    h, w = arr.shape[1:3]
+    ph, pw = h + h % 2, w + w % 2  # yuv420p needs even sides
+    if (ph, pw) != (h, w):
+        arr = np.pad(arr, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
+        stream.options = {"crf": "18", "preset": "medium"}
+        for frame in arr:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-    os.replace(tmp, path)
-    return path
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def write_png_frames(frames: np.ndarray | torch.Tensor, folder: str | Path) -> list[Path]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -26,32 +25,14 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from ufo_video.atomic import fsync_dir, save_safetensors_atomic, write_bytes_atomic
 from ufo_video.data.cache_keys import CACHE_FORMAT
 from ufo_video.errors import DataError
 
 SHARD_BYTES = 256 * 1024 * 1024  # a shard is written when its buffered tensors reach this size
 FLUSH_SECONDS = 300.0  # ...or at least this often, so an interrupted run loses little work
 MAX_OPEN_SHARDS = 64
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -163,18 +144,14 @@ class CacheStore:
         self._serial += 1
         name = f"{kind}-{'x'.join(map(str, shape)) or 'scalar'}-{dtype}-{self._run}-{self._serial:04d}.safetensors"
         path = self.shards / name
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"format": str(CACHE_FORMAT), "kind": kind})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_safetensors_atomic(path, tensors, metadata={"format": str(CACHE_FORMAT), "kind": kind})
         for key in tensors:
             self.items[key] = name
 
     def _write_index(self) -> None:
-        _fsync_dir(self.shards)
+        fsync_dir(self.shards)
         payload = {"format": CACHE_FORMAT, "items": self.items, "failures": self.failures}
-        _atomic_write_bytes(self.index_path, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+        write_bytes_atomic(self.index_path, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
         self._last_flush = time.monotonic()
 
     def flush(self) -> None:

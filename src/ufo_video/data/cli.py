@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from ufo_video.atomic import write_atomic, write_text_atomic
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -104,23 +105,12 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_png(path: Path, frame) -> None:
     from PIL import Image
 
     from ufo_video.media_write import to_uint8_frames
 
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    Image.fromarray(to_uint8_frames(frame)[0]).save(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: Image.fromarray(to_uint8_frames(frame)[0]).save(tmp, format="PNG"))
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -141,7 +131,7 @@ def _preview(args: argparse.Namespace) -> int:
                 _write_png(args.out / f"{stem}.png", frames)
             else:
                 write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps)
-            _write_text(args.out / f"{stem}.txt", text)
+            write_text_atomic(args.out / f"{stem}.txt", text)
             written += 1
         if written >= args.n:
             break

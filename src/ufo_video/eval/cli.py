@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from ufo_video.atomic import write_json_atomic
 from ufo_video.errors import UfoError
 
 # Table columns: metric key → (header, format).
@@ -108,17 +108,6 @@ def format_table(report: dict) -> str:
     return "\n".join(out)
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    """tmp file + fsync + rename: a crash never leaves half a report under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
 
 def _eval(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 2:
@@ -127,6 +116,6 @@ def _eval(args: argparse.Namespace) -> int:
     if args.vbench and not report["vbench"]["dimensions"]:
         print(f"note: VBench {report['vbench']['reason']}", file=sys.stderr)
     if args.out is not None:
-        write_json_atomic(report, args.out)
+        write_json_atomic(args.out, report, allow_nan=False)
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else format_table(report))
     return 0

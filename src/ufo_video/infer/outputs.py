@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ufo_video import __version__
+from ufo_video.atomic import write_json_atomic
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import OUTPUT_FORMATS, GenerationSettings, VideoRequest
 from ufo_video.media_write import write_png_frames, write_video
@@ -73,16 +73,6 @@ def sidecar_path(output: Path) -> Path:
     return output.with_suffix(".json") if output.suffix else output.with_name(output.name + ".json")
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def write_output(frames: np.ndarray, path: Path, fmt: str, fps: int) -> Path:

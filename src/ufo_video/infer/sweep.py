@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ufo_video.errors import UfoError
-from ufo_video.infer.outputs import write_json_atomic, write_output, write_video_and_sidecar
+from ufo_video.atomic import write_json_atomic
+from ufo_video.infer.outputs import write_output, write_video_and_sidecar
 from ufo_video.infer.run import Log
 from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
 

@@ -22,16 +22,14 @@ splitting.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from ufo_video.atomic import save_safetensors_atomic
 from ufo_video.errors import LoraError
 from ufo_video.lora.weights import Format, LoraModule, LoraWeights, Resolution, group_targets, limited
 
@@ -210,21 +208,8 @@ def to_kohya(
 
 # ---- writing ----------------------------------------------------------------------------------
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    """Write to a temporary file in the same folder, fsync it, then rename over `path`: a crash
-    never leaves a half-written LoRA under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """A crash never leaves a half-written LoRA under the final name (see `ufo_video.atomic`)."""
+    return save_safetensors_atomic(path, tensors, metadata)
 
 
 def write_lora(

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ufo_video.atomic import fsync_tree
 from ufo_video.errors import LoraError, UfoError
 from ufo_video.lora.formats import (
     Format,
@@ -215,13 +216,6 @@ def combine_loras(
 
 
 # ---- bake -------------------------------------------------------------------------------------
-def _fsync_tree(folder: Path) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str | Path) -> Path:
     """A model folder with the LoRAs merged into the transformer (fp32 merge, one cast to the
     stored dtype), the same layout, shards and tensor names as the input, every other component
@@ -269,7 +263,7 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
             save_file({k: state[k] for k in with_keys}, str(tdir / f.name), metadata={"format": "pt"})
         record = {"base_model": str(model_dir), "loras": [[str(p), float(w)] for p, w in specs], "dtype": str(dtype)}
         (tmp / "ufo_bake.json").write_text(json.dumps(record, indent=2))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if out.exists():
             out.rmdir()  # checked empty above
         os.replace(tmp, out)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import (
     AutoencoderKLMagvit,
     EasyAnimateInpaintPipeline,

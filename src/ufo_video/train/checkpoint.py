@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ufo_video.atomic import fsync_dir, fsync_file
 from ufo_video.errors import UfoError
 from ufo_video.train import state_io
 
@@ -107,14 +108,6 @@ def remove_stale_tmp(output_dir: Path) -> list[Path]:
     return stale
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def begin_state(output_dir: Path, step: int) -> Path:
     """Create the empty temporary folder of a new state (main process)."""
     tmp = tmp_dir(output_dir, step)
@@ -133,11 +126,11 @@ def write_main_state(
     progress: Progress,
 ) -> None:
     save_file({k: v.detach().float().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "lora.safetensors"))
-    state_io.fsync_file(tmp / "lora.safetensors")
+    fsync_file(tmp / "lora.safetensors")
     state_io.save_nested(optimizer.state_dict(), tmp, "optimizer")
     state_io.save_nested(lr_scheduler.state_dict(), tmp, "lr_scheduler")
     (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
-    state_io.fsync_file(tmp / "progress.json")
+    fsync_file(tmp / "progress.json")
 
 
 def write_rng(tmp: Path, rank: int) -> None:
@@ -147,7 +140,7 @@ def write_rng(tmp: Path, rank: int) -> None:
 def finish_state(tmp: Path, output_dir: Path, step: int) -> Path:
     """Marker last, then the rename that makes the state visible."""
     (tmp / MARKER).write_text("ok\n")
-    state_io.fsync_file(tmp / MARKER)
+    fsync_file(tmp / MARKER)
     fsync_dir(tmp)
     final = state_dir(output_dir, step)
     if final.exists():  # same step saved again (e.g. Ctrl-C right after a scheduled save)

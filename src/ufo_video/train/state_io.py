@@ -8,7 +8,6 @@ split into its tensors (one safetensors file, keyed by their path in the structu
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ufo_video.atomic import fsync_file
 
 TENSOR = "__tensor__"
 TUPLE = "__tuple__"
@@ -56,11 +57,6 @@ def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return {k: _join(v, tensors) for k, v in obj["__dict__"]}
         raise ValueError(f"malformed state entry: {sorted(obj)}")
     return obj
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def save_nested(obj: Any, folder: Path, name: str) -> None:
