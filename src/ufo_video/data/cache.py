@@ -76,18 +76,13 @@ def wants_conditioning(cfg: UfoConfig, is_inpaint: bool) -> bool:
 
 
 def fixed_mask(kind: str, frames: int, height: int, width: int) -> torch.Tensor:
-    """[1, F, H, W] pixel mask (1 = to generate) of a cached mask shape; the same shapes as the
-    trainer's ``train.masks.make_mask`` (a test checks they stay equal)."""
-    mask = torch.zeros(1, frames, height, width)
-    if kind == "all":
-        mask[:] = 1
-    elif kind == "first":
-        mask[:, 1:] = 1
-    elif kind == "first_last":
-        mask[:, 1:-1] = 1  # one frame: it is both first and last, so nothing is masked
-    else:
+    """[1, F, H, W] pixel mask (1 = to generate) of a cached mask shape, made by the trainer's own
+    `train.masks.make_mask` (the cached kinds draw nothing from the generator)."""
+    from ufo_video.train.masks import make_mask
+
+    if kind not in CACHED_MASK_KINDS:
         raise ValueError(f"mask kind {kind!r} is not cached (cached: {', '.join(CACHED_MASK_KINDS)})")
-    return mask
+    return make_mask(kind, frames, height, width, torch.Generator())
 
 
 def select_conditioning(batch: dict, kinds: list[str], zero: list[bool] | None = None) -> torch.Tensor:
