@@ -207,3 +207,13 @@ def test_deepspeed_accelerate_config_is_valid_yaml():
     data = yaml.safe_load((Path(__file__).parent.parent / "configs/accelerate/deepspeed_zero2.yaml").read_text())
     assert data["distributed_type"] == "DEEPSPEED" and data["deepspeed_config"]["zero_stage"] == 2
     assert data["deepspeed_config"]["gradient_accumulation_steps"] == 1
+
+
+def test_clip_norm_warmup_schedule_by_hand() -> None:
+    from ufo_video.train.objective import clip_norm_at
+
+    assert clip_norm_at(0, 0.05, 1000, 5.0) == pytest.approx(0.25)
+    assert clip_norm_at(500, 0.05, 1000, 5.0) == pytest.approx(0.15)
+    assert clip_norm_at(1000, 0.05, 1000, 5.0) == 0.05
+    assert clip_norm_at(5000, 0.05, 1000, 5.0) == 0.05
+    assert clip_norm_at(0, 0.05, 0, 5.0) == 0.05

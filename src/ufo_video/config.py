@@ -144,6 +144,11 @@ class TrainSection(_Section):
     adam_epsilon: float = Field(1e-10, gt=0)
     use_8bit_adam: bool = False
     max_grad_norm: float = Field(0.05, gt=0)
+    max_grad_norm_warmup_steps: int = Field(
+        0, ge=0, description="Clip starts max_grad_norm_warmup_factor x looser and tightens linearly to "
+        "max_grad_norm over this many steps (the reference recipe uses 1000); 0 = constant clip."
+    )
+    max_grad_norm_warmup_factor: float = Field(5.0, ge=1.0)
     num_train_epochs: int = Field(100, ge=1)
     max_train_steps: int | None = Field(None, ge=1)
     checkpointing_steps: int = Field(100, ge=1)

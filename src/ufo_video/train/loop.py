@@ -21,6 +21,7 @@ from ufo_video.errors import DataError
 from ufo_video.train import checkpoint as ckpt
 from ufo_video.train import saving
 from ufo_video.train.checkpoint import Progress
+from ufo_video.train.objective import clip_norm_at
 from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup
 from ufo_video.train.step import batch_loss
 from ufo_video.train.validation import run_validation, validation_due
@@ -106,7 +107,9 @@ def _optimizer_step(run: TrainRun, batches: list[dict], first_pos: int, progress
     if bad:
         _nonfinite(run, progress, "the loss")
         return None
-    grad_norm = acc.clip_grad_norm_(run.params, run.cfg.train.max_grad_norm)
+    t = run.cfg.train
+    clip = clip_norm_at(progress.step, t.max_grad_norm, t.max_grad_norm_warmup_steps, t.max_grad_norm_warmup_factor)
+    grad_norm = acc.clip_grad_norm_(run.params, clip)
     if grad_norm is not None:  # None: the backend (DeepSpeed) clips by itself
         grad_norm = float(grad_norm)
         if _any_process(run, not torch.isfinite(torch.tensor(grad_norm)).item()):

@@ -28,6 +28,15 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 NUM_TRAIN_TIMESTEPS = 1000
 
 
+def clip_norm_at(step: int, max_grad_norm: float, warmup_steps: int, factor: float) -> float:
+    """The gradient-clip threshold of optimizer step `step` (0-based): `factor` x max_grad_norm at
+    step 0, tightening linearly to max_grad_norm at `warmup_steps`, constant afterwards (the UFO
+    reference's schedule, which keeps early LoRA updates from being clipped to almost nothing)."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return max_grad_norm
+    return max_grad_norm * (factor + (1.0 - factor) * step / warmup_steps)
+
+
 def sample_generator(seed: int, epoch: int, batch: int, slot: int) -> torch.Generator:
     """A CPU generator owned by one slot of one global batch of an epoch. The data loader gives
     process i slots [i*B, (i+1)*B) of each global batch, so a slot's draws are the same on one
