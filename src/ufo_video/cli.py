@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "ufo_video.lora.cli",
     "ufo_video.infer.cli",
     "ufo_video.train.cli",
+    "ufo_video.bench.cli",
 )
 
 

@@ -1,0 +1,1 @@
+"""`ufo-video bench`: performance targets measured as interleaved side-by-side ratios."""
