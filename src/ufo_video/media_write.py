@@ -36,8 +36,10 @@ def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def write_video(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8) -> Path:
-    """Write an mp4 (H.264, yuv420p, even sizes padded by edge replication) or a gif."""
+def write_video(
+    frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8, *, crf: int = 18, preset: str = "medium"
+) -> Path:
+    """Write an mp4 (H.264 at `crf`/`preset`, yuv420p, even sizes padded by edge replication) or a gif."""
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UfoError(f"{path}: video output must end in {' or '.join(VIDEO_SUFFIXES)}")
@@ -48,10 +50,10 @@ def write_video(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float 
         images = [Image.fromarray(f) for f in arr]
         return write_atomic(path, lambda tmp: images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0))
-    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps))
+    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps, crf, preset))
 
 
-def _write_mp4(arr: np.ndarray, tmp: Path, fps: float) -> None:
+def _write_mp4(arr: np.ndarray, tmp: Path, fps: float, crf: int, preset: str) -> None:
     import av
 
     h, w = arr.shape[1:3]
@@ -61,7 +63,7 @@ def _write_mp4(arr: np.ndarray, tmp: Path, fps: float) -> None:
     with av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": "18", "preset": "medium"}
+        stream.options = {"crf": str(crf), "preset": preset}
         for frame in arr:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

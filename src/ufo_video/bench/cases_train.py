@@ -55,13 +55,13 @@ def _train_data(ws: Workspace):
     return ws.dataset("train", images=2, image_side=max(h, w))
 
 
-def trainer_optimizer_step(run, batch):
+def traineroptimizer_step(run, batch):
     """`train.loop`'s optimizer step for one micro-batch (the function the training loop calls)."""
     from ufo_video.train.checkpoint import Progress
-    from ufo_video.train.loop import _optimizer_step
+    from ufo_video.train.loop import optimizer_step
 
     progress = Progress(num_processes=run.accelerator.num_processes)
-    return lambda: _optimizer_step(run, [batch], 0, progress)
+    return lambda: optimizer_step(run, [batch], 0, progress)
 
 
 def bare_step(run, batch):
@@ -101,7 +101,7 @@ def bare_step(run, batch):
 def case_trainer_step(ws: Workspace) -> CaseResult:
     cfg = ws.train_config(_train_data(ws))
     with training_run(ws, cfg) as (run, batch):
-        bare, trainer = bare_step(run, batch), trainer_optimizer_step(run, batch)
+        bare, trainer = bare_step(run, batch), traineroptimizer_step(run, batch)
         timing = interleave(bare, trainer, ws.rounds, ws.device, warmup=ws.warmup)
         peak_a, _ = peak_memory(bare, ws.device)
         peak_b, _ = peak_memory(trainer, ws.device)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ufo_video.errors import UfoError
+from ufo_video.media_write import write_video
 
 
 @dataclass(frozen=True)
@@ -73,48 +74,19 @@ PRESETS: dict[str, Preset] = {
 }  # fmt: skip
 
 
-def text_encoder(vocab_size: int, hidden: int, layers: int) -> torch.nn.Module:
-    """A Qwen2-VL with a small text stack. Like `tiny.tiny_text_encoder`, but its rotary sections
-    follow the head size (that builder's fixed [1, 1, 2] only fits a 16-wide, 2-head stack)."""
-    from ufo_video.models.tiny import SPECIAL_TOKENS, tiny_text_encoder
-
-    if hidden == 16:
-        return tiny_text_encoder(vocab_size, hidden=hidden, layers=layers)
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    heads = 2
-    half = hidden // heads // 2  # rotary pairs per head, split over (time, height, width)
-    section = [half // 4, half // 4, half - 2 * (half // 4)]
-
-    def tid(i: int) -> int:
-        return vocab_size - len(SPECIAL_TOKENS) + i
-
-    config = Qwen2VLConfig(
-        text_config=dict(
-            hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=1, vocab_size=vocab_size,
-            rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0},
-            bos_token_id=None, eos_token_id=tid(2), pad_token_id=tid(0),
-        ),
-        vision_config=dict(depth=1, embed_dim=16, num_heads=2, hidden_size=hidden, in_chans=3),
-        vision_start_token_id=tid(3), vision_end_token_id=tid(4), image_token_id=tid(5), video_token_id=tid(6),
-    )  # fmt: skip
-    config.bos_token_id = None
-    config.eos_token_id = tid(2)
-    return Qwen2VLForConditionalGeneration(config)
-
-
 def write_model(preset: Preset, out: Path, seed: int = 0) -> Path:
     """A random EasyAnimate V5.1 InP model folder of the preset's size (diffusers layout)."""
     from diffusers import AutoencoderKLMagvit
 
     from ufo_video.models.easyanimate import UfoEasyAnimateTransformer
-    from ufo_video.models.tiny import tiny_transformer_config, tiny_vae_config, write_model_folder, write_tokenizer
+    from ufo_video.models.tiny import (
+        tiny_text_encoder, tiny_transformer_config, tiny_vae_config, write_model_folder, write_tokenizer,
+    )
 
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         vocab = write_tokenizer(Path(tmp) / "tokenizer")
-        te = text_encoder(vocab, preset.text_hidden, preset.text_layers)
+        te = tiny_text_encoder(vocab, hidden=preset.text_hidden, layers=preset.text_layers)
         transformer = UfoEasyAnimateTransformer(**tiny_transformer_config(
             "inp", latent=preset.latent, text_dim=preset.text_hidden, num_attention_heads=preset.heads,
             attention_head_dim=preset.head_dim, num_layers=preset.layers, mmdit_layers=preset.layers,
@@ -129,18 +101,7 @@ def write_model(preset: Preset, out: Path, seed: int = 0) -> Path:
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int = 8) -> None:
     """Near-lossless H.264 (crf 10) so decoding costs what real footage costs, not a flat colour."""
-    import av
-
-    _, h, w, _ = frames.shape
-    with av.open(str(path), mode="w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": "10", "preset": "ultrafast"}
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_video(frames, path, fps=fps, crf=10, preset="ultrafast")
 
 
 def _textured(rng: np.random.Generator, h: int, w: int, frames: int) -> np.ndarray:

@@ -178,7 +178,8 @@ class TrainLoader:
 
     def _assemble(self, batch: PlannedBatch, frames: list[torch.Tensor], used: list[int]) -> dict:
         # uint8 [F', H, W, 3] -> float [3, F', H, W] in [-1, 1]
-        clips = torch.stack([f.permute(3, 0, 1, 2).float() / 127.5 - 1.0 for f in frames])
+        # stack the uint8 frames first, then one in-place conversion (not one float copy per sample)
+        clips = torch.stack(frames).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
         static = [self.samples[i].moving is None for i in used]
         if batch.static:
             clips = clips.expand(-1, -1, batch.bucket.frames, -1, -1)  # view: one frame in memory per sample

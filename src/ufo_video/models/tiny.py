@@ -97,6 +97,15 @@ def write_tokenizer(folder: Path, merges: list[tuple[str, str]] | None = None) -
     return len(vocab)
 
 
+def _mrope_sections(head_dim: int) -> list[int]:
+    """Qwen2-VL splits each head's rotary half-dimension (head_dim / 2) into temporal, height and
+    width sections; they must add up to it (Qwen2-VL-7B: [16, 24, 24] for head_dim 128)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
 def tiny_text_encoder(vocab_size: int, hidden: int = 16, layers: int = 2) -> torch.nn.Module:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -111,7 +120,7 @@ def tiny_text_encoder(vocab_size: int, hidden: int = 16, layers: int = 2) -> tor
             num_attention_heads=2,
             num_key_value_heads=1,
             vocab_size=vocab_size,
-            rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0},
+            rope_parameters={"rope_type": "default", "mrope_section": _mrope_sections(hidden // 2), "rope_theta": 10000.0},
             bos_token_id=None,
             eos_token_id=tid(2),
             pad_token_id=tid(0),

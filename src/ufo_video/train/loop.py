@@ -91,7 +91,7 @@ def _nonfinite(run: TrainRun, progress: Progress, what: str, count: bool = True)
         raise TrainError(f"more than train.max_nan_skips={t.max_nan_skips} non-finite steps; stopping")
 
 
-def _optimizer_step(run: TrainRun, batches: list[dict], first_pos: int, progress: Progress) -> tuple[float, float] | None:
+def optimizer_step(run: TrainRun, batches: list[dict], first_pos: int, progress: Progress) -> tuple[float, float] | None:
     """Forward/backward over one accumulation group and the update; None when the group was skipped."""
     acc, group = run.accelerator, len(batches)
     total, bad = 0.0, False
@@ -178,7 +178,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
             while pos < n and progress.step < total:
                 t0 = time.perf_counter()
                 group = [next(batches) for _ in range(min(ga, n - pos))]
-                result = _optimizer_step(run, group, pos, progress)
+                result = optimizer_step(run, group, pos, progress)
                 pos += len(group)
                 progress.batch_in_epoch = pos
                 if result is None:
