@@ -218,3 +218,13 @@ def test_predict_requires_conditioning_for_inp(tiny_model: Path) -> None:
     text = TextEmbeds(torch.zeros(1, 4, 16), torch.ones(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="inpaint_latents"):
         model.predict(torch.zeros(1, 4, 1, 4, 4), torch.tensor([1.0]), text)
+
+
+def test_tiny_tokenizer_really_tokenizes(tiny_model: Path) -> None:
+    """Different prompts must give different tokens and embeddings (an empty BPE would not)."""
+    model = load_model(tiny_model)
+    ids = model.tokenizer(["a red ball", "the blue cats"]).input_ids
+    assert len(ids[0]) >= 5 and ids[0] != ids[1]
+    assert len(model.tokenizer("<|im_start|>").input_ids) == 1
+    text = model.encode_text(["a red ball", "the blue cats"], "cpu")
+    assert not torch.equal(text.embeds[0], text.embeds[1])

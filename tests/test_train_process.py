@@ -70,7 +70,10 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_model, 
     assert [s for s, _ in losses(two)] == [1, 2, 3, 4]
     for (_, a), (_, b) in zip(losses(one), losses(two)):
         assert abs(a - b) <= 1e-5
-    assert max_diff(lora(one / "checkpoint-4.safetensors"), lora(two / "checkpoint-4.safetensors")) <= 1e-5
+    # The gradients agree up to the all-reduce's summation order; AdamW (eps 1e-10) turns a
+    # near-zero gradient's rounding noise into an update of up to lr=1e-4, so the weights are
+    # compared at a fraction of one step's size (different samples would differ by ~lr per step).
+    assert max_diff(lora(one / "checkpoint-4.safetensors"), lora(two / "checkpoint-4.safetensors")) <= 5e-5
 
 
 def test_train_ufo_sh_with_the_guides_environment(tiny_model, dataset, tmp_path):

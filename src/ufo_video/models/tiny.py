@@ -71,29 +71,28 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def write_tokenizer(folder: Path, merges: list[tuple[str, str]] | None = None) -> int:
-    """Write an offline Qwen2-style byte-level BPE tokenizer; returns its vocabulary size."""
+    """Write an offline Qwen2-style byte-level BPE tokenizer; returns its vocabulary size.
+
+    transformers 5 builds Qwen2Tokenizer from in-memory `vocab` and `merges` (the old
+    `vocab_file=` / `merges_file=` arguments are silently ignored and give an empty tokenizer that
+    encodes every prompt alike — a test guards against that)."""
     from transformers import Qwen2Tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
     merges = merges or [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("a", "n")]
-    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab = {s: i for i, s in enumerate(_bytes_to_unicode().values())}
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     for tok in SPECIAL_TOKENS:
         vocab[tok] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n", encoding="utf-8")
     tok = Qwen2Tokenizer(
-        vocab_file=str(folder / "vocab.json"),
-        merges_file=str(folder / "merges.txt"),
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        vocab=vocab, merges=list(merges), unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
+    tok.add_special_tokens({"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")]})
     tok.chat_template = QWEN2VL_CHAT_TEMPLATE
     tok.save_pretrained(str(folder))
+    if len(tok) != len(vocab):
+        raise RuntimeError(f"tiny tokenizer has {len(tok)} tokens, expected {len(vocab)}")
     return len(vocab)
 
 
