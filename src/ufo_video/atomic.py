@@ -36,6 +36,12 @@ def fsync_tree(folder: str | Path) -> None:
             fsync_file(os.path.join(root, name))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call `writer(tmp_path)`, fsync the result, rename it over `path`; the temporary file is
     removed if anything fails. The temporary keeps `path`'s suffix so format-sniffing writers
@@ -47,6 +53,7 @@ def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> Path:
     tmp = Path(name)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
