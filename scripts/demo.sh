@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
+# usage: bash scripts/demo.sh [OUT_DIR] [--quick]; the report is OUT_DIR/report.html
 OUT=${1:-demo-out}
-exec .venv/bin/ufo-video demo --out "$OUT"
+exec .venv/bin/ufo-video demo --out "$OUT" "${@:2}"
