@@ -16,13 +16,13 @@ from ufo_video.errors import UfoError
 
 # Each module defines `register(subparsers)` adding its subcommands with `func=` defaults.
 COMMAND_MODULES = (
-    "ufo_video.models.cli",
     "ufo_video.demo",
-    "ufo_video.eval.cli",
+    "ufo_video.models.cli",
     "ufo_video.data.cli",
-    "ufo_video.lora.cli",
-    "ufo_video.infer.cli",
     "ufo_video.train.cli",
+    "ufo_video.infer.cli",
+    "ufo_video.eval.cli",
+    "ufo_video.lora.cli",
     "ufo_video.bench.cli",
 )
 
