@@ -15,6 +15,17 @@ from ufo_video.data.loader import build_train_loader
 from ufo_video.errors import DataError
 
 
+@pytest.fixture(autouse=True)
+def _fresh_workers():
+    """Decode workers persist in the process (``workers.shared_pool``) and are forked once, so a
+    test that monkeypatches what the workers run must not inherit, or leave behind, forked copies."""
+    from ufo_video.data.workers import close_shared_pool
+
+    close_shared_pool()
+    yield
+    close_shared_pool()
+
+
 def _batches(cfg, **kw) -> list[dict]:
     return list(build_train_loader(cfg, seed=kw.pop("seed", 7), epoch=kw.pop("epoch", 0), **kw))
 

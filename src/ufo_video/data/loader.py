@@ -20,8 +20,10 @@ Contract (the trainer codes against it):
 ``data.short_video_policy`` / fps resampling (logged once each; not failures).
 
 Workers: ``data.dataloader_num_workers`` child processes (see ``workers.py``) decode with
-``data.decode_timeout`` per sample, two batches ahead. 0 decodes in the training process: no
-crash isolation and no timeout (debugging only).
+``data.decode_timeout`` per sample, two batches ahead. They are started once per process and
+reused by the next epoch's loader (``workers.shared_pool``), and header probes are memoised by
+path, inode, size and mtime, so an epoch after the first costs decoding only. 0 decodes in the
+training process: no crash isolation and no timeout (debugging only).
 
 Memory of static clips: workers return ONE frame per sample; the batch is the stack of those
 frames, ``expand``-ed along F (a view, stride 0). It is materialised only when the trainer
@@ -41,7 +43,7 @@ from ufo_video.data import media
 from ufo_video.data.plan import (PlannedBatch, Sample, build_samples, describe_buckets, group_members, limits_of,
                                  plan_batches, usable_entries)
 from ufo_video.data.sampling import do_flip, drop_text, frame_indices, rng_for, static_frame_index
-from ufo_video.data.workers import IsolatedPool
+from ufo_video.data.workers import PoolLease, shared_pool
 from ufo_video.errors import DataError
 
 log = logging.getLogger("ufo_video.data")
@@ -119,7 +121,7 @@ class TrainLoader:
             spec["static_index"] = static_frame_index(s.info.frames, self.d.static_frame, self.seed, self.epoch, idx)
         return spec
 
-    def _submit(self, pool: IsolatedPool, batch: PlannedBatch, slot: int, idx: int, attempt: int) -> None:
+    def _submit(self, pool: PoolLease, batch: PlannedBatch, slot: int, idx: int, attempt: int) -> None:
         e = self.samples[idx].entry
         pool.submit((batch.number, slot, attempt), media.task_sample, str(e.path), e.type, limits_of(self.d),
                     self._spec(batch, idx))
@@ -143,7 +145,7 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[dict]:
         todo = self.batches[self.skip_batches:]
-        with IsolatedPool(self.workers, self.d.decode_timeout) as pool:
+        with shared_pool(self.workers, self.d.decode_timeout) as pool:
             for ahead in todo[:PREFETCH_BATCHES]:
                 self._submit_batch(pool, ahead)
             for pos, batch in enumerate(todo):
@@ -152,15 +154,14 @@ class TrainLoader:
                 yield self._collect(pool, batch)
         self._check_failures(self.decode_failures, self.decode_attempts, "to decode", final=True)
 
-    def _submit_batch(self, pool: IsolatedPool, batch: PlannedBatch) -> None:
+    def _submit_batch(self, pool: PoolLease, batch: PlannedBatch) -> None:
         for slot in self._my_slots(batch):
             self._submit(pool, batch, slot, batch.indices[slot], 0)
 
-    def _collect(self, pool: IsolatedPool, batch: PlannedBatch) -> dict:
+    def _collect(self, pool: PoolLease, batch: PlannedBatch) -> dict:
         frames, used = [], []
         for slot in self._my_slots(batch):
-            idx, attempt, tried = batch.indices[slot], 0, set()
-            rng = rng_for(self.seed, self.epoch, batch.number * 1_000_003 + slot, "refill")
+            idx, attempt, tried, rng = batch.indices[slot], 0, set(), None
             while True:
                 self.decode_attempts += 1
                 out = pool.result((batch.number, slot, attempt))
@@ -170,6 +171,8 @@ class TrainLoader:
                 self._record_failure(idx, out.reason)
                 # known-bad samples are excluded without decoding: they would fail again, so the
                 # chosen replacement is the same whether or not this process saw them fail before.
+                if rng is None:  # made on the first failure only: it depends on nothing but these numbers
+                    rng = rng_for(self.seed, self.epoch, batch.number * 1_000_003 + slot, "refill")
                 idx, attempt = self._replacement(batch, slot, rng, tried), attempt + 1
                 self._submit(pool, batch, slot, idx, attempt)
             frames.append(torch.from_numpy(out.value))
@@ -177,9 +180,14 @@ class TrainLoader:
         return self._assemble(batch, frames, used)
 
     def _assemble(self, batch: PlannedBatch, frames: list[torch.Tensor], used: list[int]) -> dict:
-        # uint8 [F', H, W, 3] -> float [3, F', H, W] in [-1, 1]
-        # stack the uint8 frames first, then one in-place conversion (not one float copy per sample)
-        clips = torch.stack(frames).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+        # uint8 [F', H, W, 3] -> float [3, F', H, W] in [-1, 1]: each sample is cast straight into
+        # one float buffer (no uint8 stack), then one in-place conversion over the batch. The
+        # result is bitwise the former stack().float().div_(127.5).sub_(1), same strides too
+        # (channels innermost; the trainer's copy to the device makes it contiguous anyway).
+        clips = torch.empty((len(frames), *frames[0].shape), dtype=torch.float32)
+        for i, f in enumerate(frames):
+            clips[i].copy_(f)
+        clips = clips.div_(127.5).sub_(1.0).permute(0, 4, 1, 2, 3)
         static = [self.samples[i].moving is None for i in used]
         if batch.static:
             clips = clips.expand(-1, -1, batch.bucket.frames, -1, -1)  # view: one frame in memory per sample

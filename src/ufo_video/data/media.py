@@ -290,6 +290,8 @@ def resize_cover_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     scale = max(th / h, tw / w)
     rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
     top, left = (rh - th) // 2, (rw - tw) // 2
+    if (rh, rw) == (h, w):  # no resampling: the crop alone, without a trip through Pillow per frame
+        return np.ascontiguousarray(frames[:, top : top + th, left : left + tw])
     out = np.empty((frames.shape[0], th, tw, 3), dtype=np.uint8)
     for i, f in enumerate(frames):
         img = Image.fromarray(f)

@@ -1,7 +1,8 @@
 """The epoch plan: which samples form which global batch, at which size and frame count.
 
-Planning needs only header facts (probed once per file and memoised by path, size and mtime),
-never pixels, so ``skip_batches`` costs nothing and every process computes the same plan.
+Planning needs only header facts (probed once per file and memoised by path, inode, size and mtime),
+never pixels, so ``skip_batches`` costs nothing and every process computes the same plan. The memo
+lives for the process, so the trainer's next epoch probes nothing (and starts no worker for it).
 
 Order for (seed, epoch): samples are grouped by (media type, aspect ratio, frame cap); each group
 is shuffled and cut into global batches of ``train_batch_size * num_processes`` (the last one
@@ -26,7 +27,7 @@ from ufo_video.errors import DataError
 
 log = logging.getLogger("ufo_video.data")
 
-_PROBE_MEMO: dict[tuple[str, int, int, Limits], MediaInfo] = {}
+_PROBE_MEMO: dict[tuple[str, int, int, int, int, Limits], MediaInfo] = {}
 
 
 @dataclass
@@ -60,12 +61,16 @@ def probe_entries(entries: list[Entry], d: DataSection, workers: int) -> dict[in
         except OSError as exc:
             out[e.index] = ("missing_file", f"{e.path}: {exc.strerror or exc}")
             continue
-        key = (str(e.path.resolve()), st.st_size, st.st_mtime_ns, limits)
+        # the inode identifies the file behind the path (and a re-pointed symlink) without a
+        # path.resolve() per file and epoch
+        key = (str(e.path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, limits)
         if key in _PROBE_MEMO:
             out[e.index] = _PROBE_MEMO[key]
         else:
             todo.append((e, key))
-    results = map_isolated(task_probe, [(str(e.path), e.type, limits) for e, _ in todo], workers, d.decode_timeout)
+    # all memoised (every epoch after the first): no worker is needed at all
+    results = map_isolated(task_probe, [(str(e.path), e.type, limits) for e, _ in todo], workers, d.decode_timeout,
+                           shared=True) if todo else []
     for (e, key), res in zip(todo, results):
         if res.ok:
             _PROBE_MEMO[key] = res.value
