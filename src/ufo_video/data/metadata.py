@@ -120,20 +120,23 @@ def _validate_record(rec: Any, i: int, meta_path: Path) -> None:
         raise MetadataError("wrong_type", f"{where}: 'type' must be 'image' or 'video', got {rec['type']!r}", index=i)
 
 
-def resolve_path(file_path: str, root: Path, allow_outside: bool) -> tuple[Path, str | None]:
-    """Join ``file_path`` to the root; returns (path, problem message or None when it escapes)."""
+def resolve_path(
+    file_path: str, root: Path, allow_outside: bool, root_resolved: Path | None = None
+) -> tuple[Path, Path, str | None]:
+    """Join ``file_path`` to the root; returns (path, its resolved form, problem message or None
+    when it escapes). Pass ``root_resolved`` when resolving many paths under one root."""
     raw = Path(file_path)
-    root_resolved = root.resolve()
+    root_resolved = root_resolved or root.resolve()
     if raw.is_absolute() and not allow_outside:
-        return raw, f"absolute path {file_path!r} is not allowed (set data.allow_outside_paths=true to permit)"
+        return raw, raw, f"absolute path {file_path!r} is not allowed (set data.allow_outside_paths=true to permit)"
     path = raw if raw.is_absolute() else root / raw
     resolved = path.resolve()
     if not allow_outside and not resolved.is_relative_to(root_resolved):
-        return path, (
+        return path, resolved, (
             f"{file_path!r} resolves to {resolved}, outside the dataset root {root_resolved} "
             "(set data.allow_outside_paths=true to permit)"
         )
-    return path, None
+    return path, resolved, None
 
 
 def _caption(rec: dict[str, Any], path: Path) -> tuple[str, str]:
@@ -150,11 +153,12 @@ def load_entries(meta_path: str | Path, root: str | Path, allow_outside: bool = 
     """Read and resolve every entry. File-level problems raise ``MetadataError``; entry-level
     problems are attached to each ``Entry`` so callers decide (check reports, training rejects)."""
     root = Path(root)
+    root_resolved = root.resolve()
     records = read_records(meta_path)
     entries: list[Entry] = []
     seen: dict[Path, int] = {}
     for i, rec in enumerate(records):
-        path, outside = resolve_path(rec["file_path"], root, allow_outside)
+        path, key, outside = resolve_path(rec["file_path"], root, allow_outside, root_resolved)
         problems: list[tuple[str, str]] = []
         text, source = ("", "none") if outside else _caption(rec, path)
         media_type = rec.get("type") or infer_type(path)
@@ -168,7 +172,6 @@ def load_entries(meta_path: str | Path, root: str | Path, allow_outside: bool = 
                 problems.append(("unsupported_format", f"type is {media_type!r} but the extension is {path.suffix!r}"))
             if not path.is_file():
                 problems.append(("missing_file", f"{path} does not exist"))
-            key = path.resolve()
             if key in seen:
                 problems.append(("duplicate", f"same file as entry {seen[key]}"))
             else:
