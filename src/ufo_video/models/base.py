@@ -47,13 +47,18 @@ class ModelAdapter(ABC):
     """One model family. Class methods read folders; an instance holds loaded components."""
 
     family: ClassVar[str]
-    #: spatial and temporal compression of the VAE and the transformer's patch size
-    spatial_factor: ClassVar[int]
-    temporal_factor: ClassVar[int]
+    #: the family's usual spatial and temporal VAE compression (an instance takes its own VAE's
+    #: from `info.extra` when the adapter read them from the config) and the transformer's patch
+    spatial_factor: int
+    temporal_factor: int
     patch_size: ClassVar[int]
 
     def __init__(self, info: ModelInfo, components: dict[str, Any]):
         self.info = info
+        # a model's VAE may compress differently from the family's usual one (the shipped tiny
+        # base: 4x spatial, 2x temporal); what its config says wins over the class defaults
+        self.spatial_factor = int(info.extra.get("spatial_factor", type(self).spatial_factor))
+        self.temporal_factor = int(info.extra.get("temporal_factor", type(self).temporal_factor))
         self.transformer: nn.Module | None = components.get("transformer")
         self.vae: nn.Module | None = components.get("vae")
         self.text_encoder: nn.Module | None = components.get("text_encoder")

@@ -64,6 +64,16 @@ def _with_vae_quirk(vae: AutoencoderKLMagvit) -> AutoencoderKLMagvit:
     return vae
 
 
+def vae_compression(vae_config: dict[str, Any]) -> dict[str, int]:
+    """Spatial/temporal compression of a magvit VAE from its config, by diffusers' own rule
+    (`AutoencoderKLMagvit.spatial_compression_ratio` = 2^(blocks-1), temporal = 2^(blocks-2)),
+    which the pipelines use to size latents: V5.1's 4 blocks give 8x/4x, the tiny base's 3 give 4x/2x."""
+    blocks = len(vae_config.get("block_out_channels") or [128, 256, 512, 512])
+    if blocks < 2:
+        raise ModelLoadError(f"VAE config: block_out_channels needs at least 2 blocks, got {blocks}")
+    return {"spatial_factor": 2 ** (blocks - 1), "temporal_factor": 2 ** (blocks - 2)}
+
+
 class EasyAnimateAdapter(ModelAdapter):
     """EasyAnimate V5.1: MMDiT transformer, magvit VAE (8x spatial, 4x temporal), Qwen2-VL text."""
 
@@ -108,7 +118,8 @@ class EasyAnimateAdapter(ModelAdapter):
                 f"nor InP (2*{latent}+1={2 * latent + 1}) for the VAE's latent_channels={latent}"
             )
         kind = "configs-only" if configs_only else layout.detect_layout(path)
-        return ModelInfo(cls.family, path, kind, variant, latent, extra={"transformer_config": tcfg})
+        extra = {"transformer_config": tcfg, **vae_compression(vcfg)}
+        return ModelInfo(cls.family, path, kind, variant, latent, extra=extra)
 
     @classmethod
     def _transformer_config(cls, path: Path) -> dict[str, Any]:
