@@ -153,13 +153,21 @@ def _atomic_replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def train_and_write(vae, *, out: Path, seed: int, steps: int, batch: int, pool: int, frames: int, size: int) -> dict:
+def train_and_write(
+    vae, *, out: Path, seed: int, steps: int, batch: int, pool: int, frames: int, size: int, init_from: Path | None = None
+) -> dict:
+    """Train the transformer (from scratch, or continuing from the transformer of the model folder
+    `init_from`, loaded strictly) and write the model folder `out` atomically."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
         untrained = Path(tmp) / "untrained"
         build_components(vae, untrained, seed)
         model = load_model(untrained)
+        if init_from is not None:
+            start = load_model(init_from, components=("transformer",)).transformer
+            model.transformer.load_state_dict(start.state_dict(), strict=True)
+            print(f"transformer initialised from {init_from}")
         t0 = time.perf_counter()
         data = encode_pool(model, count=pool, frames=frames, size=size, seed=seed)
         encode_s = time.perf_counter() - t0
@@ -172,4 +180,4 @@ def train_and_write(vae, *, out: Path, seed: int, steps: int, batch: int, pool: 
         _atomic_replace_folder(final, out)
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     return {"out": str(out), "encode_seconds": encode_s, "dit": stats, "steps": steps, "batch": batch,
-            "pool": pool, "seed": seed, "size_mb": size_mb}  # fmt: skip
+            "pool": pool, "seed": seed, "size_mb": size_mb, "init_from": str(init_from) if init_from else None}  # fmt: skip
