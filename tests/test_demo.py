@@ -185,3 +185,18 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     target.write_text("not a folder")
     assert main(["demo", "--out", str(target), "--quick"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_quick_demo_runs_on_the_shipped_tiny_base_by_default(tmp_path):
+    import contextlib
+    import io
+
+    out = tmp_path / "out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["demo", "--out", str(out), "--quick"]) == 0
+    report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
+    assert report["base_model"]["path"] == str(plan.TINY_BASE_DIR)
+    assert report["base_model"]["random"] is False and report["base_model"]["banner"] is None
+    assert "RANDOM TINY MODEL" not in buf.getvalue() and "RANDOM TINY MODEL" not in (out / "report.html").read_text()
+    assert not (out / "tiny-random").exists()

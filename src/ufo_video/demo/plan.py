@@ -35,7 +35,7 @@ class Prompt:
 class DemoPlan:
     name: str
     # synthetic dataset (images, videos; one broken file is always added). The scenes move
-    # 3 px per frame, so media_frames is limited by media_size (9 frames fit 64 px frames).
+    # 4 px per frame, so media_frames is limited by media_size (9 frames fit 64 px frames).
     images: int
     videos: int
     media_size: int
@@ -68,10 +68,14 @@ class DemoPlan:
 
 
 PROMPTS = (
-    Prompt(Scene(colour="red", shape="circle", direction="right", bg_colour="blue", pattern="striped", pan="none",
+    Prompt(Scene(colour="red", shape="circle", direction="right", bg_colour="blue", pattern="plain", pan="none",
                  radius=10, start=(16, 32), bg_phase=0), seed=43),
-    Prompt(Scene(colour="yellow", shape="square", direction="down", bg_colour="purple", pattern="checkered",
+    Prompt(Scene(colour="yellow", shape="square", direction="down", bg_colour="purple", pattern="gradient",
                  pan="none", radius=10, start=(32, 16), bg_phase=0), seed=44),
+    Prompt(Scene(colour="white", shape="triangle", direction="left", bg_colour="green", pattern="plain", pan="none",
+                 radius=11, start=(46, 32), bg_phase=0), seed=45),
+    Prompt(Scene(colour="green", shape="circle", direction="up", bg_colour="red", pattern="gradient", pan="none",
+                 radius=11, start=(32, 46), bg_phase=0), seed=46),
 )  # fmt: skip
 
 FULL = DemoPlan(
@@ -82,10 +86,10 @@ FULL = DemoPlan(
     media_frames=9,
     train_size=64,
     train_frames=9,
-    train_steps=250,
+    train_steps=300,
     batch_size=2,
     rank=16,
-    learning_rate=1e-3,
+    learning_rate=6e-4,
     cache_latents=True,
     gen_size=64,
     gen_frames=9,
