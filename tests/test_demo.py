@@ -8,6 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ufo_video.cli import main
@@ -200,3 +201,27 @@ def test_quick_demo_runs_on_the_shipped_tiny_base_by_default(tmp_path):
     assert report["base_model"]["random"] is False and report["base_model"]["banner"] is None
     assert "RANDOM TINY MODEL" not in buf.getvalue() and "RANDOM TINY MODEL" not in (out / "report.html").read_text()
     assert not (out / "tiny-random").exists()
+
+
+def test_demo_dataset_videos_decode_identically_across_runs(tmp_path):
+    """The demo's numbers are only repeatable if its training data is: its mp4s are lossless
+    (`write_video(lossless=True)`), so they decode to the same pixels every time; libx264's lossy
+    mode sometimes encodes the same frames differently."""
+    import av
+
+    from ufo_video.demo.dataset import make_dataset, scene_frames
+
+    for i in range(4):
+        make_dataset(tmp_path / f"run{i}", plan.FULL)  # 4 videos each
+    names = sorted(p.name for p in (tmp_path / "run0" / "videos").glob("*.mp4") if p.name != "broken.mp4")
+    assert len(names) == plan.FULL.videos
+
+    def pixels(path):
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    for name in names:
+        decoded = [pixels(tmp_path / f"run{i}" / "videos" / name) for i in range(4)]
+        for other in decoded[1:]:
+            np.testing.assert_array_equal(decoded[0], other, err_msg=name)
+    assert decoded[0].shape == (plan.FULL.media_frames, plan.FULL.media_size, plan.FULL.media_size, 3)

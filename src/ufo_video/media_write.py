@@ -37,9 +37,21 @@ def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def write_video(
-    frames: np.ndarray | torch.Tensor, path: str | Path, fps: float = 8, *, crf: int = 18, preset: str = "medium"
+    frames: np.ndarray | torch.Tensor,
+    path: str | Path,
+    fps: float = 8,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+    lossless: bool = False,
 ) -> Path:
-    """Write an mp4 (H.264 at `crf`/`preset`, yuv420p, even sizes padded by edge replication) or a gif."""
+    """Write an mp4 (H.264 at `crf`/`preset`, yuv420p, even sizes padded by edge replication) or a gif.
+
+    `lossless=True` encodes with qp 0 instead of `crf`: the decoded pixels are then exactly the
+    yuv420p frames, every time. Use it where the file is data that something is computed from (the
+    demo's dataset): libx264 via PyAV 18.1 in its lossy mode, even on one thread, sometimes wrote
+    different files for the same frames (measured: 1 frame set in 8 gave 2-4 different files over
+    8 writes), so training on them was not repeatable."""
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UfoError(f"{path}: video output must end in {' or '.join(VIDEO_SUFFIXES)}")
@@ -50,10 +62,10 @@ def write_video(
         images = [Image.fromarray(f) for f in arr]
         return write_atomic(path, lambda tmp: images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0))
-    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps, crf, preset))
+    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps, crf, preset, lossless))
 
 
-def _write_mp4(arr: np.ndarray, tmp: Path, fps: float, crf: int, preset: str) -> None:
+def _write_mp4(arr: np.ndarray, tmp: Path, fps: float, crf: int, preset: str, lossless: bool = False) -> None:
     import av
 
     h, w = arr.shape[1:3]
@@ -63,7 +75,7 @@ def _write_mp4(arr: np.ndarray, tmp: Path, fps: float, crf: int, preset: str) ->
     with av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = {"qp": "0", "preset": preset} if lossless else {"crf": str(crf), "preset": preset}
         for frame in arr:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

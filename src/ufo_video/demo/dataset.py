@@ -58,7 +58,7 @@ def make_dataset(root: Path, plan: DemoPlan) -> dict:
     for i in range(plan.videos):
         scene = scenes.sample_scene(rng, n, size)
         name = f"videos/{scene.colour}_{scene.shape}_{i}.mp4"
-        write_video(scene_frames(scene, n, size), root / name, fps=plan.fps)
+        write_video(scene_frames(scene, n, size), root / name, fps=plan.fps, lossless=True)
         meta.append({"file_path": name, "text": scene.prompt, "type": "video"})
     # The deliberately broken entry: right name, wrong bytes (what a truncated download looks like).
     write_text_atomic(root / BROKEN_FILE, "this is not an mp4 file; the demo's data check must report it\n")
