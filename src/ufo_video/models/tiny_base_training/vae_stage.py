@@ -106,9 +106,8 @@ def build_vae() -> AutoencoderKLMagvit:
     with torch.no_grad():
         for coder in (vae.encoder, vae.decoder):
             _identity_residuals(coder)
-            for norm in (coder.conv_norm_out,):
-                norm.weight.data.fill_(1.0)
-                norm.bias.data.zero_()
+            coder.conv_norm_out.weight.data.fill_(1.0)
+            coder.conv_norm_out.bias.data.zero_()
         # encoder
         _set_pointwise(vae.encoder.conv_in, p @ rgb_to_signals, c)
         for m in vae.encoder.modules():
