@@ -34,6 +34,7 @@ import torch
 from diffusers import AutoencoderKLMagvit
 
 from ufo_video.eval.metrics import evaluate_frames
+from ufo_video.media_write import to_uint8_frames
 from ufo_video.models.tiny_base_training import scenes
 
 #: 3 blocks: 4x spatial and 2x temporal compression (diffusers: 2^(blocks-1), 2^(blocks-2))
@@ -147,8 +148,8 @@ def calibrate_scaling(vae: AutoencoderKLMagvit, *, frames: int, size: int, seed:
 
 
 def _flow_px(video: torch.Tensor) -> float:
-    frames = ((video.permute(1, 2, 3, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-    return float(evaluate_frames(frames)["flow_px"])
+    """Mean optical-flow magnitude of one clip [3, F, H, W] in [-1, 1]."""
+    return float(evaluate_frames(to_uint8_frames(video.transpose(0, 1) * 0.5 + 0.5))["flow_px"])
 
 
 @torch.no_grad()
