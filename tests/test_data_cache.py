@@ -21,7 +21,8 @@ from test_data_fixtures import write_image, write_meta, write_mp4
 
 from ufo_video.cli import main
 from ufo_video.config import build_config, config_to_toml
-from ufo_video.data.cache import build_cached_loader, cache_dir_of, fixed_mask, select_conditioning
+from ufo_video.data.cache import build_cached_loader, cache_dir_of
+from ufo_video.models.easyanimate_masks import fixed_mask, select_conditioning
 from ufo_video.data.cache_build import build_cache
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.loader import build_train_loader
@@ -67,7 +68,7 @@ def _cache(cfg, **kw):
 
 def test_cli_cache_then_batches_equal_the_uncached_path_bitwise(tiny_model: Path, tmp_path: Path, capsys) -> None:
     from ufo_video.models.registry import load_model
-    from ufo_video.train.masks import make_mask
+    from ufo_video.models.easyanimate_masks import make_mask
 
     data = tmp_path / "data"
     cfg = _cfg(tiny_model, data, _dataset(data, broken=True))
@@ -93,9 +94,9 @@ def test_cli_cache_then_batches_equal_the_uncached_path_bitwise(tiny_model: Path
             frames, height, width = pixels.shape[2:]
             assert c["pixel_shape"] == (frames, height, width)
             assert torch.equal(c["latents"], model.encode_video(pixels))
-            for kind in ("all", "first", "first_last"):
+            for kind, item in (("all", "cond_all"), ("first", "cond_first"), ("first_last", "cond_first_last")):
                 mask = torch.stack([make_mask(kind, frames, height, width, torch.Generator())] * pixels.shape[0])
-                assert torch.equal(c["cond"][kind], model.inpaint_conditioning(pixels, mask)), kind
+                assert torch.equal(c["cond"][item], model.inpaint_conditioning(pixels, mask)), kind
             text = model.encode_text(p["texts"], "cpu")
             assert torch.equal(c["text_embeds"], text.embeds) and torch.equal(c["text_mask"], text.mask)
 
@@ -177,7 +178,7 @@ def test_missing_cache_locked_cache_and_t2v_model(tiny_models: dict, tmp_path: P
 
 
 def test_fixed_masks_match_the_trainer_masks() -> None:
-    from ufo_video.train.masks import make_mask
+    from ufo_video.models.easyanimate_masks import make_mask
 
     for kind in ("all", "first", "first_last"):
         for frames in (1, 2, 5):
@@ -191,7 +192,5 @@ def test_fixed_masks_match_the_trainer_masks() -> None:
 def test_select_conditioning_picks_per_sample_and_zeroes() -> None:
     cond = {k: torch.full((3, 2, 1, 1, 1), float(v)) for v, k in enumerate(("all", "first", "first_last"), start=1)}
     cond["first"][1] = 7.0
-    out = select_conditioning({"cond": cond}, ["first", "first", "all"], zero=[False, False, True])
+    out = select_conditioning(cond, ["first", "first", "all"], zero=[False, False, True])
     assert out[:, 0, 0, 0, 0].tolist() == [2.0, 7.0, 0.0]
-    with pytest.raises(ValueError, match="no conditioning"):
-        select_conditioning({"cond": {}}, ["first"])

@@ -179,12 +179,12 @@ def test_first_block_cache_skips_steps_and_reports(tiny_model: Path) -> None:
 
 
 def test_negative_prompt_none_quirk_is_still_needed_and_wrapped(tiny_model: Path) -> None:
-    from ufo_video.infer.engine import VideoGenerator, pipeline_negative_prompt
+    from ufo_video.infer.engine import VideoGenerator
 
     gen = VideoGenerator(settings_for(tiny_model))
     with pytest.raises(TypeError):  # if this stops raising, diffusers fixed it: drop the wrapper
-        gen.pipe(prompt="a", negative_prompt=None, num_frames=5, height=32, width=32, num_inference_steps=1)
-    assert pipeline_negative_prompt(None) == ""
+        gen.pipeline("t2v")(prompt="a", negative_prompt=None, num_frames=5, height=32, width=32, num_inference_steps=1)
+    assert gen.model.pipeline_negative_prompt(None) == ""
     frames = gen.generate(VideoRequest("a red ball", None, 3))  # type: ignore[arg-type]
     assert np.array_equal(frames, gen.generate(VideoRequest("a red ball", "", 3)))
 
@@ -215,7 +215,7 @@ def test_bad_inputs_give_one_clear_message(tiny_models, tmp_path: Path, capsys, 
     assert "LoRA file not found" in _err(capsys, [*m, "--prompt", "x", "--lora", str(tmp_path / "no.safetensors")])
     assert "--end-image needs --image" in _err(capsys, [*m, "--prompt", "x", "--end-image", str(images["end"])])
     t2v = ["generate", "--model", str(tiny_models["t2v"]), *TINY, "--prompt", "x", "--image", str(images["start"])]
-    assert "image-to-video needs an InP model" in _err(capsys, t2v)
+    assert "cannot make image-to-video; it supports t2v" in _err(capsys, t2v)
     assert "model folder not found" in _err(capsys, ["generate", "--model", str(tmp_path / "none"), "--prompt", "x"])
     assert "ends in .mp4 but --format is gif" in _err(capsys, [*m, "--prompt", "x", "--out", "a.mp4", "--format", "gif"])
     txt = tmp_path / "two.txt"

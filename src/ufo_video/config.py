@@ -156,6 +156,10 @@ class TrainSection(_Section):
     save_state: bool = False
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint path.")
     seed: int = 42
+    expert: str | None = Field(
+        None, description="Multi-expert models (Wan 2.2 A14B): the expert this run trains, 'transformer' "
+        "(high noise) or 'transformer_2' (low noise); one UFO LoRA per expert, each on its timestep range."
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
     gradient_checkpointing: bool = True
     low_vram: bool = False

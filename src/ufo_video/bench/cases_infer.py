@@ -81,7 +81,7 @@ def _step_inputs(ws: Workspace, model):
 def _denoise(model, inputs):
     @torch.no_grad()
     def step():
-        return model.predict(*inputs[:3], inpaint_latents=inputs[3])
+        return model.predict(*inputs[:3], {"inpaint_latents": inputs[3]})
 
     return step
 

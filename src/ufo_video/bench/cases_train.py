@@ -78,16 +78,15 @@ def bare_step(run, batch):
             text = model.encode_text(list(batch["texts"]), device)
             pixels = batch["pixel_values"].to(device=device, dtype=dtype)
             latents = model.encode_video(pixels).float()
-            mask = torch.ones(pixels.shape[0], 1, *pixels.shape[2:], device=device, dtype=dtype)
-            mask[:, :, 0] = 0  # first frame given (image-to-video), as one of the trainer's masks
-            cond = model.inpaint_conditioning(pixels, mask)
+            # the model's own training conditioning (named tensors), one generator per sample
+            cond, _ = model.training_conditioning(pixels, latents, [gen] * pixels.shape[0], "inpaint")
         sigma = torch.rand(latents.shape[0], generator=gen).to(device)
         noise = torch.randn(latents.shape, generator=gen).to(device)
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = (1 - s) * latents + s * noise
         with autocast():
-            pred = transformer(noisy.to(dtype), (sigma * 1000).to(dtype), encoder_hidden_states=text.embeds.to(dtype),
-                               inpaint_latents=cond.to(dtype), return_dict=False)[0]
+            pred = model.predict(noisy.to(dtype), (sigma * 1000).to(dtype), text.to(device, dtype),
+                                 {k: v.to(dtype) for k, v in cond.items()})
         loss = F.mse_loss(pred.float(), (noise - latents).float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.params, t.max_grad_norm)
@@ -142,7 +141,7 @@ def _predict_loss(run, latents: torch.Tensor, text, cond: torch.Tensor | None, p
                                    logit_std=t.logit_std, shift=t.timestep_shift)
     with run.training_forward():
         pred = run.model.predict(noised.noisy.to(dtype), noised.timesteps.to(dtype), text.to(text.embeds.device, dtype),
-                                 inpaint_latents=None if cond is None else cond.to(dtype))
+                                 {} if cond is None else {k: v.to(dtype) for k, v in cond.items()})
     return objective.flow_loss(pred, noised.target)
 
 

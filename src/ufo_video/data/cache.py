@@ -5,18 +5,16 @@ costs time and memory (both encoders must sit next to the transformer). The cach
 distinct clip and caption once, so training can run with the transformer alone.
 
 What is cached (all through the ``ModelAdapter``, exactly the calls the trainer makes):
-- per clip: ``encode_video(pixels)`` (the latents), and, for an InP model trained with
-  ``train.train_mode = "inpaint"``, ``inpaint_conditioning(pixels, mask)`` for the two
-  deterministic mask shapes ``first`` (first frame kept: image-to-video) and ``first_last``
-  (first and last frames kept; a 1-frame clip keeps its only frame);
-- per pixel shape: the ``all`` conditioning (every pixel masked), which encodes a video of -1
-  and so does not depend on the sample;
+- per clip: ``encode_video(pixels)`` (the latents), and the adapter's per-clip conditioning
+  items (``cache_conditioning_items``: e.g. an InP model's first-frame and first+last-frame
+  inpaint latents, or a Wan I2V model's first-frame latents and image embedding);
+- per pixel shape: the adapter's shared items (``cache_shared_items``: e.g. the all-masked
+  conditioning, which encodes a video of -1 and so does not depend on the sample);
 - per caption: ``encode_text([caption])``, and ``encode_text([""])`` once.
 
-Mask shapes with the cache: ``all``, ``first`` and ``first_last`` only; the random ``box`` and
-``span`` masks need the pixels of each draw and are not available. The choice among the three
-(and zeroing ``all`` for the text-to-video case) stays per step in the trainer: every batch
-carries all three (``batch["cond"]``), and ``select_conditioning`` picks one per sample.
+Only deterministic conditioning can be cached (random box/span masks need each draw's pixels).
+The per-sample random choice among the cached kinds stays per step in the trainer: every batch
+carries every item (``batch["cond"]``) and the adapter's ``conditioning_from_cache`` picks.
 
 Text dropout keeps its randomness: the loader drops a caption exactly as the uncached loader
 does (``sampling.drop_text`` by seed, epoch and sample) and then takes the cached embedding of
@@ -43,15 +41,13 @@ from pathlib import Path
 import torch
 
 from ufo_video.config import UfoConfig
-from ufo_video.data.cache_keys import Fingerprints, clip_key, cond_all_key, item_key, media_facts, model_fingerprints, text_key
+from ufo_video.data.cache_keys import Fingerprints, clip_key, item_key, media_facts, model_fingerprints, shared_key, text_key
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.loader import TrainLoader
 from ufo_video.data.plan import PlannedBatch
 from ufo_video.data.sampling import drop_text, rng_for
 from ufo_video.errors import DataError
 
-CACHED_MASK_KINDS = ("all", "first", "first_last")
-COND_ITEMS = {"first": "cond_first", "first_last": "cond_first_last"}
 DEFAULT_CACHE_SUBDIR = ".ufo_cache"
 
 
@@ -64,38 +60,14 @@ def cache_dir_of(cfg: UfoConfig) -> Path:
     return Path(cfg.data.train_data_dir) / DEFAULT_CACHE_SUBDIR
 
 
-def model_is_inpaint(cfg: UfoConfig) -> bool:
-    from ufo_video.models.registry import adapter_for
+def cache_items(cfg: UfoConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(per-clip conditioning items, per-size shared items) the model needs for this run's
+    `train.train_mode`, read from the model's configs alone (no weights)."""
+    from ufo_video.models.registry import model_shell
 
-    path = Path(cfg.model.pretrained_model_name_or_path)
-    return adapter_for(path).inspect(path).variant == "inp"
-
-
-def wants_conditioning(cfg: UfoConfig, is_inpaint: bool) -> bool:
-    return is_inpaint and cfg.train.train_mode == "inpaint"
-
-
-def fixed_mask(kind: str, frames: int, height: int, width: int) -> torch.Tensor:
-    """[1, F, H, W] pixel mask (1 = to generate) of a cached mask shape, made by the trainer's own
-    `train.masks.make_mask` (the cached kinds draw nothing from the generator)."""
-    from ufo_video.train.masks import make_mask
-
-    if kind not in CACHED_MASK_KINDS:
-        raise ValueError(f"mask kind {kind!r} is not cached (cached: {', '.join(CACHED_MASK_KINDS)})")
-    return make_mask(kind, frames, height, width, torch.Generator())
-
-
-def select_conditioning(batch: dict, kinds: list[str], zero: list[bool] | None = None) -> torch.Tensor:
-    """Inpaint latents [B, C+1, f, h, w] from a cached batch: sample b takes
-    ``batch["cond"][kinds[b]][b]``, multiplied by 0 where ``zero[b]`` (the text-to-video case)."""
-    cond = batch["cond"]
-    if not cond:
-        raise ValueError("this batch has no conditioning (not an InP model in train_mode=inpaint)")
-    out = torch.stack([cond[k][b] for b, k in enumerate(kinds)])
-    if zero is not None:
-        keep = torch.tensor([0.0 if z else 1.0 for z in zero], dtype=out.dtype)
-        out = out * keep.view(-1, *([1] * (out.ndim - 1)))
-    return out
+    shell = model_shell(cfg.model.pretrained_model_name_or_path)
+    mode = cfg.train.train_mode
+    return shell.cache_conditioning_items(mode), shell.cache_shared_items(mode)
 
 
 def text_items(text_fp: str, text: str) -> tuple[str, str]:
@@ -109,14 +81,15 @@ class CachedLoader(TrainLoader):
     verify_on_init = True
 
     def __init__(self, cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0, process_index: int = 0,
-                 num_processes: int = 1, store: CacheStore | None = None, is_inpaint: bool | None = None,
+                 num_processes: int = 1, store: CacheStore | None = None,
+                 items: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
                  fingerprints: Fingerprints | None = None) -> None:
         super().__init__(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches, process_index=process_index,
                          num_processes=num_processes)
         self.store = store if store is not None else CacheStore(cache_dir_of(cfg), writable=False)
         self.fp = fingerprints or model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
-        self.with_cond = wants_conditioning(cfg, model_is_inpaint(cfg) if is_inpaint is None else is_inpaint)
-        self.clip_items = ("latent", *COND_ITEMS.values()) if self.with_cond else ("latent",)
+        cond_items, self.shared_items = items if items is not None else cache_items(cfg)
+        self.clip_items = ("latent", *cond_items)
         self._facts: dict[int, tuple[str, int, int]] = {}
         if self.verify_on_init:
             self._verify_planned()
@@ -214,14 +187,14 @@ class CachedLoader(TrainLoader):
             "is_static": torch.tensor([self.samples[i].moving is None for i in used], dtype=torch.bool),
             "pixel_shape": (b.frames, b.height, b.width),
         }
-        if self.with_cond:
-            key = cond_all_key(self.fp.video, b.frames, b.height, b.width)
+        for item in self.shared_items:
+            key = shared_key(self.fp.video, item, b.frames, b.height, b.width)
             if not self.store.has(key):
-                raise self._miss(batch, used[0], "the all-masked conditioning of this clip size")
+                raise self._miss(batch, used[0], f"the shared conditioning '{item}' of this clip size")
             shared = get(key)
-            out["cond"]["all"] = shared.unsqueeze(0).expand(len(used), *shared.shape)  # a view: one copy in memory
-            for kind, item in COND_ITEMS.items():
-                out["cond"][kind] = torch.stack([get(item_key(c, item)) for c in clips])
+            out["cond"][item] = shared.unsqueeze(0).expand(len(used), *shared.shape)  # a view: one copy in memory
+        for item in self.clip_items[1:]:
+            out["cond"][item] = torch.stack([get(item_key(c, item)) for c in clips])
         return out
 
 
@@ -231,8 +204,8 @@ def build_cached_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: 
 
     - ``latents`` [B, C, f, h, w]: ``encode_video`` output (dtype model.weight_dtype);
     - ``text_embeds`` [B, L, D] and ``text_mask`` [B, L]: ``encode_text`` of each (possibly dropped) caption;
-    - ``cond``: {} unless InP + train_mode=inpaint; then {"all", "first", "first_last"} -> [B, C+1, f, h, w]
-      (``all`` is an expanded view of one tensor); pick per sample with ``select_conditioning``;
+    - ``cond``: the adapter's cached conditioning items -> [B, ...] (shared items are expanded
+      views of one tensor); the adapter's ``conditioning_from_cache`` picks per sample;
     - ``texts``, ``indices``, ``is_static`` as ``build_train_loader``; ``pixel_shape`` (F, H, W).
     """
     return CachedLoader(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches, process_index=process_index,

@@ -21,9 +21,8 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.cache import (COND_ITEMS, CachedLoader, cache_dir_of, fixed_mask, model_is_inpaint, text_items,
-                                  wants_conditioning)
-from ufo_video.data.cache_keys import Fingerprints, cond_all_key, item_key, model_fingerprints
+from ufo_video.data.cache import CachedLoader, cache_dir_of, cache_items, text_items
+from ufo_video.data.cache_keys import Fingerprints, item_key, model_fingerprints, shared_key
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.plan import PlannedBatch, limits_of
 from ufo_video.data.workers import IsolatedPool
@@ -64,10 +63,11 @@ class CacheReport:
 
 
 class ClipEncoder:
-    """The VAE side of the model adapter, loaded on first use (a fully cached run loads nothing)."""
+    """The VAE side of the model adapter (plus the encoders its conditioning needs), loaded on
+    first use (a fully cached run loads nothing)."""
 
-    def __init__(self, cfg: UfoConfig, with_cond: bool) -> None:
-        self.cfg, self.with_cond = cfg, with_cond
+    def __init__(self, cfg: UfoConfig) -> None:
+        self.cfg = cfg
         self.dtype = DTYPES[cfg.model.weight_dtype]
         self._model = None
 
@@ -75,11 +75,14 @@ class ClipEncoder:
     def model(self):
         if self._model is None:
             from ufo_video.models.memory import resolve_device
-            from ufo_video.models.registry import load_model
+            from ufo_video.models.registry import load_model, model_shell
 
             self.device = resolve_device(self.cfg.model.device)
-            self._model = load_model(self.cfg.model.pretrained_model_name_or_path, dtype=self.dtype, components=("vae",))
-            self._model.vae.requires_grad_(False).eval().to(self.device)
+            path = self.cfg.model.pretrained_model_name_or_path
+            extra = model_shell(path).conditioning_components(self.cfg.train.train_mode)
+            self._model = load_model(path, dtype=self.dtype, components=("vae", *extra))
+            for module in (self._model.vae, *self._model.extra_components.values()):
+                module.requires_grad_(False).eval().to(self.device)
         return self._model
 
     @torch.no_grad()
@@ -90,21 +93,15 @@ class ClipEncoder:
         out = {}
         if "latent" in items:
             out["latent"] = m.encode_video(pixels)[0]
-        _, _, f, h, w = pixels.shape
-        for kind, item in COND_ITEMS.items():
-            if item in items:
-                mask = fixed_mask(kind, f, h, w)[None].to(pixels.device, pixels.dtype)
-                out[item] = m.inpaint_conditioning(pixels, mask)[0]
+        cond_items = tuple(i for i in items if i != "latent")
+        if cond_items:
+            out.update(m.encode_cache_conditioning(pixels, cond_items))
         return out
 
     @torch.no_grad()
-    def cond_all(self, frames: int, height: int, width: int) -> torch.Tensor:
-        """The all-masked conditioning: every pixel becomes -1 before encoding, so the pixels
-        given (zeros here) do not matter."""
-        m = self.model
-        pixels = torch.zeros(1, 3, frames, height, width, device=self.device, dtype=self.dtype)
-        mask = fixed_mask("all", frames, height, width)[None].to(pixels.device, pixels.dtype)
-        return m.inpaint_conditioning(pixels, mask)[0]
+    def shared(self, item: str, frames: int, height: int, width: int) -> torch.Tensor:
+        """A conditioning tensor that depends only on the clip size (see `cache_shared_items`)."""
+        return self.model.encode_cache_shared(item, frames, height, width)
 
     def release(self) -> None:
         self._model = None
@@ -120,7 +117,7 @@ class _Session:
     store: CacheStore
     encoder: ClipEncoder
     fp: Fingerprints
-    is_inpaint: bool
+    items: tuple[tuple[str, ...], tuple[str, ...]]
     retried: set[str] = field(default_factory=set)
     used: set[str] = field(default_factory=set)  # item keys the planned epochs need (for --prune)
     clips: set[str] = field(default_factory=set)
@@ -136,7 +133,7 @@ class _Filler(CachedLoader):
 
     def __init__(self, cfg: UfoConfig, session: _Session, *, epoch: int, process_index: int, num_processes: int):
         super().__init__(cfg, seed=cfg.train.seed, epoch=epoch, process_index=process_index,
-                         num_processes=num_processes, store=session.store, is_inpaint=session.is_inpaint,
+                         num_processes=num_processes, store=session.store, items=session.items,
                          fingerprints=session.fp)
         self.session = session
         self._pool: IsolatedPool | None = None
@@ -195,11 +192,11 @@ class _Filler(CachedLoader):
                     clip = self.clip_key(batch, idx)
                     s.clips.add(clip)
                     s.used.update(item_key(clip, item) for item in self.clip_items)
-                if self.with_cond:
-                    b = batch.bucket
-                    key = cond_all_key(self.fp.video, b.frames, b.height, b.width)
+                b = batch.bucket
+                for item in self.shared_items:
+                    key = shared_key(self.fp.video, item, b.frames, b.height, b.width)
                     if not self.store.has(key):
-                        self.store.put(key, "cond", s.encoder.cond_all(b.frames, b.height, b.width))
+                        self.store.put(key, "cond", s.encoder.shared(item, b.frames, b.height, b.width))
                     s.used.add(key)
                 tick(len(used))
         self._check_failures(self.decode_failures, self.decode_attempts, "to decode", final=True)
@@ -253,9 +250,7 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
         raise DataError(f"--num-processes must be at least 1, got {num_processes}")
     store = CacheStore(cache_dir_of(cfg), writable=True)
     fp = model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
-    is_inpaint = model_is_inpaint(cfg)
-    encoder = ClipEncoder(cfg, wants_conditioning(cfg, is_inpaint))
-    session = _Session(store, encoder, fp, is_inpaint)
+    session = _Session(store, ClipEncoder(cfg), fp, cache_items(cfg))
     with store.locked():
         first = _Filler(cfg, session, epoch=0, process_index=0, num_processes=num_processes)
         n_epochs = planned_epochs(cfg, len(first)) if epochs is None else epochs
@@ -278,7 +273,7 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
                         bar.set_postfix(encoded=session.encoded)
         finally:
             store.flush()  # keep what was encoded, also on an interruption or an error
-            encoder.release()
+            session.encoder.release()
         report.clips_used, report.clips_encoded, report.failures = len(session.clips), session.encoded, session.failures
         if prune:
             report.pruned_items, report.pruned_files = store.prune(session.used | session.failed_clips)

@@ -4,11 +4,12 @@ A key is a hash of everything that determines the tensor, so a changed input or 
 new key (a miss, re-encoded by ``ufo-video data cache``) and an unchanged one is reused:
 
 - model fingerprints (``model_fingerprints``):
-  - ``video`` (VAE items: latents and inpaint conditioning): the resolved model folder, the
-    content of ``transformer/config.json`` and ``vae/config.json``, name/size/mtime_ns of the
-    VAE weight files, ``model.weight_dtype`` and ``CACHE_FORMAT``;
-  - ``text`` (text items): the folder, name/size/mtime_ns of every file in ``text_encoder/`` and
-    ``tokenizer/`` (weights, config, chat template), ``model.weight_dtype`` and ``CACHE_FORMAT``.
+  - ``video`` (VAE items: latents and conditioning): the resolved model folder, what the model's
+    adapter names in ``fingerprint_sources(path)["video"]`` (config texts and the name/size/
+    mtime_ns of weight files: e.g. the transformer and VAE configs and VAE weights),
+    ``model.weight_dtype`` and ``CACHE_FORMAT``;
+  - ``text`` (text items): the folder, the adapter's ``"text"`` sources (text encoder and
+    tokenizer files), ``model.weight_dtype`` and ``CACHE_FORMAT``.
 - a clip (``clip_key``): the video fingerprint, the media file (path relative to the dataset root
   when inside it, so a moved dataset keeps its cache; size; mtime_ns), its media type, and the
   clip exactly as the loader resolves it for one (sample, batch): bucket height/width, frame
@@ -19,8 +20,8 @@ new key (a miss, re-encoded by ``ufo-video data cache``) and an unchanged one is
   when it changes the clip, and settings that do not (text_drop_ratio, workers, timeouts) never
   force a re-encode.
 - a text (``text_key``): the text fingerprint and the caption string.
-- the all-masked conditioning (``cond_all_key``): the video fingerprint and the pixel shape
-  (it encodes a video of -1 only, so it does not depend on the sample).
+- a shared conditioning item (``shared_key``, e.g. the all-masked one): the video fingerprint,
+  the item name and the pixel shape (it does not depend on the sample).
 
 Bump ``CACHE_FORMAT`` whenever the decode/resize/normalise code or the tensors stored change.
 """
@@ -67,13 +68,20 @@ class Fingerprints:
 
 def model_fingerprints(model_path: str | os.PathLike, weight_dtype: str) -> Fingerprints:
     """Fingerprints of the encoders the cache depends on (see module doc); reads no weights."""
+    from ufo_video.models.registry import adapter_for
+
     root = Path(model_path).resolve()
     common = {"format": CACHE_FORMAT, "model": str(root), "dtype": weight_dtype}
-    video = digest({**common, "transformer_config": _text_of(root / "transformer" / "config.json"),
-                    "vae_config": _text_of(root / "vae" / "config.json"),
-                    "vae_weights": _file_facts(root / "vae", (".safetensors", ".json"))})  # fmt: skip
-    text = digest({**common, "text_encoder": _file_facts(root / "text_encoder"),
-                   "tokenizer": _file_facts(root / "tokenizer")})  # fmt: skip
+    sources = adapter_for(root).fingerprint_sources(root)
+
+    def facts(entries: dict) -> dict:
+        out = {}
+        for name, (kind, path, *rest) in entries.items():
+            out[name] = _text_of(path) if kind == "text" else _file_facts(path, rest[0] if rest else None)
+        return out
+
+    video = digest({**common, **facts(sources["video"])})
+    text = digest({**common, **facts(sources["text"])})
     return Fingerprints(video=video, text=text)
 
 
@@ -105,5 +113,6 @@ def text_key(text_fp: str, text: str) -> str:
     return "t" + digest({"t": text_fp, "text": text})
 
 
-def cond_all_key(video_fp: str, frames: int, height: int, width: int) -> str:
-    return "a" + digest({"v": video_fp, "cond_all": [frames, height, width]})
+def shared_key(video_fp: str, item: str, frames: int, height: int, width: int) -> str:
+    """Key of a conditioning tensor that depends only on the clip size (e.g. ``cond_all``)."""
+    return "a" + digest({"v": video_fp, item: [frames, height, width]})

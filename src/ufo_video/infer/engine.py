@@ -25,14 +25,6 @@ from ufo_video.infer.settings import GenerationSettings, VideoRequest
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def pipeline_negative_prompt(negative_prompt: str | None) -> str:
-    """diffusers 0.42.1: every EasyAnimate pipeline's `encode_prompt` iterates over
-    `negative_prompt` when guidance > 1, so `None` raises "TypeError: 'NoneType' object is not
-    iterable". An empty negative prompt is what "no negative prompt" means there, so pass "".
-    (tests/test_infer.py checks the raw pipeline still raises; drop this when it no longer does.)"""
-    return "" if negative_prompt is None else negative_prompt
-
-
 class VideoGenerator:
     """Load once, generate many. Every message for the user goes through `log`."""
 
@@ -45,8 +37,7 @@ class VideoGenerator:
         self.dtype = DTYPES[settings.weight_dtype]
         self.device = resolve_device(settings.device)
         self.model = load_model(settings.model, dtype=self.dtype)
-        self.pipe = self.model.pipeline()
-        self.pipe.set_progress_bar_config(disable=True)
+        self._pipes: dict[str, Any] = {}
         self.adapter_names: list[str] = []
         if settings.loras:
             from ufo_video.lora.apply import load_loras
@@ -57,14 +48,13 @@ class VideoGenerator:
             log(f"LoRA{'s' if len(specs) > 1 else ''} {'fused' if settings.fuse else 'attached'}: {shown}")
         if self.adapter_names and settings.memory_mode == "model_cpu_offload_and_qfloat8":
             self._lora_layers_to_compute_dtype()
-        plan = apply_memory_mode(self.pipe, settings.memory_mode, self.device, self.dtype)
-        if plan.notice:
-            log(plan.notice)
+        self._memory = (apply_memory_mode, settings.memory_mode)
+        self.pipeline(self.model.tasks[0])  # applies the memory mode now, so its notice comes first
         self.cache = None
         if settings.cache == "first-block":
             from ufo_video.infer.cache import StepCache
 
-            self.cache = StepCache(self.model.transformer, settings.cache_threshold)
+            self.cache = StepCache(self.model, settings.cache_threshold)
 
     def _lora_layers_to_compute_dtype(self) -> None:
         """fp8 storage (diffusers layerwise casting) turns off PEFT's cast of a layer's input to
@@ -85,24 +75,40 @@ class VideoGenerator:
 
         set_lora_weights(self.model, dict(zip(self.adapter_names, weights)))
 
-    def _inpaint_inputs(self, request: VideoRequest) -> dict[str, Any]:
-        """Image-to-video: the start image is kept as frame 0 (and the end image as the last frame)
-        through the inpaint pipeline's video + mask inputs, built by diffusers' own helper."""
+    def pipeline(self, task: str) -> Any:
+        """The model's pipeline for `task`, built once; pipelines share the loaded components."""
+        if task not in self._pipes:
+            pipe = self.model.pipeline(task)
+            pipe.set_progress_bar_config(disable=True)
+            apply, mode = self._memory
+            plan = apply(pipe, mode, self.device, self.dtype)
+            if plan.notice and not self._pipes:
+                self.log(plan.notice)
+            self._pipes[task] = pipe
+        return self._pipes[task]
+
+    def task_of(self, request: VideoRequest) -> str:
+        """t2v, i2v (start image) or flf2v (start and end image), checked against the model."""
         if request.image is None:
             if request.end_image is not None:
                 raise UfoError("--end-image needs --image (the start frame) as well")
-            return {}
-        if not self.model.is_inpaint:
+            task = "t2v"
+        else:
+            task = "flf2v" if request.end_image else "i2v"
+        if task not in self.model.tasks:
+            kind = "image-to-video" if task == "i2v" else "first+last-frame video" if task == "flf2v" else "text-to-video"
             raise UfoError(
-                f"{self.settings.model} is a text-to-video (T2V) model; image-to-video needs an InP model "
-                "(e.g. EasyAnimateV5.1-12b-zh-InP)"
+                f"{self.settings.model} ({self.model.info.variant}) cannot make {kind}; it supports "
+                f"{', '.join(self.model.tasks)}" + (" (image-to-video needs an InP / I2V model)" if task != "t2v" else "")
             )
-        from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
+        return task
 
+    def _task_inputs(self, task: str, request: VideoRequest) -> dict[str, Any]:
+        if task == "t2v":
+            return {}
         start = load_image(request.image, "start image")
         end = load_image(request.end_image, "end image") if request.end_image else None
-        video, mask = get_image_to_video_latent(start, end, self.settings.video_length, self.settings.sample_size)
-        return {"video": video, "mask_video": mask}
+        return self.model.pipeline_inputs(task, start, end, self.settings.video_length, self.settings.sample_size)
 
     def generate(self, request: VideoRequest) -> np.ndarray:
         """One video as uint8 frames [F, H, W, 3] (what is written to files and hashed)."""
@@ -116,13 +122,15 @@ class VideoGenerator:
             raise UfoError("the prompt is empty; give --prompt TEXT (or a prompts file)")
         s = self.settings
         height, width = s.sample_size
-        kwargs = self._inpaint_inputs(request)
+        task = self.task_of(request)
+        kwargs = self._task_inputs(task, request)
+        pipe = self.pipeline(task)
         # seeded on the CPU so a seed gives the same noise on every device
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
         with self.cache.session() if self.cache else nullcontext():
-            result = self.pipe(
+            result = pipe(
                 prompt=request.prompt,
-                negative_prompt=pipeline_negative_prompt(request.negative_prompt),
+                negative_prompt=self.model.pipeline_negative_prompt(request.negative_prompt),
                 num_frames=s.video_length,
                 height=height,
                 width=width,

@@ -1,8 +1,13 @@
 """The model-adapter interface: everything the trainer and inference may ask of a model family.
 
-A family (EasyAnimate V5.1 first) implements `ModelAdapter` in one module under `models/`, and is
-listed once in `models/registry.py`. Trainer, inference, LoRA tools and CLI talk only to this
-interface, so they never branch on model names.
+A family implements `ModelAdapter` in one module under `models/` and is listed once in
+`models/registry.py`. Trainer, data, inference, LoRA tools and CLI talk only to this interface,
+so they never branch on model names (docs/adapters.md explains each hook and why it exists).
+
+Conditioning flows as *named tensors* (finetrainers' pattern): `training_conditioning` returns a
+dict whose keys `predict` understands, and the same definition feeds the latent cache, so the
+trainer never knows which extra inputs (inpaint latents, a first-frame mask, image embeddings) a
+family's transformer takes.
 """
 
 from __future__ import annotations
@@ -15,9 +20,69 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-Layout = Literal["diffusers", "original"]
-Variant = Literal["inp", "t2v"]
+Layout = str  # "diffusers", "original", "single-file", "configs-only" (a family says which it reads)
+Variant = str  # the family's own variant names ("inp", "t2v", "i2v", "ti2v", "a14b", ...)
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+#: generation tasks a model may support; `tasks` of an adapter lists its model's
+TASKS = ("t2v", "i2v", "flf2v")
+Conditioning = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One denoiser of a model: which component holds it and the timesteps (0..1000) it serves.
+
+    Single-transformer models have one expert over [0, 1000]; Wan 2.2 A14B has a high-noise
+    `transformer` over [boundary, 1000] and a low-noise `transformer_2` over [0, boundary)."""
+
+    component: str
+    t_min: float = 0.0
+    t_max: float = 1000.0
+
+    def sigma_range(self) -> tuple[float, float]:
+        return self.t_min / 1000.0, self.t_max / 1000.0
+
+
+@dataclass(frozen=True)
+class SizeRules:
+    """What sizes and frame counts a model takes, read from its configs (diffusion-pipe keeps these
+    rounding rules on the model class; here they come with the model's own VAE and patch).
+
+    Sides must be multiples of `size_multiple` (VAE spatial compression x transformer patch);
+    frame counts must be `temporal_factor * k + 1` (causal VAEs encode the first frame alone).
+    Buckets: the aspect family is derived from `bucket_base`^2 pixels, and random sides are
+    drawn from `side_choices`."""
+
+    spatial_factor: int
+    temporal_factor: int
+    patch_size: int
+    bucket_base: int = 512
+    side_choices: tuple[int, ...] = tuple(range(256, 1025, 128))
+    vae_name: str = "VAE"
+
+    @property
+    def size_multiple(self) -> int:
+        return self.spatial_factor * self.patch_size
+
+    def frames_ok(self, n: int) -> bool:
+        return n >= 1 and (n - 1) % self.temporal_factor == 0
+
+    def floor_frames(self, n: int) -> int:
+        """Largest valid frame count <= n (at least 1)."""
+        return max(1, (n - 1) // self.temporal_factor * self.temporal_factor + 1)
+
+    def nearest_frames(self, n: int) -> int:
+        """Nearest valid frame count (ties go up)."""
+        lower = self.floor_frames(n)
+        upper = lower + self.temporal_factor
+        return lower if (n - lower) < (upper - n) else upper
+
+    def frame_rule(self) -> str:
+        k = self.temporal_factor
+        return f"{k}k+1 (the {self.vae_name} compresses time {k}x causally)"
+
+    def size_rule(self) -> str:
+        return f"a multiple of {self.size_multiple} ({self.vae_name} {self.spatial_factor}x times patch {self.patch_size})"
 
 
 @dataclass(frozen=True)
@@ -30,6 +95,9 @@ class ModelInfo:
     variant: Variant
     latent_channels: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: generation tasks this model supports (a subset of `TASKS`)
+    tasks: tuple[str, ...] = ("t2v",)
+    rules: SizeRules | None = None
 
 
 @dataclass
@@ -47,11 +115,19 @@ class ModelAdapter(ABC):
     """One model family. Class methods read folders; an instance holds loaded components."""
 
     family: ClassVar[str]
+    #: a short human name for messages ("EasyAnimate V5.1", "Wan 2.1/2.2")
+    display_name: ClassVar[str]
     #: the family's usual spatial and temporal VAE compression (an instance takes its own VAE's
     #: from `info.extra` when the adapter read them from the config) and the transformer's patch
     spatial_factor: int
     temporal_factor: int
     patch_size: ClassVar[int]
+    #: components a loaded model may hold (optional ones are absent in some variants)
+    components: ClassVar[tuple[str, ...]] = COMPONENTS
+    #: the LoRA file format `save_lora` writes by default (a key of `lora.formats.FORMATS`)
+    default_lora_format: ClassVar[str] = "kohya"
+    #: what `train.train_mode = "inpaint"` means for this family, for messages
+    conditioning_doc: ClassVar[str] = ""
 
     def __init__(self, info: ModelInfo, components: dict[str, Any]):
         self.info = info
@@ -64,17 +140,20 @@ class ModelAdapter(ABC):
         self.text_encoder: nn.Module | None = components.get("text_encoder")
         self.tokenizer: Any = components.get("tokenizer")
         self.scheduler: Any = components.get("scheduler")
+        self.extra_components: dict[str, Any] = {
+            k: v for k, v in components.items() if k not in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+        }
 
     # ---- folders -------------------------------------------------------------------------
     @classmethod
     @abstractmethod
     def detect(cls, path: Path) -> bool:
-        """True when `path` looks like a model folder of this family (either layout)."""
+        """True when `path` looks like a model folder of this family (any layout it reads)."""
 
     @classmethod
     @abstractmethod
     def inspect(cls, path: Path) -> ModelInfo:
-        """Layout and variant from configs only; raises `ModelLoadError` on a malformed folder."""
+        """Layout, variant, tasks and size rules from configs only; `ModelLoadError` on a malformed folder."""
 
     @classmethod
     @abstractmethod
@@ -102,6 +181,28 @@ class ModelAdapter(ABC):
     def weight_shapes(cls, path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
         """Per component, tensor name -> shape from the safetensors headers, in the model's naming."""
 
+    @classmethod
+    def describe_folder(cls) -> str:
+        """What a folder of this family holds, for 'not a model folder' messages."""
+        return f"a {cls.display_name} model folder"
+
+    # ---- sizes, frames, tasks ------------------------------------------------------------------
+    @property
+    def rules(self) -> SizeRules:
+        return self.info.rules or SizeRules(self.spatial_factor, self.temporal_factor, self.patch_size)
+
+    def latent_frames(self, n_frames: int) -> int:
+        return (n_frames - 1) // self.temporal_factor + 1
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.info.tasks
+
+    @property
+    def is_inpaint(self) -> bool:
+        """True when the model takes image conditioning (so i2v and the conditioning mix train)."""
+        return "i2v" in self.info.tasks
+
     # ---- encoders ------------------------------------------------------------------------
     @abstractmethod
     def encode_text(self, prompts: list[str], device: torch.device | str) -> TextEmbeds:
@@ -109,15 +210,48 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels [B, 3, F, H, W] in [-1, 1] -> scaled latents [B, C, f, h, w]."""
+        """Pixels [B, 3, F, H, W] in [-1, 1] -> normalised latents [B, C, f, h, w]."""
 
     @abstractmethod
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> pixels in [-1, 1]."""
+        """Normalised latents -> pixels in [-1, 1]."""
 
-    @abstractmethod
-    def inpaint_conditioning(self, pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Inpaint latents for pixels [B,3,F,H,W] and a pixel mask [B,1,F,H,W] (1 = to generate)."""
+    # ---- training conditioning (named tensors) -----------------------------------------------
+    def conditioning_components(self, mode: str) -> tuple[str, ...]:
+        """Components `training_conditioning` needs beyond the VAE (e.g. an image encoder)."""
+        return ()
+
+    def training_conditioning(
+        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str
+    ) -> tuple[Conditioning, list[str]]:
+        """The transformer's extra inputs for a training batch, drawn per sample with its generator.
+
+        `mode` is `train.train_mode`: "inpaint" = the family's image-conditioning mix (what i2v
+        uses at inference), "normal" = text only. Returns the named tensors `predict` takes and
+        the kind drawn for each sample (for logs). Text-only models return ({}, ["t2v", ...])."""
+        return {}, ["t2v"] * latents.shape[0]
+
+    def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
+        """Names of per-clip conditioning tensors the latent cache stores (empty: none needed)."""
+        return ()
+
+    def encode_cache_conditioning(self, pixels: torch.Tensor, items: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Per-clip cache items for ONE clip [1, 3, F, H, W] (without the batch dimension)."""
+        return {}
+
+    def cache_shared_items(self, mode: str) -> tuple[str, ...]:
+        """Names of conditioning tensors that depend only on the clip's size (cached once per size)."""
+        return ()
+
+    def encode_cache_shared(self, item: str, frames: int, height: int, width: int) -> torch.Tensor:
+        raise NotImplementedError(item)
+
+    def conditioning_from_cache(
+        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str
+    ) -> tuple[Conditioning, list[str]]:
+        """`training_conditioning` for a cached batch: `items` maps each cached item name to a
+        [B, ...] tensor; the per-sample random choice is drawn from the same generators."""
+        return {}, ["t2v"] * len(generators)
 
     # ---- denoiser ------------------------------------------------------------------------
     @abstractmethod
@@ -126,16 +260,42 @@ class ModelAdapter(ABC):
         noisy_latents: torch.Tensor,
         timesteps: torch.Tensor,
         text: TextEmbeds,
-        inpaint_latents: torch.Tensor | None = None,
+        conditioning: Conditioning | None = None,
     ) -> torch.Tensor:
         """The transformer's flow prediction for noisy latents at `timesteps` (0..1000 scale)."""
 
-    @property
-    def is_inpaint(self) -> bool:
-        return self.info.variant == "inp"
+    def experts(self) -> tuple[Expert, ...]:
+        """The model's denoisers and their timestep ranges (one for single-transformer models)."""
+        return (Expert("transformer"),)
 
-    def latent_frames(self, n_frames: int) -> int:
-        return (n_frames - 1) // self.temporal_factor + 1
+    def select_expert(self, component: str | None) -> Expert:
+        """The expert a training run trains (`train.expert`); `None` = the only one.
+
+        The adapter swaps that expert into `self.transformer`, so the trainer, LoRA injection and
+        saving work on it unchanged."""
+        experts = {e.component: e for e in self.experts()}
+        if component is None:
+            if len(experts) > 1:
+                from ufo_video.errors import ConfigError
+
+                raise ConfigError(
+                    f"{self.info.path} has {len(experts)} experts ({', '.join(experts)}); set train.expert to the one "
+                    "this run trains (one UFO LoRA per expert, see README's Wan section)"
+                )
+            return next(iter(experts.values()))
+        if component not in experts:
+            from ufo_video.errors import ConfigError
+
+            raise ConfigError(f"train.expert={component!r}: this model's experts are {', '.join(experts)}")
+        return experts[component]
+
+    def expert_module(self, component: str) -> nn.Module:
+        module = self.transformer if component == "transformer" else self.extra_components.get(component)
+        if module is None:
+            from ufo_video.errors import LoraError
+
+            raise LoraError(f"the model has no loaded '{component}' (its experts: {', '.join(e.component for e in self.experts())})")
+        return module
 
     # ---- LoRA ----------------------------------------------------------------------------
     @classmethod
@@ -153,7 +313,32 @@ class ModelAdapter(ABC):
     def from_original_module_name(cls, name: str) -> str:
         """The family's original module path -> our (diffusers) module path."""
 
+    @classmethod
+    def lora_formats(cls) -> tuple[str, ...]:
+        """LoRA file formats this family reads and writes (keys of `lora.formats.FORMATS`)."""
+        return ("kohya", "peft")
+
     # ---- pipelines -----------------------------------------------------------------------
     @abstractmethod
-    def pipeline(self) -> Any:
-        """A diffusers pipeline over the loaded components (shares them; no copies)."""
+    def pipeline(self, task: str = "t2v") -> Any:
+        """A diffusers pipeline for `task` over the loaded components (shares them; no copies)."""
+
+    def pipeline_inputs(self, task: str, start: Any, end: Any, frames: int, size: tuple[int, int]) -> dict[str, Any]:
+        """Extra pipeline keyword arguments of a task (start/end images are PIL images)."""
+        return {}
+
+    def pipeline_negative_prompt(self, negative_prompt: str | None) -> str | None:
+        """What to pass as `negative_prompt` for "none given" (a family may need "" instead of None)."""
+        return negative_prompt
+
+    def check_task(self, task: str) -> None:
+        """A clear error when the model cannot do `task` (before any work)."""
+        if task not in self.info.tasks:
+            from ufo_video.errors import UfoError
+
+            raise UfoError(f"{self.info.path} ({self.info.variant}) cannot do {task}; it supports: {', '.join(self.info.tasks)}")
+
+    def step_cache_blocks(self) -> Any:
+        """Register the transformer block class with diffusers' cache hooks when diffusers lacks it
+        (First Block Cache finds blocks through its registry). Default: nothing to register."""
+        return None

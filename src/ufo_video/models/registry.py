@@ -18,17 +18,23 @@ def adapter_for(path: str | Path) -> type[ModelAdapter]:
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(
-            f"model folder not found: {path}. Put the model there (the guide uses "
-            "models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP) or make a tiny one with "
-            "`ufo-video model make-tiny DIR`."
+            f"model folder not found: {path}. Put the model there (see README's guide for each "
+            "family's folders) or make a tiny one with `ufo-video model make-tiny DIR`."
         )
     for adapter in ADAPTERS.values():
         if adapter.detect(path):
             return adapter
     raise ModelLoadError(
-        f"{path}: not a model folder of a known family ({', '.join(ADAPTERS)}); expected "
-        "transformer/config.json with an EasyAnimateTransformer3DModel config"
+        f"{path}: not a model folder of a known family; expected one of: "
+        + "; ".join(f"{name}: {cls.describe_folder()}" for name, cls in ADAPTERS.items())
     )
+
+
+def model_shell(path: str | Path) -> ModelAdapter:
+    """An adapter instance with no components loaded: its rules, tasks and conditioning items
+    from the folder's configs alone (cheap: reads no weights)."""
+    cls = adapter_for(path)
+    return cls(cls.inspect(Path(path)), {})
 
 
 def load_model(path: str | Path, **kwargs) -> ModelAdapter:

@@ -1,12 +1,12 @@
-"""EasyAnimate V5.1 flow-matching objective: which noise level to train on, how to noise, what to predict.
+"""The flow-matching objective: which noise level to train on, how to noise, what to predict.
 
 Rectified flow: x_t = (1 - sigma) * x0 + sigma * eps, and the transformer predicts the velocity
 eps - x0. The transformer takes the timestep on the 0..1000 scale (sigma * 1000).
 
 Sigma sampling ("weighting_scheme"):
 - uniform: the reference's recipe. u ~ U[0, 1), t = timesteps[int(u * 1000)] of a 1000-step,
-  *unshifted* flow-matching scheduler (V5.1's scheduler has dynamic shifting on, so its training
-  grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
+  *unshifted* flow-matching scheduler (the reference's EasyAnimate scheduler has dynamic shifting
+  on, so its training grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
 - logit_normal: sigma = sigmoid(N(logit_mean, logit_std)) (SD3-style, continuous).
 - shift: the uniform grid, then sigma' = shift * s / (1 + (shift - 1) * s), which moves weight to
   high noise (what the sampler does at inference).
@@ -113,9 +113,25 @@ class NoisedBatch:
     timesteps: torch.Tensor
 
 
-def noise_batch(latents: torch.Tensor, generators: list[torch.Generator], scheme: str, **sigma_kwargs) -> NoisedBatch:
+def to_range(sigma: torch.Tensor, sigma_range: tuple[float, float]) -> torch.Tensor:
+    """Map a noise level drawn over (0, 1] into an expert's range [lo, hi]: lo + (hi - lo) * sigma.
+    The full range (0, 1) leaves it unchanged, so single-expert models train as before; a Wan 2.2
+    expert keeps the scheme's shape inside its own range (as peers train each expert)."""
+    lo, hi = sigma_range
+    if (lo, hi) == (0.0, 1.0):
+        return sigma
+    return lo + (hi - lo) * sigma
+
+
+def noise_batch(
+    latents: torch.Tensor,
+    generators: list[torch.Generator],
+    scheme: str,
+    sigma_range: tuple[float, float] = (0.0, 1.0),
+    **sigma_kwargs,
+) -> NoisedBatch:
     """Draw each sample's sigma and noise from its own generator and build x_t and the target."""
-    sigmas = torch.stack([sample_sigma(scheme, g, **sigma_kwargs) for g in generators])
+    sigmas = torch.stack([to_range(sample_sigma(scheme, g, **sigma_kwargs), sigma_range) for g in generators])
     noise = torch.stack(
         [torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators]
     ).to(device=latents.device, dtype=latents.dtype)

@@ -122,11 +122,18 @@ def total_steps(cfg: UfoConfig, batches_per_epoch: int) -> int:
 
 
 def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
-    """With the latent/text cache and no validation, the VAE and text encoder are never used:
-    they are not loaded at all (the biggest memory saving the cache brings)."""
+    """With the latent/text cache and no validation, the VAE and encoders are never used: they are
+    not loaded at all (the biggest memory saving the cache brings). `image_encoder` is loaded by
+    families whose conditioning has one. A multi-expert model loads only the expert this run
+    trains (`train.expert`) in place of `transformer`."""
     if cfg.data.cache_latents and cfg.train.validation_steps is None:
-        return ("transformer", "scheduler")
-    return COMPONENTS
+        names: tuple[str, ...] = ("transformer", "scheduler")
+    else:
+        names = (*COMPONENTS, "image_encoder")
+    expert = cfg.train.expert
+    if expert and expert != "transformer":
+        names = tuple(expert if n == "transformer" else n for n in names)
+    return names
 
 
 def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
@@ -150,7 +157,10 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     if cfg.train.fp8_base and weight_dtype == torch.float32:
         raise ConfigError("train.fp8_base computes in model.weight_dtype; set it to bf16 (or fp16), not fp32")
     model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype, components=needed_components(cfg))
-    for module in (model.transformer, model.vae, model.text_encoder):
+    expert = model.select_expert(cfg.train.expert)
+    if expert.component != "transformer":  # the LoRA, the optimizer and saving all work on `transformer`
+        model.transformer = model.expert_module(expert.component)
+    for module in (model.transformer, model.vae, model.text_encoder, *model.extra_components.values()):
         if module is not None:
             module.requires_grad_(False)
             module.eval()
@@ -170,8 +180,8 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     device = accelerator.device
     transformer.to(device)
     if not (cfg.train.low_vram and device.type != "cpu"):
-        for module in (model.vae, model.text_encoder):
-            if module is not None:
+        for module in (model.vae, model.text_encoder, *model.extra_components.values()):
+            if module is not None and module is not transformer:
                 module.to(device)
 
     optimizer = make_optimizer(cfg, params)
@@ -185,7 +195,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     return TrainRun(
         cfg=cfg, accelerator=accelerator, model=model, transformer=transformer, trained=trained,
         optimizer=optimizer, lr_scheduler=lr_scheduler, params=params, summary=summary,
-        output_dir=output_dir, weight_dtype=weight_dtype, extra={"total_steps": steps},
+        output_dir=output_dir, weight_dtype=weight_dtype, extra={"total_steps": steps, "expert": expert},
     )  # fmt: skip
 
 

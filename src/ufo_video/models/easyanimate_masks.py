@@ -1,7 +1,7 @@
-"""Random inpaint masks for `train_mode = "inpaint"` and the conditioning built from them.
+"""EasyAnimate InP training conditioning: random inpaint masks for `train_mode = "inpaint"`.
 
 The InP transformer sees, next to the noisy latents, the VAE latents of a partly masked video and
-the mask itself (`ModelAdapter.inpaint_conditioning`). Training on a family of mask shapes teaches
+the mask itself (`EasyAnimateAdapter.inpaint_conditioning`). Training on a family of mask shapes teaches
 it every way it is used at inference:
 
 - ``all``        every pixel masked: text-to-video (the InP model's t2v mode)   p = 0.20
@@ -95,18 +95,40 @@ def build_conditioning(model, pixels: torch.Tensor, generators: list[torch.Gener
     return cond, [kind for kind, _, _ in drawn]
 
 
-def cached_conditioning(batch: dict, generators: list[torch.Generator]) -> tuple[torch.Tensor, list[str]]:
-    """Inpaint latents from a cached batch: each sample draws its mask kind among the cached ones
-    (`all`, `first`, `first_last`) from its own generator, so the choice stays random per step."""
-    from ufo_video.data.cache import CACHED_MASK_KINDS, select_conditioning
+#: the mask kinds the latent cache holds: the deterministic ones (box/span need each draw's pixels)
+CACHED_MASK_KINDS = ("all", "first", "first_last")
+#: cache item name per cached kind; "all" depends only on the clip size (a video of -1)
+CACHE_ITEMS = {"first": "cond_first", "first_last": "cond_first_last"}
+SHARED_ITEM = "cond_all"
 
+
+def fixed_mask(kind: str, frames: int, height: int, width: int) -> torch.Tensor:
+    """[1, F, H, W] pixel mask (1 = to generate) of a cached kind (these draw nothing)."""
+    if kind not in CACHED_MASK_KINDS:
+        raise ValueError(f"mask kind {kind!r} is not cached (cached: {', '.join(CACHED_MASK_KINDS)})")
+    return make_mask(kind, frames, height, width, torch.Generator())
+
+
+def select_conditioning(cond: dict[str, torch.Tensor], kinds: list[str], zero: list[bool] | None = None) -> torch.Tensor:
+    """Inpaint latents [B, C+1, f, h, w] from cached tensors: sample b takes ``cond[kinds[b]][b]``,
+    multiplied by 0 where ``zero[b]`` (the text-to-video case)."""
+    out = torch.stack([cond[k][b] for b, k in enumerate(kinds)])
+    if zero is not None:
+        keep = torch.tensor([0.0 if z else 1.0 for z in zero], dtype=out.dtype)
+        out = out * keep.view(-1, *([1] * (out.ndim - 1)))
+    return out
+
+
+def cached_conditioning(cond: dict[str, torch.Tensor], generators: list[torch.Generator]) -> tuple[torch.Tensor, list[str]]:
+    """Inpaint latents from cached tensors (kind -> [B, ...]): each sample draws its mask kind among
+    the cached ones from its own generator, so the choice stays random per step."""
     kinds = [choose_kind(g, CACHED_MASK_KINDS) for g in generators]
     zero = [draw_zero(k, g) for k, g in zip(kinds, generators)]
-    return select_conditioning(batch, kinds, zero), kinds
+    return select_conditioning(cond, kinds, zero), kinds
 
 
-def zero_conditioning(model, latents: torch.Tensor) -> torch.Tensor:
+def zero_conditioning(in_channels: int, latents: torch.Tensor) -> torch.Tensor:
     """`train_mode = "normal"` on an InP model: the transformer still expects inpaint channels,
     so it gets zeros (mask channel + masked latents), exactly what text-to-video feeds it."""
-    channels = model.transformer.config.in_channels - latents.shape[1]
+    channels = in_channels - latents.shape[1]
     return torch.zeros(latents.shape[0], channels, *latents.shape[2:], device=latents.device, dtype=latents.dtype)
