@@ -186,3 +186,36 @@ def test_key_naming_detects_both_layouts_and_rejects_others():
         wl.key_naming(mixed)
     with pytest.raises(ModelLoadError, match="no tensors"):
         wl.key_naming([])
+
+
+@pytest.mark.parametrize(
+    "flat, original",
+    [
+        ("lora_unet_blocks_0_self_attn_q", "blocks.0.self_attn.q"),
+        ("lora_unet_blocks_12_cross_attn_k_img", "blocks.12.cross_attn.k_img"),
+        ("lora_unet_blocks_3_cross_attn_norm_k_img", "blocks.3.cross_attn.norm_k_img"),
+        ("lora_unet_blocks_1_ffn_2", "blocks.1.ffn.2"),
+        ("lora_unet_time_projection_1", "time_projection.1"),
+        ("lora_unet_head_head", "head.head"),
+        ("lora_unet_patch_embedding", "patch_embedding"),
+    ],
+)
+def test_musubi_flat_names(flat, original):
+    assert wl.flat_to_original_module(flat) == original
+    assert wl.flat_to_original_module(flat.removeprefix("lora_unet_")) == original
+    assert wl.original_module_to_flat(original) == flat
+    assert wl.original_module_to_flat("diffusion_model." + original) == flat
+
+
+def test_every_linear_has_a_musubi_name_that_round_trips():
+    model = _model("i2v")
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            original = wl.diffusers_to_original_module(name)
+            assert wl.original_to_diffusers_module(wl.flat_to_original_module(wl.original_module_to_flat(original))) == name
+
+
+@pytest.mark.parametrize("flat", ["lora_unet_blocks_0_self_attn", "lora_unet_blocks_0_attn1_to_q", "lora_te_x", "blocks_a_ffn_0"])
+def test_unknown_musubi_names_raise(flat):
+    with pytest.raises(wl.UnknownWanKeyError, match=repr(flat).replace("[", r"\[")):
+        wl.flat_to_original_module(flat)

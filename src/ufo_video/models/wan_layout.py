@@ -223,3 +223,30 @@ def key_naming(keys) -> str:
         else:
             return naming
     raise max(failures, key=lambda item: item[0])[1]
+
+
+# kohya / musubi LoRA names flatten the original module path with underscores
+# (`lora_unet_blocks_0_cross_attn_k_img`); since Wan's own names contain underscores
+# (`self_attn`, `k_img`, `time_projection`), only the table can tell where the dots were.
+MUSUBI_PREFIX = "lora_unet_"
+_FLAT_TOP = {orig.replace(".", "_"): orig for orig in _TOP_MODULES_INV}
+_FLAT_BLOCK = {orig.replace(".", "_"): orig for orig in _BLOCK_MODULES_INV}
+_FLAT_BLOCK_RE = re.compile(r"^blocks_(\d+)_(.+)$")
+assert len(_FLAT_TOP) == len(_TOP_MODULES_INV) and len(_FLAT_BLOCK) == len(_BLOCK_MODULES_INV)
+
+
+def original_module_to_flat(name: str) -> str:
+    """`blocks.0.cross_attn.k_img` -> `lora_unet_blocks_0_cross_attn_k_img` (musubi's LoRA name)."""
+    original_to_diffusers_module(name)  # validates, raising on unknown names
+    return MUSUBI_PREFIX + strip_original_prefix(name).replace(".", "_")
+
+
+def flat_to_original_module(flat: str) -> str:
+    """`lora_unet_blocks_0_cross_attn_k_img` (or without `lora_unet_`) -> `blocks.0.cross_attn.k_img`."""
+    rest = flat[len(MUSUBI_PREFIX):] if flat.startswith(MUSUBI_PREFIX) else flat
+    match = _FLAT_BLOCK_RE.match(rest)
+    if match and match.group(2) in _FLAT_BLOCK:
+        return f"blocks.{match.group(1)}.{_FLAT_BLOCK[match.group(2)]}"
+    if rest in _FLAT_TOP:
+        return _FLAT_TOP[rest]
+    raise UnknownWanKeyError(flat, "musubi (lora_unet_)", what="module")
