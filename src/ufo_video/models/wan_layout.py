@@ -10,9 +10,12 @@ Two names exist for every transformer tensor:
 
 The translation is an explicit table of whole module paths (one entry per parameterised module of
 every variant: T2V 2.1, I2V 2.1 with its image stream, FLF2V's image position embedding, 2.2 A14B
-and TI2V-5B), checked against diffusers' converter (`scripts/convert_wan_to_diffusers.py`) by the
-tests. It is never a substring replace: a key outside the table is an error naming the key, so a
-VACE / Animate checkpoint or a typo cannot slip through half-renamed.
+and TI2V-5B), taken from diffusers' converter (`scripts/convert_wan_to_diffusers.py`) and checked
+by the tests against hand-written pairs, strict loading and diffusers' own `from_single_file`. It
+is never a substring replace: a key outside the table is an error naming the key, so a VACE /
+Animate checkpoint or a typo cannot slip through half-renamed. kohya / musubi LoRA names
+(`lora_unet_blocks_0_self_attn_q`) are the original module paths with dots flattened; the same
+table restores them.
 
 Note the norm swap: the original block calls its norms norm1 (self-attn), norm3 (cross-attn,
 affine) and norm2 (FFN); diffusers numbers them in call order, so the only norm with weights,
