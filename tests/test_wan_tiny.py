@@ -180,3 +180,22 @@ def test_bad_requests_are_refused(tmp_path):
     with pytest.raises(UfoError, match="unknown Wan layout"):
         make_tiny_wan(tmp_path / "new", "t2v", layout="comfy")
     assert not (tmp_path / "new").exists()
+
+
+def test_ti2v_folder_also_serves_image_to_video(tmp_path, no_ftfy_needed):
+    """TI2V-5B's image-to-video is diffusers' I2V pipeline on the same folder (expand_timesteps,
+    frame-0 latent replaced by the image latent; no image encoder)."""
+    path = make_tiny_wan(tmp_path / "ti2v", "ti2v")
+    frames, info = _run_i2v_on(path)
+    assert info.config.expand_timesteps is True and info.image_encoder is None
+    assert frames.shape == (1, 9, 32, 32, 3) and np.isfinite(frames).all()
+
+
+def _run_i2v_on(path: Path) -> tuple[np.ndarray, WanImageToVideoPipeline]:
+    pipe = WanImageToVideoPipeline.from_pretrained(str(path))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    frames = pipe(
+        image=image, prompt="a cat", num_frames=9, height=32, width=32, num_inference_steps=2, output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).frames  # fmt: skip
+    return np.asarray(frames), pipe
