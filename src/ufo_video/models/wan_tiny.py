@@ -5,8 +5,10 @@ Every Wan code path (strict loading, both transformer namings, the two 2.2 exper
 no download: the UMT5-style tokenizer is a Unigram vocabulary built in memory.
 
 The folder is assembled into diffusers' `WanPipeline` / `WanImageToVideoPipeline` and written by
-its `save_pretrained`, so it is byte-for-byte the layout of the `...-Diffusers` repositories
-(model_index.json with `boundary_ratio` / `expand_timesteps`, one subfolder per component).
+its `save_pretrained`, so it is file for file what diffusers writes for the `...-Diffusers`
+repositories (model_index.json with `boundary_ratio` / `expand_timesteps`, one subfolder per
+component). One local difference: without torchvision, transformers records the image processor
+as `CLIPImageProcessorPil` (the hub folders say `CLIPImageProcessor`); both load.
 
 Single-file convention (`layout="single-file"`, what ComfyUI users hold): the transformer's
 weights are ONE safetensors file with Wan's original key names, stored as
@@ -14,7 +16,9 @@ weights are ONE safetensors file with Wan's original key names, stored as
 no config of its own), where `<expert>` is `transformer` and, for 2.2 A14B, `transformer_2`.
 There is no `diffusion_pytorch_model*.safetensors` in that subfolder, so diffusers' own loader
 cannot half-load it by mistake; `SINGLE_FILE_NAME` names the file and
-`wan_layout.key_naming` tells the two namings apart from the keys.
+`wan_layout.key_naming` tells the two namings apart from the keys. (diffusers' own
+`WanTransformer3DModel.from_single_file(file, config=folder, subfolder="transformer")` also
+loads it, which the layout tests use as an independent check of the names.)
 """
 
 from __future__ import annotations
@@ -63,7 +67,6 @@ def tiny_transformer_config(variant: str, **overrides: Any) -> dict[str, Any]:
         freq_dim=32,
         ffn_dim=48,
         num_layers=2,
-        rope_max_seq_len=32,
     )
     if variant == "i2v":
         cfg.update(image_dim=IMAGE_DIM, added_kv_proj_dim=24)
