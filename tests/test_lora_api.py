@@ -303,7 +303,7 @@ def test_truncated_and_unknown_and_mixed_files(lora_a: Path, tmp_path: Path) -> 
         "transformer.norm_out.linear.lora_B.weight": torch.ones(64, 2),
     }
     save_file(mixed, str(tmp_path / "mixed.safetensors"))
-    with pytest.raises(LoraError, match="mixes kohya keys"):
+    with pytest.raises(LoraError, match="mixes key layouts: kohya"):
         read_lora(tmp_path / "mixed.safetensors")
     save_file({"lora_unet__proj_out.lora_down.weight": torch.ones(2, 32)}, str(tmp_path / "half.safetensors"))
     with pytest.raises(LoraError, match="missing down/up.*proj_out"):

@@ -25,7 +25,7 @@ def forward(model, seed: int = 0) -> torch.Tensor:
     cond = torch.randn(1, 5, 3, 8, 8, generator=g).to(dtype)
     text = TextEmbeds(torch.randn(1, 6, 16, generator=g).to(dtype), torch.ones(1, 6, dtype=torch.long))
     with torch.no_grad():
-        return model.predict(latents, torch.tensor([500.0]), text, cond)
+        return model.predict(latents, torch.tensor([500.0]), text, {"inpaint_latents": cond})
 
 
 def random_lora_file(

@@ -29,7 +29,7 @@ def _forward(model: EasyAnimateAdapter, seed: int = 0) -> torch.Tensor:
     cond = torch.randn(1, 5, 3, 8, 8, generator=g)
     text = model.encode_text(["a red ball rolls"], "cpu")
     with torch.no_grad():
-        return model.predict(latents, torch.tensor([500.0]), text, cond)
+        return model.predict(latents, torch.tensor([500.0]), text, {"inpaint_latents": cond})
 
 
 def test_both_layouts_load_and_agree(tiny_models: dict[str, Path]) -> None:

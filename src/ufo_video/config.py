@@ -1,5 +1,9 @@
 """The one validated configuration object that flows from the CLI / config file to every stage.
 
+Size and frame rules belong to the model (its VAE and patch: `ModelAdapter.rules`), so they are
+checked against the model before anything is loaded (`train.setup.check_sizes`,
+`infer.settings.check_against_model`), not here.
+
 Names follow the UFO guide and EasyAnimate's scripts (`video_sample_n_frames`, `lora_weight`,
 `GPU_memory_mode`, ...) so users can carry their knowledge over. The file is TOML or YAML and is
 grouped in sections (`[model]`, `[data]`, `[lora]`, `[train]`, `[infer]`); on the command line a
@@ -37,22 +41,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
-def _check_4k_plus_1(value: int, name: str) -> int:
-    if (value - 1) % 4 != 0:
-        lower = value - ((value - 1) % 4)
-        raise ValueError(
-            f"{name} must be 4k+1 (the VAE compresses time 4x causally); "
-            f"nearest valid values are {max(lower, 1)} and {lower + 4}"
-        )
-    return value
-
-
 class ModelSection(_Section):
     """Which base model to load and how to place it in memory."""
 
     pretrained_model_name_or_path: str = Field(
         "models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP",
-        description="Model folder, diffusers layout (model_index.json) or the original EasyAnimate layout.",
+        description="Model folder of any supported family (diffusers layout, or a family's original layout).",
     )
     GPU_memory_mode: MemoryMode = "model_cpu_offload"
     weight_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
@@ -95,18 +89,6 @@ class DataSection(_Section):
     dataloader_num_workers: int = Field(2, ge=0, le=64)
     cache_latents: bool = False
     cache_dir: str | None = None
-
-    @field_validator("video_sample_n_frames")
-    @classmethod
-    def _frames_4k1(cls, v: int) -> int:
-        return _check_4k_plus_1(v, "video_sample_n_frames")
-
-    @field_validator("image_sample_size", "video_sample_size", "token_sample_size")
-    @classmethod
-    def _multiple_of_16(cls, v: int, info: Any) -> int:
-        if v % 16:
-            raise ValueError("must be a multiple of 16 (VAE 8x times patch 2)")
-        return v
 
 
 class LoraSection(_Section):
@@ -206,16 +188,11 @@ class InferSection(_Section):
 
     @field_validator("sample_size")
     @classmethod
-    def _size_16(cls, v: tuple[int, int]) -> tuple[int, int]:
-        for side in v:
-            if side <= 0 or side % 16:
-                raise ValueError("both sides must be positive multiples of 16 (VAE 8x times patch 2)")
+    def _size_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        # the model's own multiple (VAE x patch) is checked against the model (infer/settings.py)
+        if any(side <= 0 for side in v):
+            raise ValueError("both sides must be positive")
         return v
-
-    @field_validator("video_length")
-    @classmethod
-    def _length_4k1(cls, v: int) -> int:
-        return _check_4k_plus_1(v, "video_length")
 
 
 class UfoConfig(_Section):

@@ -82,7 +82,8 @@ class ClipEncoder:
             extra = model_shell(path).conditioning_components(self.cfg.train.train_mode)
             self._model = load_model(path, dtype=self.dtype, components=("vae", *extra))
             for module in (self._model.vae, *self._model.extra_components.values()):
-                module.requires_grad_(False).eval().to(self.device)
+                if isinstance(module, torch.nn.Module):
+                    module.requires_grad_(False).eval().to(self.device)
         return self._model
 
     @torch.no_grad()

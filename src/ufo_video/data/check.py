@@ -110,11 +110,12 @@ def dataset_stats(cfg: UfoConfig, workers: int = 2) -> dict:
     """Counts per type, size/duration/fps summaries and the epoch-0 bucket assignment (headers only)."""
     d = cfg.data
     entries = load_entries(d.train_data_meta, d.train_data_dir, d.allow_outside_paths)
+    rules = planning.data_rules(cfg.model.pretrained_model_name_or_path)
     samples, failures, notices = planning.build_samples(
-        [e for e in entries if not any(c in ("outside_root",) for c, _ in e.problems)], d, workers)
+        [e for e in entries if not any(c in ("outside_root",) for c, _ in e.problems)], d, workers, rules)
     infos = [s.info for s in samples.values()]
     vids = [i for i in infos if i.type == "video"]
-    batches = planning.plan_batches(samples, d, cfg.train.train_batch_size, cfg.train.seed, 0) if samples else []
+    batches = planning.plan_batches(samples, d, cfg.train.train_batch_size, cfg.train.seed, 0, rules) if samples else []
     types: dict[str, int] = {}
     for e in entries:
         types[e.type or "unknown"] = types.get(e.type or "unknown", 0) + 1

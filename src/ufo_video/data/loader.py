@@ -40,8 +40,8 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.plan import (PlannedBatch, Sample, build_samples, describe_buckets, group_members, limits_of,
-                                 plan_batches, usable_entries)
+from ufo_video.data.plan import (PlannedBatch, Sample, build_samples, data_rules, describe_buckets, group_members,
+                                 limits_of, plan_batches, usable_entries)
 from ufo_video.data.sampling import do_flip, drop_text, frame_indices, rng_for, static_frame_index
 from ufo_video.data.workers import PoolLease, shared_pool
 from ufo_video.errors import DataError
@@ -65,7 +65,8 @@ class TrainLoader:
         self.process_index, self.num_processes = process_index, num_processes
         self.workers = self.d.dataloader_num_workers
         entries = usable_entries(self.d)
-        self.samples, self.failures, self.notices = build_samples(entries, self.d, self.workers)
+        self.rules = data_rules(cfg.model.pretrained_model_name_or_path)
+        self.samples, self.failures, self.notices = build_samples(entries, self.d, self.workers, self.rules)
         self.failures = [(p, r.removeprefix(f"{p}: ")) for p, r in self.failures]
         self._logged = {p for p, _ in self.failures}
         for path, reason in self.failures:
@@ -76,7 +77,7 @@ class TrainLoader:
             raise DataError(f"{self.d.train_data_meta}: no usable sample ({len(self.failures)} failed, "
                             f"{len(self.notices)} skipped by policy); run `ufo-video data check` on it")
         self.batches: list[PlannedBatch] = plan_batches(self.samples, self.d, self.batch_size * num_processes,
-                                                        seed, epoch)
+                                                        seed, epoch, self.rules)
         self._groups = group_members(self.samples)
         self._bad: set[int] = set()
         log.info("data: %d samples, %d batches per epoch, buckets %s", len(self.samples), len(self.batches),

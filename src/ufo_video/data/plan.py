@@ -14,6 +14,7 @@ draws its base side (``buckets.side_choices``) from its own seeded generator.
 from __future__ import annotations
 
 import logging
+from typing import Any
 from dataclasses import dataclass
 import numpy as np
 
@@ -91,8 +92,24 @@ def usable_entries(d: DataSection) -> list[Entry]:
     return entries
 
 
-def build_samples(entries: list[Entry], d: DataSection, workers: int):
-    """(samples by index, failures [(path, reason)], notices [(path, message)])."""
+def data_rules(model_path: str | None) -> Any:
+    """The size rules (`models.base.SizeRules`) of the model a run trains, read from its configs;
+    None (the common grid of `buckets`) when no model folder is there yet (``data check`` before a
+    download)."""
+    from pathlib import Path
+
+    if not model_path or not Path(model_path).is_dir():
+        return None
+    from ufo_video.models.registry import model_shell
+
+    return model_shell(model_path).rules
+
+
+def build_samples(entries: list[Entry], d: DataSection, workers: int, rules: Any = None):
+    """(samples by index, failures [(path, reason)], notices [(path, message)]); `rules` is the
+    model's size rules (None: the common grid)."""
+    base = rules.bucket_base if rules is not None else buckets.BASE
+    temporal = rules.temporal_factor if rules is not None else buckets.TEMPORAL
     failures: list[tuple[str, str]] = []
     notices: list[tuple[str, str]] = []
     candidates = []
@@ -109,11 +126,11 @@ def build_samples(entries: list[Entry], d: DataSection, workers: int):
         if isinstance(info, tuple):
             failures.append((str(e.path), info[1]))
             continue
-        ratio = buckets.nearest_ratio(info.height, info.width) if d.enable_bucket else None
+        ratio = buckets.nearest_ratio(info.height, info.width, base) if d.enable_bucket else None
         moving = None
         if d.clip_mode == "video" and e.type == "video":
             moving = plan_moving(info.frames, info.fps, d.video_sample_n_frames, d.video_sample_stride,
-                                 d.video_sample_fps, d.short_video_policy)
+                                 d.video_sample_fps, d.short_video_policy, temporal)
             if moving is None:
                 notices.append((str(e.path), f"skipped (data.short_video_policy={d.short_video_policy}): "
                                 f"{info.frames} frames cannot give {d.video_sample_n_frames} frames"))
@@ -127,22 +144,27 @@ def build_samples(entries: list[Entry], d: DataSection, workers: int):
     return samples, failures, notices
 
 
-def _batch_bucket(group: tuple, number: int, d: DataSection, seed: int, epoch: int) -> buckets.Bucket:
+def _batch_bucket(group: tuple, number: int, d: DataSection, seed: int, epoch: int, rules: Any = None) -> buckets.Bucket:
     media_type, ratio, frame_cap = group
+    if rules is None:
+        multiple, temporal, base, sides = buckets.MULTIPLE, buckets.TEMPORAL, buckets.BASE, buckets.SIDE_CHOICES
+    else:
+        multiple, temporal = rules.size_multiple, rules.temporal_factor
+        base, sides = rules.bucket_base, rules.side_choices
     if media_type == "image":
         side = d.image_sample_size
     else:
-        choices = buckets.side_choices(d.video_sample_size, d.random_hw_adapt and d.enable_bucket)
+        choices = buckets.side_choices(d.video_sample_size, d.random_hw_adapt and d.enable_bucket, sides)
         side = int(rng_for(seed, epoch, number, "side").choice(choices))
-    h, w = buckets.scaled_size(None if ratio < 0 else ratio, side)
+    h, w = buckets.scaled_size(None if ratio < 0 else ratio, side, multiple, base)
     frames = buckets.frames_for_side(side, d.video_sample_n_frames, d.token_sample_size,
-                                     d.training_with_video_token_length)
-    return buckets.Bucket(h, w, buckets.floor_4k1(min(frames, frame_cap)))
+                                     d.training_with_video_token_length, temporal)
+    return buckets.Bucket(h, w, buckets.floor_frames(min(frames, frame_cap), temporal))
 
 
-def plan_batches(samples: dict[int, Sample], d: DataSection, global_batch: int, seed: int, epoch: int
-                 ) -> list[PlannedBatch]:
-    """The deterministic list of global batches for (seed, epoch)."""
+def plan_batches(samples: dict[int, Sample], d: DataSection, global_batch: int, seed: int, epoch: int,
+                 rules: Any = None) -> list[PlannedBatch]:
+    """The deterministic list of global batches for (seed, epoch) on the model's size grid."""
     groups: dict[tuple, list[int]] = {}
     for idx in sorted(samples):
         groups.setdefault(samples[idx].group, []).append(idx)
@@ -160,7 +182,7 @@ def plan_batches(samples: dict[int, Sample], d: DataSection, global_batch: int, 
     for number, c in enumerate(order):
         key, chunk = chunks[c]
         static = samples[chunk[0]].moving is None
-        batches.append(PlannedBatch(number, chunk, _batch_bucket(key, number, d, seed, epoch), static))
+        batches.append(PlannedBatch(number, chunk, _batch_bucket(key, number, d, seed, epoch, rules), static))
     return batches
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ufo_video.data.buckets import floor_4k1
+from ufo_video.data.buckets import TEMPORAL, floor_frames
 
 _PURPOSES = {"static_frame": 1, "start": 2, "flip": 3, "text": 4, "refill": 5, "side": 6, "order": 7}
 
@@ -56,7 +56,7 @@ class MovingPlan:
 
 
 def plan_moving(total: int, fps: float | None, n_frames: int, stride: int, target_fps: float | None,
-                policy: str) -> MovingPlan | None:
+                policy: str, temporal: int = TEMPORAL) -> MovingPlan | None:
     """Step and frame cap for a video of ``total`` frames; None when it must be skipped."""
     notice = None
     step: float = float(stride)
@@ -77,13 +77,13 @@ def plan_moving(total: int, fps: float | None, n_frames: int, stride: int, targe
         if new_step < 1:
             return None
         return MovingPlan(new_step, n_frames, f"{short}; step reduced to {new_step:g}")
-    cap = floor_4k1(int(math.floor((total - 1) / step + 1e-9)) + 1)
+    cap = floor_frames(int(math.floor((total - 1) / step + 1e-9)) + 1, temporal)
     return MovingPlan(step, cap, f"{short}; using {cap} frames")
 
 
-def short_fix_hint(total: int, n_frames: int, stride: int) -> str:
+def short_fix_hint(total: int, n_frames: int, stride: int, temporal: int = TEMPORAL) -> str:
     """What would fit, for ``data check``'s too_short message."""
-    fit_frames = floor_4k1((total - 1) // stride + 1)
+    fit_frames = floor_frames((total - 1) // stride + 1, temporal)
     fit_stride = (total - 1) // (n_frames - 1) if n_frames > 1 else stride
     parts = [f"{fit_frames} frames at stride {stride}"]
     if fit_stride >= 1:

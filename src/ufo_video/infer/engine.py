@@ -38,6 +38,7 @@ class VideoGenerator:
         self.device = resolve_device(settings.device)
         self.model = load_model(settings.model, dtype=self.dtype)
         self._pipes: dict[str, Any] = {}
+        self._placed: type | None = None
         self.adapter_names: list[str] = []
         if settings.loras:
             from ufo_video.lora.apply import load_loras
@@ -76,16 +77,24 @@ class VideoGenerator:
         set_lora_weights(self.model, dict(zip(self.adapter_names, weights)))
 
     def pipeline(self, task: str) -> Any:
-        """The model's pipeline for `task`, built once; pipelines share the loaded components."""
+        """The model's pipeline for `task`, built once; pipelines share the loaded components.
+
+        The memory mode places (and, with offload, hooks) the shared components for one pipeline
+        at a time, so it is applied again when a different pipeline class takes over (a model whose
+        tasks use two pipelines); one pipeline class serving every task is placed once."""
         if task not in self._pipes:
             pipe = self.model.pipeline(task)
             pipe.set_progress_bar_config(disable=True)
+            same = next((p for p in self._pipes.values() if type(p) is type(pipe)), None)
+            self._pipes[task] = same or pipe
+        pipe = self._pipes[task]
+        if self._placed is not type(pipe):
             apply, mode = self._memory
             plan = apply(pipe, mode, self.device, self.dtype)
-            if plan.notice and not self._pipes:
+            if plan.notice and self._placed is None:
                 self.log(plan.notice)
-            self._pipes[task] = pipe
-        return self._pipes[task]
+            self._placed = type(pipe)
+        return pipe
 
     def task_of(self, request: VideoRequest) -> str:
         """t2v, i2v (start image) or flf2v (start and end image), checked against the model."""

@@ -5,9 +5,11 @@ memory mode, step cache); `VideoRequest` holds what may change per video (prompt
 prompt, seed, start/end image). Both are plain data and are written to each video's sidecar,
 from which `--from-sidecar` rebuilds them exactly.
 
-Sizes that are not multiples of 16 and frame counts that are not 4k+1 given as flags (or as
-predict-script variables) are rounded to the nearest valid value with a printed notice; the
-same mistakes inside a config file are rejected by the config's own validators.
+Sizes and frame counts follow the model's own rules (`ModelAdapter.rules`: sides a multiple of the
+VAE compression x patch, e.g. 16 for EasyAnimate and Wan 2.1, 32 for Wan 2.2 TI2V; frames
+`temporal * k + 1`). Given as flags (or as predict-script variables) they are rounded to the
+nearest valid value with a printed notice naming the model's numbers; the same mistakes inside a
+config file are errors naming the key.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pydantic import ValidationError
 
 from ufo_video.config import MEMORY_MODES, UfoConfig
 from ufo_video.errors import ConfigError
+from ufo_video.models.base import SizeRules
 
-SIZE_MULTIPLE = 16  # VAE 8x spatial times the transformer's patch 2
 CACHE_KINDS = ("none", "first-block")
 OUTPUT_FORMATS = ("mp4", "gif", "png")
 DEFAULT_CACHE_THRESHOLD = 0.08  # the reference's TeaCache threshold
@@ -73,28 +75,54 @@ class GenerationSettings:
         return data
 
 
-def round_size(height: int, width: int, notify: Notify) -> tuple[int, int]:
-    """Each side to the nearest positive multiple of 16, announcing any change."""
-    new = tuple(max(SIZE_MULTIPLE, int(SIZE_MULTIPLE * math.floor(s / SIZE_MULTIPLE + 0.5))) for s in (height, width))
+def default_rules() -> SizeRules:
+    """The common grid (16-pixel sides, 4k+1 frames) for when no model folder is known yet."""
+    return SizeRules(spatial_factor=8, temporal_factor=4, patch_size=2)
+
+
+def model_rules(model: str | None) -> SizeRules:
+    """The size rules of the model folder `model` from its configs; the common grid when the
+    folder does not exist (loading it then fails with its own clear error)."""
+    from pathlib import Path
+
+    if not model or not Path(model).is_dir():
+        return default_rules()
+    from ufo_video.models.registry import model_shell
+
+    return model_shell(model).rules
+
+
+def round_size(height: int, width: int, notify: Notify, rules: SizeRules | None = None) -> tuple[int, int]:
+    """Each side to the nearest positive multiple of the model's size multiple, announcing any change."""
+    rules = rules or default_rules()
+    m = rules.size_multiple
+    new = tuple(max(m, int(m * math.floor(s / m + 0.5))) for s in (height, width))
     if new != (height, width):
-        notify(
-            f"notice: sample size {height}x{width} is not a multiple of {SIZE_MULTIPLE} "
-            f"(VAE 8x times patch 2); using {new[0]}x{new[1]}"
-        )
+        notify(f"notice: sample size {height}x{width} is not {rules.size_rule()}; using {new[0]}x{new[1]}")
     return new  # type: ignore[return-value]
 
 
-def round_frames(n: int, notify: Notify) -> int:
-    """To the nearest 4k+1 frame count (ties go up), announcing any change."""
+def round_frames(n: int, notify: Notify, rules: SizeRules | None = None) -> int:
+    """To the nearest valid frame count of the model (ties go up), announcing any change."""
+    rules = rules or default_rules()
     if n < 1:
         raise ConfigError(f"video_length must be at least 1, got {n}")
-    lower = n - (n - 1) % 4
-    new = lower if (n - lower) < (lower + 4 - n) else lower + 4
+    new = rules.nearest_frames(n)
     if new != n:
-        notify(
-            f"notice: video_length {n} is not 4k+1 (the VAE compresses time 4x causally); using {new}"
-        )
+        notify(f"notice: video_length {n} is not {rules.frame_rule()}; using {new}")
     return new
+
+
+def check_against_model(cfg: UfoConfig, rules: SizeRules) -> None:
+    """[infer] sample_size / video_length of a config file against the model's rules: an error
+    naming the key (values from flags were already rounded with a notice)."""
+    inf = cfg.infer
+    bad = [side for side in inf.sample_size if side % rules.size_multiple]
+    if bad:
+        raise ConfigError(f"infer.sample_size={list(inf.sample_size)}: both sides must be {rules.size_rule()}")
+    if not rules.frames_ok(inf.video_length):
+        n = inf.video_length
+        raise ConfigError(f"infer.video_length={n} must be {rules.frame_rule()}; nearest: {rules.nearest_frames(n)}")
 
 
 def parse_lora_arg(text: str, default_weight: float) -> LoraSpec:
@@ -133,6 +161,7 @@ def apply_values(cfg: UfoConfig, values: dict[str, Any], notify: Notify) -> UfoC
     v = {k: val for k, val in values.items() if val is not None}
     if "model" in v:
         _assign(cfg, "model", "pretrained_model_name_or_path", str(v.pop("model")))
+    rules = model_rules(cfg.model.pretrained_model_name_or_path)
     if "GPU_memory_mode" in v:
         _assign(cfg, "model", "GPU_memory_mode", check_memory_mode(str(v.pop("GPU_memory_mode"))))
     for key in ("weight_dtype", "device"):
@@ -144,9 +173,9 @@ def apply_values(cfg: UfoConfig, values: dict[str, Any], notify: Notify) -> UfoC
             size = (size, size)
         if not isinstance(size, (list, tuple)) or len(size) != 2:
             raise ConfigError(f"sample_size must be [height, width], got {size!r}")
-        _assign(cfg, "infer", "sample_size", round_size(int(size[0]), int(size[1]), notify))
+        _assign(cfg, "infer", "sample_size", round_size(int(size[0]), int(size[1]), notify, rules))
     if "video_length" in v:
-        _assign(cfg, "infer", "video_length", round_frames(int(v.pop("video_length")), notify))
+        _assign(cfg, "infer", "video_length", round_frames(int(v.pop("video_length")), notify, rules))
     for key, val in v.items():
         _assign(cfg, "infer", key, val)
     return cfg
@@ -171,6 +200,7 @@ def settings_from_config(
         raise ConfigError(f"unknown step cache {cache!r}; choose one of: {', '.join(CACHE_KINDS)}")
     if not cache_threshold > 0:
         raise ConfigError(f"cache threshold must be > 0, got {cache_threshold}")
+    check_against_model(cfg, model_rules(mod.pretrained_model_name_or_path))
     if loras is None:
         loras = [LoraSpec(inf.lora_path, inf.lora_weight)] if inf.lora_path else []
         loras += [LoraSpec(entry.path, entry.weight) for entry in inf.loras]

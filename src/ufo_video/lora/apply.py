@@ -16,6 +16,10 @@ small weight (UFO's 0.05-0.2) is never rounded away by bf16 weights.
 
 State (which adapters this module loaded, their weights, the fused originals) lives on the
 transformer as `_ufo_lora`, a plain attribute (not a parameter or buffer).
+
+Multi-expert models (Wan 2.2 A14B): a file whose metadata names an expert (`ufo_expert`, written
+by `save_lora`) goes to that expert's transformer; other files go to `transformer`, as diffusers'
+`load_lora_weights` does by default. Every function below works on all loaded experts.
 """
 
 from __future__ import annotations
@@ -49,6 +53,32 @@ def _transformer(model) -> nn.Module:
     if transformer is None:
         raise LoraError("applying a LoRA needs the transformer loaded (components must include 'transformer')")
     return transformer
+
+
+def _experts(model) -> dict[str, nn.Module]:
+    """Expert component name -> loaded transformer (just `transformer` for one-expert models)."""
+    out = {"transformer": _transformer(model)}
+    extra = getattr(model, "extra_components", {}) or {}
+    experts = model.experts() if hasattr(model, "experts") else ()
+    for expert in experts:
+        module = extra.get(expert.component)
+        if expert.component != "transformer" and module is not None and module is not out["transformer"]:
+            out[expert.component] = module
+    return out
+
+
+def expert_of_file(model, lora, path: Path) -> str:
+    """The expert a LoRA file is for: its `ufo_expert` metadata on a multi-expert model, else
+    `transformer`; a file for an expert this model lacks is refused."""
+    experts = _experts(model)
+    wanted = lora.metadata.get("ufo_expert") or "transformer"
+    if wanted not in experts:
+        names = [e.component for e in model.experts()] if hasattr(model, "experts") else ["transformer"]
+        raise LoraError(
+            f"{path}: this LoRA is for the expert '{wanted}' (its metadata ufo_expert), but the model "
+            f"has {', '.join(names)}" + (" (loaded: " + ", ".join(experts) + ")" if set(names) != set(experts) else "")
+        )
+    return wanted
 
 
 def _state(transformer: nn.Module) -> _LoraState:
@@ -147,27 +177,30 @@ def load_loras(model, specs: list[tuple[str | Path, float]], fuse: bool = False)
     leaves the model untouched. Returns the adapter names (file stems made unique), for
     `set_lora_weights`.
     """
-    transformer = _transformer(model)
     if not specs:
         return []
+    experts = _experts(model)
     prepared = []
     for path, weight in specs:
         lora = read_lora(path)
-        prepared.append((Path(path), float(weight), lora.resolve(model, transformer)))
-    state = _state(transformer)
-    refuse = state.fused
+        expert = expert_of_file(model, lora, Path(path))
+        prepared.append((Path(path), float(weight), expert, lora.resolve(model, experts[expert])))
+    refuse = any(_state(t).fused for t in experts.values())
     if refuse:
         unfuse_loras(model)
-    taken = set(_adapter_names(transformer))
+    taken = {n for t in experts.values() for n in _adapter_names(t)}
     names = []
-    for path, weight, resolved in prepared:
+    for path, weight, expert, resolved in prepared:
+        transformer, state = experts[expert], _state(experts[expert])
         name = _unique_name(path.stem, taken)
         taken.add(name)
         _add_file_adapter(transformer, name, resolved)
         state.weights[name] = weight
         state.loaded.append(name)
         names.append(name)
-    _activate(transformer, state)
+    for transformer in experts.values():
+        if hasattr(transformer, "peft_config"):
+            _activate(transformer, _state(transformer))
     if fuse or refuse:
         fuse_loras(model)
     return names
@@ -179,18 +212,19 @@ def set_lora_weights(model, weights: dict[str, float]) -> None:
     Names are adapter names from `load_loras` (or `add_lora`'s); a fused model is unfused,
     re-weighted and fused again.
     """
-    transformer = _transformer(model)
-    known = _adapter_names(transformer)
-    unknown = [n for n in weights if n not in known]
+    experts = _experts(model)
+    owner = {n: t for t in experts.values() for n in _adapter_names(t)}
+    unknown = [n for n in weights if n not in owner]
     if unknown:
-        raise LoraError(f"unknown LoRA adapter(s): {', '.join(unknown)}; loaded: {', '.join(known) or 'none'}")
-    state = _state(transformer)
-    refuse = state.fused
+        raise LoraError(f"unknown LoRA adapter(s): {', '.join(unknown)}; loaded: {', '.join(owner) or 'none'}")
+    refuse = any(_state(t).fused for t in experts.values() if hasattr(t, "peft_config"))
     if refuse:
         unfuse_loras(model)
-    _sync(transformer, state)
-    state.weights.update({k: float(v) for k, v in weights.items()})
-    _activate(transformer, state)
+    for transformer in {id(t): t for t in owner.values()}.values():
+        state = _state(transformer)
+        _sync(transformer, state)
+        state.weights.update({k: float(v) for k, v in weights.items() if owner[k] is transformer})
+        _activate(transformer, state)
     if refuse:
         fuse_loras(model)
 
@@ -213,7 +247,12 @@ def fuse_loras(model, keep_original: bool = True) -> None:
     Afterwards the adapters are disabled (the forward runs the merged weights only).
     `keep_original=False` skips the copy needed by `unfuse_loras` (for baking).
     """
-    transformer = _transformer(model)
+    for transformer in _experts(model).values():
+        if hasattr(transformer, "peft_config"):
+            _fuse_one(transformer, keep_original)
+
+
+def _fuse_one(transformer: nn.Module, keep_original: bool) -> None:
     state = _state(transformer)
     if state.fused:
         return
@@ -235,7 +274,12 @@ def fuse_loras(model, keep_original: bool = True) -> None:
 
 def unfuse_loras(model) -> None:
     """Restore the exact pre-fusion weights and re-enable the adapters."""
-    transformer = _transformer(model)
+    for transformer in _experts(model).values():
+        if hasattr(transformer, _STATE_ATTR):
+            _unfuse_one(transformer)
+
+
+def _unfuse_one(transformer: nn.Module) -> None:
     state = _state(transformer)
     if not state.fused:
         return
@@ -254,9 +298,14 @@ def unfuse_loras(model) -> None:
 def remove_loras(model) -> None:
     """Unfuse if needed and delete the adapters `load_loras` added; with no adapter left, the
     PEFT wrappers are removed too, giving back the plain transformer."""
-    transformer = _transformer(model)
-    state = _state(transformer)
     unfuse_loras(model)
+    for transformer in _experts(model).values():
+        if hasattr(transformer, _STATE_ATTR):
+            _remove_one(transformer)
+
+
+def _remove_one(transformer: nn.Module) -> None:
+    state = _state(transformer)
     if state.loaded:
         transformer.delete_adapters(list(state.loaded))
     for name in state.loaded:
@@ -272,7 +321,10 @@ def remove_loras(model) -> None:
 
 
 def loaded_loras(model) -> dict[str, float]:
-    """Adapter name -> weight, for the adapters of the transformer (for logs and reports)."""
-    transformer = _transformer(model)
-    state = _state(transformer)
-    return {name: state.weights.get(name, 1.0) for name in _adapter_names(transformer)}
+    """Adapter name -> weight, for the adapters of every expert (for logs and reports)."""
+    out: dict[str, float] = {}
+    for transformer in _experts(model).values():
+        if hasattr(transformer, "peft_config"):
+            state = _state(transformer)
+            out.update({name: state.weights.get(name, 1.0) for name in _adapter_names(transformer)})
+    return out

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+FORMAT_NAMES = ("kohya", "musubi", "comfy", "peft")  # lora.formats.FORMATS, without importing torch here
+
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MODEL_HELP = (
     "model folder whose transformer module names and shapes are used (configs only, no weights read); "
@@ -24,10 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.set_defaults(func=_inspect)
 
-    conv = lsub.add_parser("convert", help="rewrite a LoRA with kohya or PEFT/diffusers keys (bit-exact)")
+    conv = lsub.add_parser("convert", help="rewrite a LoRA in another key format (bit-exact): kohya, musubi, comfy, peft")
     conv.add_argument("src", type=Path)
     conv.add_argument("dst", type=Path)
-    conv.add_argument("--to", choices=["kohya", "peft"], required=True)
+    conv.add_argument("--to", choices=FORMAT_NAMES, required=True,
+                      help="kohya (EasyAnimate / UFO reference), musubi (musubi-tuner), comfy (ComfyUI, Wan's default), "
+                           "peft (diffusers)")
     conv.add_argument("--model", type=Path, help=MODEL_HELP)
     conv.set_defaults(func=_convert)
 
@@ -35,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     comb.add_argument("specs", nargs="+", metavar="FILE[:WEIGHT]")
     comb.add_argument("--out", type=Path, required=True)
     comb.add_argument("--rank", type=int, help="reduce each module to this rank by SVD (prints the error)")
-    comb.add_argument("--to", choices=["kohya", "peft"], help="key layout of the output (default: the first input's)")
+    comb.add_argument("--to", choices=FORMAT_NAMES, help="key layout of the output (default: the first input's)")
     comb.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     comb.add_argument("--model", type=Path, help=MODEL_HELP)
     comb.set_defaults(func=_combine)

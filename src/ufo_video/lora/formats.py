@@ -1,13 +1,17 @@
-"""LoRA files: reading, checking, name resolution, kohya <-> PEFT conversion, atomic writing.
+"""LoRA files: reading, checking, name resolution, conversion between formats, atomic writing.
 
-Two key layouts are read and written (never pickles):
+Four key layouts are read and written (never pickles); a model family says which it uses
+(`ModelAdapter.lora_formats`, `default_lora_format`):
 
 * kohya (what the UFO reference and EasyAnimate tools write and load):
   `lora_unet__<module path with '.' -> '_'>.lora_down.weight` (= PEFT lora_A, [r, in]),
   `.lora_up.weight` (= lora_B, [out, r]) and `.alpha` (0-d; scale = alpha / r). Paths use the
-  family's ORIGINAL module names (EasyAnimate: `attn2.to_q` for the text stream). The single
-  underscore prefix `lora_unet_` of other kohya tools is accepted as well; a module without an
-  `.alpha` tensor gets alpha = rank (scale 1), kohya's own default.
+  family's ORIGINAL module names (EasyAnimate: `attn2.to_q` for the text stream). A module
+  without an `.alpha` tensor gets alpha = rank (scale 1), kohya's own default.
+* musubi (musubi-tuner's Wan LoRAs): the same with the single-underscore prefix `lora_unet_`.
+* comfy (what ComfyUI loads natively and diffusion-pipe writes for Wan):
+  `diffusion_model.<original dotted path>.lora_A.weight` / `.lora_B.weight` (or
+  `.lora_down` / `.lora_up`), optional `.alpha`.
 * PEFT/diffusers: `transformer.<module path>.lora_A.weight` / `.lora_B.weight` (prefix
   `transformer.` optional), our (diffusers) module names. Alpha comes from diffusers'
   `lora_adapter_metadata` (keys `lora_alpha` / `alpha_pattern`, optionally prefixed
@@ -31,16 +35,21 @@ from torch import nn
 
 from ufo_video.atomic import save_safetensors_atomic
 from ufo_video.errors import LoraError
-from ufo_video.lora.weights import Format, LoraModule, LoraWeights, Resolution, group_targets, limited
+from ufo_video.lora.weights import FLAT_FORMATS, Format, LoraModule, LoraWeights, Resolution, group_targets, limited
 
 __all__ = [
-    "Format", "LoraModule", "LoraWeights", "Resolution", "atomic_save_safetensors", "group_targets",
-    "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
+    "FORMATS", "Format", "LoraModule", "LoraWeights", "Resolution", "atomic_save_safetensors", "convert",
+    "group_targets", "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
 ]  # fmt: skip
+FORMATS = ("kohya", "musubi", "comfy", "peft")
 
 KOHYA_PREFIX = "lora_unet_"
+#: what each flat format writes in front of a name (kohya: `lora_unet_` + `_` + name, as EasyAnimate)
+FLAT_PREFIXES = {"kohya": "lora_unet__", "musubi": "lora_unet_"}
+COMFY_PREFIX = "diffusion_model."
 KOHYA_SUFFIXES = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
 PEFT_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up"}
+COMFY_SUFFIXES = {**PEFT_SUFFIXES, **KOHYA_SUFFIXES}
 PEFT_PREFIXES = ("transformer.", "base_model.model.")
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
@@ -111,6 +120,26 @@ def _pattern_alpha(pattern: dict[str, float], name: str, default: float) -> floa
     return default
 
 
+def _classify(key: str) -> tuple[str, str, str] | None:
+    """(format, module name as the format spells it, part) of one key, or None when unknown."""
+    if key.startswith(KOHYA_PREFIX):
+        parts = _split(key[len(KOHYA_PREFIX):], KOHYA_SUFFIXES)
+        if parts is None:
+            return None
+        name = parts[0]
+        return ("kohya", name[1:], parts[1]) if name.startswith("_") else ("musubi", name, parts[1])
+    if key.startswith(COMFY_PREFIX):
+        parts = _split(key[len(COMFY_PREFIX):], COMFY_SUFFIXES)
+        return None if parts is None else ("comfy", parts[0], parts[1])
+    parts = _split(key, PEFT_SUFFIXES)
+    if parts is None:
+        return None
+    name = parts[0]
+    for prefix in PEFT_PREFIXES:
+        name = name.removeprefix(prefix)
+    return "peft", name, parts[1]
+
+
 def read_lora(path: str | Path) -> LoraWeights:
     """Read a kohya or PEFT LoRA from a safetensors file, refusing anything else.
 
@@ -120,37 +149,30 @@ def read_lora(path: str | Path) -> LoraWeights:
     """
     path = Path(path)
     tensors, metadata = _load_safetensors(path)
-    kohya, peft, unknown = {}, {}, []
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    unknown = []
     for key in tensors:
-        stem = key.removeprefix(KOHYA_PREFIX)
-        kparts = _split(stem, KOHYA_SUFFIXES) if key.startswith(KOHYA_PREFIX) else None
-        pparts = _split(key, PEFT_SUFFIXES)
-        if kparts:
-            kohya[key] = (kparts[0].removeprefix("_"), kparts[1])
-        elif pparts:
-            name = pparts[0]
-            for prefix in PEFT_PREFIXES:
-                name = name.removeprefix(prefix)
-            peft[key] = (name, pparts[1])
-        else:
+        fmt_parts = _classify(key)
+        if fmt_parts is None:
             unknown.append(key)
+        else:
+            found.setdefault(fmt_parts[0], {})[key] = fmt_parts[1:]
     if unknown:
         hint = " (text-encoder LoRAs are not supported)" if any(k.startswith("lora_te") for k in unknown) else ""
         raise LoraError(
             f"{path}: keys of an unknown layout{hint}: {limited(sorted(unknown))}. Expected kohya "
-            "'lora_unet__<module>.lora_down.weight/.lora_up.weight/.alpha' or PEFT "
+            "'lora_unet__<module>.lora_down.weight/.lora_up.weight/.alpha', musubi 'lora_unet_<module>...', "
+            "ComfyUI 'diffusion_model.<module>.lora_A.weight/.lora_B.weight' or PEFT "
             "'transformer.<module>.lora_A.weight/.lora_B.weight'"
         )
-    if kohya and peft:
-        raise LoraError(
-            f"{path}: the file mixes kohya keys ({next(iter(kohya))}) and PEFT keys ({next(iter(peft))}); "
-            "a LoRA file must use one layout"
-        )
-    fmt: Format = "kohya" if kohya else "peft"
+    if len(found) > 1:
+        shown = ", ".join(f"{f} ({next(iter(keys))})" for f, keys in found.items())
+        raise LoraError(f"{path}: the file mixes key layouts: {shown}; a LoRA file must use one layout")
+    fmt: Format = next(iter(found))  # type: ignore[assignment]
     parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, (name, part) in (kohya or peft).items():
+    for key, (name, part) in found[fmt].items():
         parts.setdefault(name, {})[part] = tensors[key]
-    default_alpha, alpha_pattern = (None, {}) if fmt == "kohya" else _diffusers_alpha_metadata(metadata, str(path))
+    default_alpha, alpha_pattern = _diffusers_alpha_metadata(metadata, str(path)) if fmt == "peft" else (None, {})
     modules: dict[str, LoraModule] = {}
     incomplete, bad_rank = [], []
     for name, got in sorted(parts.items()):
@@ -162,7 +184,7 @@ def read_lora(path: str | Path) -> LoraWeights:
             bad_rank.append(f"{name}: down {list(down.shape)} up {list(up.shape)}")
             continue
         rank = int(down.shape[0])
-        if fmt == "kohya":
+        if fmt != "peft":
             alpha = float(got["alpha"].item()) if "alpha" in got else float(rank)
         else:
             alpha = _pattern_alpha(alpha_pattern, name, default_alpha if default_alpha is not None else float(rank))
@@ -181,29 +203,50 @@ def read_lora(path: str | Path) -> LoraWeights:
 
 
 # ---- conversion -------------------------------------------------------------------------------
-def to_peft(weights: LoraWeights, adapter, transformer: nn.Module, check_shapes: bool = True) -> LoraWeights:
-    """The same tensors under PEFT names (dotted diffusers paths); kohya names are resolved
-    through `transformer`'s real module names. Tensors are not copied or cast (bit-exact)."""
-    if weights.format == "peft":
+def _spell(fmt: str, adapter_cls: type, path: str) -> str:
+    """A diffusers module path as `fmt` names it."""
+    if fmt == "peft":
+        return path
+    original = adapter_cls.to_original_module_name(path)
+    return original.replace(".", "_") if fmt in FLAT_FORMATS else original
+
+
+def convert(
+    weights: LoraWeights, to: str, adapter, transformer: nn.Module | None = None, check_shapes: bool = True
+) -> LoraWeights:
+    """The same tensors under `to`'s names (not copied or cast: bit-exact). Names of a format
+    other than PEFT are resolved through `transformer`'s real module names (never by splitting
+    underscores); PEFT names convert to any format without a model."""
+    if to not in FORMATS:
+        raise LoraError(f"unknown LoRA format {to!r}; formats: {', '.join(FORMATS)}")
+    adapter_cls = adapter if isinstance(adapter, type) else type(adapter)
+    if weights.format == to:
         return weights
-    resolved = weights.match(adapter, transformer, check_shapes)
-    if not resolved.ok:
-        weights.resolve(adapter, transformer, check_shapes)  # raises with the full list of problems
-    return replace(weights, format="peft", modules=dict(resolved.modules))
+    if weights.format == "peft" and transformer is None:
+        paths = dict(weights.modules)
+    else:
+        if transformer is None:
+            raise LoraError(f"converting a {weights.format} LoRA needs the model's module names (give --model DIR)")
+        resolved = weights.match(adapter_cls, transformer, check_shapes)
+        if not resolved.ok:
+            weights.resolve(adapter_cls, transformer, check_shapes)  # raises with the full list of problems
+        paths = dict(resolved.modules)
+    modules = {_spell(to, adapter_cls, p): m for p, m in paths.items()}
+    return replace(weights, format=to, modules=modules)
+
+
+def to_peft(weights: LoraWeights, adapter, transformer: nn.Module, check_shapes: bool = True) -> LoraWeights:
+    """The same tensors under PEFT names (dotted diffusers paths)."""
+    return convert(weights, "peft", adapter, transformer, check_shapes)
 
 
 def to_kohya(
     weights: LoraWeights, adapter, transformer: nn.Module | None = None, check_shapes: bool = True
 ) -> LoraWeights:
-    """The same tensors under kohya names (original module naming, '.' -> '_'). Needs no model
-    (dots -> underscores is deterministic); tensors are not copied or cast (bit-exact)."""
-    if weights.format == "kohya":
-        return weights
-    adapter_cls = adapter if isinstance(adapter, type) else type(adapter)
-    if transformer is not None:
-        weights.resolve(adapter_cls, transformer, check_shapes)  # check names (and shapes) first
-    modules = {adapter_cls.to_original_module_name(p).replace(".", "_"): m for p, m in weights.modules.items()}
-    return replace(weights, format="kohya", modules=modules)
+    """The same tensors under kohya names (original module naming, '.' -> '_')."""
+    if transformer is not None and weights.format == "peft":
+        weights.resolve(adapter, transformer, check_shapes)  # check names (and shapes) first
+    return convert(weights, "kohya", adapter, None if weights.format == "peft" else transformer, check_shapes)
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -231,10 +274,15 @@ def write_lora(
     alpha = alphas.most_common(1)[0][0]
     for name, mod in weights.modules.items():
         down, up = (mod.down, mod.up) if dtype is None else (mod.down.to(dtype), mod.up.to(dtype))
-        if weights.format == "kohya":
-            base = f"{KOHYA_PREFIX}_{name}"
+        if weights.format in FLAT_PREFIXES:
+            base = f"{FLAT_PREFIXES[weights.format]}{name}"
             tensors[f"{base}.lora_down.weight"] = down
             tensors[f"{base}.lora_up.weight"] = up
+            tensors[f"{base}.alpha"] = torch.tensor(mod.alpha, dtype=down.dtype)
+        elif weights.format == "comfy":
+            base = f"{COMFY_PREFIX}{name}"
+            tensors[f"{base}.lora_A.weight"] = down
+            tensors[f"{base}.lora_B.weight"] = up
             tensors[f"{base}.alpha"] = torch.tensor(mod.alpha, dtype=down.dtype)
         else:
             tensors[f"transformer.{name}.lora_A.weight"] = down
@@ -288,14 +336,22 @@ def save_lora(
     adapter_name: str,
     metadata: dict[str, str],
     dtype: torch.dtype = torch.float32,
+    fmt: str | None = None,
 ) -> Path:
-    """Save the named adapter of `model.transformer` as a kohya file with ORIGINAL module names
-    (what the UFO reference and EasyAnimate load), cast to `dtype`, written atomically."""
-    weights = to_kohya(lora_from_adapter(model, adapter_name), type(model))
+    """Save the named adapter of `model.transformer` in the family's default format (EasyAnimate:
+    kohya with ORIGINAL module names, what the UFO reference and EasyAnimate load; Wan: ComfyUI's),
+    cast to `dtype`, written atomically. The metadata names the base model, its family and, for
+    multi-expert models, the expert the LoRA is for (`ufo_expert`), which inference applies it to."""
+    weights = convert(lora_from_adapter(model, adapter_name), fmt or type(model).default_lora_format, type(model))
     weights = replace(weights, modules={k: LoraModule(m.down.to("cpu"), m.up.to("cpu"), m.alpha) for k, m in weights.modules.items()})
     info = getattr(model, "info", None)
     meta = {str(k): str(v) for k, v in metadata.items()}
     if info is not None:
         meta.setdefault("ufo_base_model", str(info.path))
         meta.setdefault("ufo_base_family", info.family)
+        experts = [e.component for e in model.experts()]
+        if len(experts) > 1:
+            others = [e for e in experts if e != "transformer" and e in model.extra_components]
+            trained = next((e for e in others if model.extra_components[e] is model.transformer), "transformer")
+            meta.setdefault("ufo_expert", trained)
     return write_lora(path, weights, meta, dtype=dtype)

@@ -1,8 +1,9 @@
 """The `ufo-video lora` tools as library functions: inspect, convert, combine, bake.
 
 Module names always come from a real transformer (built on the meta device from a model
-folder's configs, so no weights are read): `--model DIR`, or by default the bundled EasyAnimate
-V5.1 12B configs, whose module names every V5.1 size shares up to its block count. Shapes are
+folder's configs, so no weights are read): `--model DIR`, or by default a family's bundled
+configs (`ModelAdapter.names_model_path`): the family named in the file's metadata
+(`ufo_base_family`), else the one whose module names match every module of the file. Shapes are
 checked only against an explicit `--model` (the default only supplies names).
 """
 
@@ -28,12 +29,11 @@ from ufo_video.lora.formats import (
     LoraWeights,
     group_targets,
     read_lora,
-    to_kohya,
+    convert,
     to_peft,
     write_lora,
 )
 
-DEFAULT_NAMES_MODEL = Path(__file__).resolve().parent.parent / "assets" / "easyanimate-v5.1-12b-inp-configs"
 SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
@@ -61,14 +61,31 @@ class NamesModel:
         return sum(p.numel() for p in self.transformer.parameters())
 
 
-def names_model(path: str | Path | None) -> NamesModel:
-    """The transformer of `path` (or the bundled V5.1 12B configs) built on meta from configs."""
-    from ufo_video.models.registry import adapter_for
+def names_model(path: str | Path | None, lora: LoraWeights | None = None) -> NamesModel:
+    """The transformer of `path` built on meta from configs; without `path`, a family's bundled
+    configs chosen for `lora` (see module doc)."""
+    from ufo_video.models.registry import ADAPTERS, adapter_for
 
-    folder = Path(path) if path is not None else DEFAULT_NAMES_MODEL
-    cls = adapter_for(folder)
-    transformer = cls.build_meta(folder)["transformer"]
-    return NamesModel(cls, transformer, folder)
+    if path is not None:
+        folder = Path(path)
+        cls = adapter_for(folder)
+        return NamesModel(cls, cls.build_meta(folder)["transformer"], folder)
+    candidates = [c for c in ADAPTERS.values() if c.names_model_path() is not None]
+    family = (lora.metadata.get("ufo_base_family") if lora is not None else None) or None
+    if family in ADAPTERS:
+        candidates = [ADAPTERS[family]]
+    if lora is not None:
+        candidates = [c for c in candidates if lora.format in c.lora_formats()] or candidates
+    fallback = None
+    for cls in candidates:
+        folder = cls.names_model_path()
+        nm = NamesModel(cls, cls.build_meta(folder)["transformer"], folder)
+        if lora is None or lora.match(cls, nm.transformer, check_shapes=False).ok:
+            return nm
+        fallback = fallback or nm
+    if fallback is None:
+        raise LoraError("no model family can read this LoRA's names; give --model DIR")
+    return fallback
 
 
 # ---- inspect ----------------------------------------------------------------------------------
@@ -135,10 +152,9 @@ def format_inspect(report: dict[str, Any]) -> str:
 def convert_lora(src: str | Path, dst: str | Path, to: Format, model: str | Path | None = None) -> LoraWeights:
     """Rewrite a LoRA in the other key layout, tensors untouched (bit-exact)."""
     lora = read_lora(src)
-    nm = names_model(model)
-    shapes = model is not None  # the default names model is the 12B: names only, any size
-    convert = to_peft if to == "peft" else to_kohya
-    out = convert(lora, nm.adapter_cls, nm.transformer, check_shapes=shapes)
+    nm = names_model(model, lora)
+    shapes = model is not None  # the default names model is a bundled config: names only, any size
+    out = convert(lora, to, nm.adapter_cls, nm.transformer, check_shapes=shapes)
     write_lora(dst, out, {"ufo_converted_from": f"{lora.format}:{Path(src).name}"})
     return out
 
@@ -185,8 +201,8 @@ def combine_loras(
     (scale 1). Exact; `rank` optionally truncates each module by SVD (error reported)."""
     if not specs:
         raise LoraError("combine needs at least one FILE[:WEIGHT]")
-    nm = names_model(model)
     loras = [(read_lora(p), w) for p, w in specs]
+    nm = names_model(model, loras[0][0])
     parts: dict[str, list[tuple[LoraModule, float]]] = {}
     for lora, weight in loras:
         resolved = to_peft(lora, nm.adapter_cls, nm.transformer, check_shapes=model is not None)
@@ -211,7 +227,7 @@ def combine_loras(
     modules = {k: LoraModule(m.down.to(dtype), m.up.to(dtype), m.alpha) for k, m in modules.items()}
     out = LoraWeights("peft", modules, metadata={"ufo_combined_from": json.dumps([[str(p), w] for p, w in specs])})
     fmt = to or loras[0][0].format
-    result.weights = out if fmt == "peft" else to_kohya(out, nm.adapter_cls)
+    result.weights = convert(out, fmt, nm.adapter_cls)
     return result
 
 

@@ -18,7 +18,9 @@ from torch import nn
 from ufo_video.errors import LoraError
 from ufo_video.lora.inject import model_module_names
 
-Format = Literal["kohya", "peft"]
+Format = Literal["kohya", "musubi", "comfy", "peft"]
+#: formats whose module names are the family's ORIGINAL names with '.' -> '_' (kohya style)
+FLAT_FORMATS = ("kohya", "musubi")
 _LIST_LIMIT = 20
 
 
@@ -71,8 +73,9 @@ class Resolution:
 class LoraWeights:
     """A LoRA read from (or to be written to) one file.
 
-    `modules` is keyed by the name as the format writes it: kohya -> the underscore name
-    (`transformer_blocks_0_attn2_to_q`, original naming); peft -> the dotted diffusers path.
+    `modules` is keyed by the name as the format writes it: kohya / musubi -> the underscore name
+    (`transformer_blocks_0_attn2_to_q`, original naming); comfy -> the dotted original path
+    (`blocks.0.self_attn.q`); peft -> the dotted diffusers path.
     """
 
     format: Format
@@ -110,7 +113,7 @@ class LoraWeights:
         ambiguous: set[str] = set()
         for name in modules:
             for spelled in (adapter_cls.to_original_module_name(name), name):
-                if self.format == "kohya":
+                if self.format in FLAT_FORMATS:
                     spelled = spelled.replace(".", "_")
                 if lookup.setdefault(spelled, name) != name:
                     ambiguous.add(spelled)
@@ -171,6 +174,7 @@ def _shape_problem(module: nn.Module, mod: LoraModule) -> str | None:
 
 
 def group_targets(names: list[str]) -> dict[str, int]:
-    """Module names grouped across blocks (`transformer_blocks.*.attn1.to_q` -> count)."""
-    counts: Counter = Counter(re.sub(r"(transformer_blocks[._])\d+([._])", r"\1*\2", n) for n in names)
+    """Module names grouped across blocks (`transformer_blocks.*.attn1.to_q`, `blocks_*_ffn_0` -> count):
+    the first run of digits between separators is the block index, whatever the block list is called."""
+    counts: Counter = Counter(re.sub(r"([._])\d+([._])", r"\1*\2", n, count=1) for n in names)
     return dict(sorted(counts.items()))

@@ -314,9 +314,25 @@ class ModelAdapter(ABC):
         """The family's original module path -> our (diffusers) module path."""
 
     @classmethod
+    def names_model_path(cls) -> Path | None:
+        """Shipped configs whose transformer supplies module names for LoRA tools without --model."""
+        return None
+
+    @classmethod
     def lora_formats(cls) -> tuple[str, ...]:
         """LoRA file formats this family reads and writes (keys of `lora.formats.FORMATS`)."""
         return ("kohya", "peft")
+
+    # ---- tiny models -----------------------------------------------------------------------
+    @classmethod
+    def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
+        """`model make-tiny` choices: {"layout": (...), "variant": (...)}, defaults first."""
+        raise NotImplementedError(f"{cls.family} has no tiny-model builder")
+
+    @classmethod
+    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0) -> Path:
+        """Write a tiny random model folder of this family (the same seed, the same tensors)."""
+        raise NotImplementedError(f"{cls.family} has no tiny-model builder")
 
     # ---- pipelines -----------------------------------------------------------------------
     @abstractmethod

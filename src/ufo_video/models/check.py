@@ -72,10 +72,10 @@ def estimate_memory_gib(components: list[ComponentReport], bytes_per_param: int 
     """
     by_name = {c.name: c for c in components}
     sizes = {c.name: c.parameters * bytes_per_param for c in components}
-    transformer = by_name.get("transformer")
     fp8_sizes = dict(sizes)
-    if transformer:
-        fp8_sizes["transformer"] = transformer.parameters  # 1 byte per weight
+    for name, comp in by_name.items():
+        if name.startswith("transformer"):  # every denoiser (both experts of a two-expert model)
+            fp8_sizes[name] = comp.parameters  # 1 byte per weight
     result = {
         "model_full_load": sum(sizes.values()),
         "model_cpu_offload": max(sizes.values(), default=0),
@@ -103,6 +103,7 @@ def check_model(path: str | Path, meta: bool = False) -> CheckReport:
     else:
         loaded = adapter.load(path, dtype=torch.float32)
         modules = {k: getattr(loaded, k) for k in ("transformer", "vae", "text_encoder")}
+        modules.update({k: m for k, m in loaded.extra_components.items() if isinstance(m, nn.Module)})
     for name, module in modules.items():
         report.components.append(_component_report(name, module))
     report.memory_gib = estimate_memory_gib(report.components)

@@ -12,10 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = model.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
 
-    tiny = msub.add_parser("make-tiny", help="write a tiny random EasyAnimate V5.1 model (tests, demos)")
+    tiny = msub.add_parser("make-tiny", help="write a tiny random model of a family (tests, demos, trying commands)")
     tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--layout", choices=["diffusers", "original"], default="diffusers")
-    tiny.add_argument("--variant", choices=["inp", "t2v"], default="inp")
+    tiny.add_argument("--family", default="easyanimate", help="easyanimate (default) or wan")
+    tiny.add_argument("--layout", help="easyanimate: diffusers (default) or original; wan: diffusers (default) or "
+                      "single-file (the transformer as one file with Wan's original names, as ComfyUI users have)")
+    tiny.add_argument("--variant", help="easyanimate: inp (default), t2v; wan: t2v (default, 2.1), i2v (2.1 with CLIP), "
+                      "ti2v (2.2 5B), a14b (2.2 two experts), a14b-i2v")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_make_tiny)
 
@@ -27,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from ufo_video.models.tiny import make_tiny
+    from ufo_video.models.registry import make_tiny_model
 
-    out = make_tiny(args.dir, layout=args.layout, variant=args.variant, seed=args.seed)
-    print(f"wrote tiny EasyAnimate V5.1 {args.variant} model ({args.layout} layout) to {out}")
+    out, what = make_tiny_model(args.family, args.dir, layout=args.layout, variant=args.variant, seed=args.seed)
+    print(f"wrote a tiny random {what} to {out}")
     return 0
 
 

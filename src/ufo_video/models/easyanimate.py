@@ -405,6 +405,21 @@ class EasyAnimateAdapter(ModelAdapter):
         return {"attention": attention, "all-linear": block_linear + outer}
 
     @classmethod
+    def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
+        return {"layout": ("diffusers", "original"), "variant": ("inp", "t2v")}
+
+    @classmethod
+    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0) -> Path:
+        from ufo_video.models.tiny import make_tiny
+
+        return make_tiny(path, layout=layout, variant=variant, seed=seed)  # type: ignore[arg-type]
+
+    @classmethod
+    def names_model_path(cls) -> Path:
+        """The bundled V5.1 12B configs: every V5.1 size shares their module names up to its block count."""
+        return Path(__file__).resolve().parent.parent / "assets" / "easyanimate-v5.1-12b-inp-configs"
+
+    @classmethod
     def to_original_module_name(cls, name: str) -> str:
         return layout.diffusers_to_original(name)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ufo_video.errors import ModelLoadError
+from ufo_video.models.configs import init_kwargs as diffusers_init_kwargs  # noqa: F401  (re-exported)
+from ufo_video.models.configs import read_json  # noqa: F401  (re-exported)
 
 
 # Text-stream projections: original `attn2.*` -> diffusers `attn1.*` (same tensors, new names).
@@ -59,18 +61,6 @@ def diffusers_to_original(name: str) -> str:
     return _translate(name, DIFFUSERS_TO_ORIGINAL_ATTN)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelLoadError(f"missing file: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object")
-    return data
-
-
 def detect_layout(path: Path) -> str:
     """'original' when the transformer's weights name the text stream `attn2`, else 'diffusers'.
 
@@ -94,11 +84,3 @@ def detect_layout(path: Path) -> str:
 
     names = read_header_shapes(find_weight_files(path / "transformer"))
     return "original" if any(".attn2." in k for k in names) else "diffusers"
-
-
-def diffusers_init_kwargs(config: dict[str, Any], cls: type) -> dict[str, Any]:
-    """Keep only the keys `cls.__init__` accepts (original configs carry EasyAnimate's extra keys)."""
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in config.items() if k in params and k != "self"}

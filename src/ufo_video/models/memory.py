@@ -41,8 +41,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> None:
-    """Store the transformer's Linear weights in float8_e4m3fn and upcast per layer for compute."""
+    """Store the transformer's Linear weights in float8_e4m3fn and upcast per layer for compute
+    (once: a second pipeline over the same transformer finds it already stored in fp8)."""
+    if getattr(transformer, "_ufo_fp8_storage", False):
+        return
     transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+    transformer._ufo_fp8_storage = True
+
+
+def denoisers(pipe: Any) -> list[torch.nn.Module]:
+    """The pipeline's denoising transformers (`transformer`, and `transformer_2` of two-expert
+    pipelines), the components fp8 storage applies to."""
+    return [m for name, m in pipe.components.items() if name.startswith("transformer") and isinstance(m, torch.nn.Module)]
 
 
 def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype: torch.dtype) -> MemoryPlan:
@@ -50,7 +60,8 @@ def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype:
     if mode not in MEMORY_MODES:
         raise ConfigError(f"GPU_memory_mode={mode!r} is unknown; choose one of: {', '.join(MEMORY_MODES)}")
     if mode == "model_cpu_offload_and_qfloat8":
-        enable_fp8_storage(pipe.transformer, compute_dtype)
+        for transformer in denoisers(pipe):
+            enable_fp8_storage(transformer, compute_dtype)
     if device.type != "cuda":
         pipe.to(device)
         notice = None

@@ -7,9 +7,11 @@ from pathlib import Path
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.base import ModelAdapter
 from ufo_video.models.easyanimate import EasyAnimateAdapter
+from ufo_video.models.wan import WanAdapter
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     EasyAnimateAdapter.family: EasyAnimateAdapter,
+    WanAdapter.family: WanAdapter,
 }
 
 
@@ -40,3 +42,20 @@ def model_shell(path: str | Path) -> ModelAdapter:
 def load_model(path: str | Path, **kwargs) -> ModelAdapter:
     """Detect the family of `path` and load it strictly (see `ModelAdapter.load`)."""
     return adapter_for(path).load(Path(path), **kwargs)
+
+
+def make_tiny_model(family: str, path: str | Path, *, layout: str | None, variant: str | None, seed: int = 0) -> tuple[Path, str]:
+    """A tiny random model folder of `family` (its adapter module's own builder); returns the folder
+    and a description. Unknown family / layout / variant names are errors naming the choices."""
+    from ufo_video.errors import UfoError
+
+    if family not in ADAPTERS:
+        raise UfoError(f"unknown model family {family!r}; families: {', '.join(ADAPTERS)}")
+    choices = ADAPTERS[family].tiny_choices()
+    layout = layout or choices["layout"][0]
+    variant = variant or choices["variant"][0]
+    for name, value in (("layout", layout), ("variant", variant)):
+        if value not in choices[name]:
+            raise UfoError(f"--{name} {value!r} is not a {family} {name}; choose one of: {', '.join(choices[name])}")
+    out = ADAPTERS[family].make_tiny(Path(path), layout=layout, variant=variant, seed=seed)
+    return out, f"{ADAPTERS[family].display_name} {variant} model ({layout} layout)"

@@ -65,10 +65,11 @@ def check_inputs(cfg: UfoConfig) -> None:
     model_dir = Path(cfg.model.pretrained_model_name_or_path)
     if not model_dir.is_dir():
         raise ConfigError(
-            f"model folder not found: {model_dir}. Download EasyAnimateV5.1-12b-zh-InP into "
-            "models/Diffusion_Transformer/ (the guide's layout) or point model.pretrained_model_name_or_path "
-            "(MODEL_NAME for scripts/train_ufo.sh) at it."
+            f"model folder not found: {model_dir}. Download the model (the guide uses "
+            "models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP; README's guide lists each family's) or point "
+            "model.pretrained_model_name_or_path (MODEL_NAME for scripts/train_ufo.sh) at it."
         )
+    check_sizes(cfg)
     root, meta = Path(cfg.data.train_data_dir), Path(cfg.data.train_data_meta)
     if not root.is_dir():
         raise DataError(
@@ -121,6 +122,26 @@ def total_steps(cfg: UfoConfig, batches_per_epoch: int) -> int:
     return cfg.train.num_train_epochs * math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
 
 
+def check_sizes(cfg: UfoConfig) -> None:
+    """The data sizes and frame count against the model's own rules (its VAE and patch), from its
+    configs alone: a size the model cannot take is an error naming the setting, before any loading."""
+    from ufo_video.models.registry import model_shell
+
+    shell = model_shell(cfg.model.pretrained_model_name_or_path)
+    rules, d = shell.rules, cfg.data
+    problems = [
+        f"data.{name}={getattr(d, name)} must be {rules.size_rule()}"
+        for name in ("image_sample_size", "video_sample_size", "token_sample_size")
+        if getattr(d, name) % rules.size_multiple
+    ]
+    if not rules.frames_ok(d.video_sample_n_frames):
+        n = d.video_sample_n_frames
+        problems.append(f"data.video_sample_n_frames={n} must be {rules.frame_rule()}; nearest: "
+                        f"{rules.floor_frames(n)} or {rules.floor_frames(n) + rules.temporal_factor}")  # fmt: skip
+    if problems:
+        raise ConfigError(f"{shell.info.path} ({shell.display_name} {shell.info.variant}): " + "; ".join(problems))
+
+
 def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
     """With the latent/text cache and no validation, the VAE and encoders are never used: they are
     not loaded at all (the biggest memory saving the cache brings). `image_encoder` is loaded by
@@ -161,7 +182,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     if expert.component != "transformer":  # the LoRA, the optimizer and saving all work on `transformer`
         model.transformer = model.expert_module(expert.component)
     for module in (model.transformer, model.vae, model.text_encoder, *model.extra_components.values()):
-        if module is not None:
+        if isinstance(module, torch.nn.Module):
             module.requires_grad_(False)
             module.eval()
     transformer = model.transformer
@@ -181,7 +202,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     transformer.to(device)
     if not (cfg.train.low_vram and device.type != "cpu"):
         for module in (model.vae, model.text_encoder, *model.extra_components.values()):
-            if module is not None and module is not transformer:
+            if isinstance(module, torch.nn.Module) and module is not transformer:
                 module.to(device)
 
     optimizer = make_optimizer(cfg, params)

@@ -121,7 +121,7 @@ def train_transformer(model, pool: dict, *, steps: int, batch: int, seed: int, l
     for step in range(steps):
         noised, cond, embeds = draw_batch(pool, step, batch, seed)
         text = TextEmbeds(embeds, torch.ones(embeds.shape[:2], dtype=torch.long))
-        pred = model.predict(noised.noisy, noised.timesteps, text, inpaint_latents=cond)
+        pred = model.predict(noised.noisy, noised.timesteps, text, {"inpaint_latents": cond})
         loss = objective.flow_loss(pred, noised.target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

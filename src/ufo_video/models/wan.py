@@ -1,0 +1,569 @@
+"""Wan 2.1 and Wan 2.2 on diffusers' classes — the second model family.
+
+Variants (read from the folder's configs, never from its name):
+
+| variant    | model                         | tasks     | denoisers                 | transformer input          |
+|------------|-------------------------------|-----------|---------------------------|----------------------------|
+| `t2v`      | 2.1 T2V 1.3B / 14B            | t2v       | transformer               | 16 noisy latents           |
+| `i2v`      | 2.1 I2V 14B (CLIP image)      | i2v       | transformer               | 16 + 4 mask + 16 image lat |
+| `a14b`     | 2.2 T2V A14B                  | t2v       | transformer, transformer_2| 16                         |
+| `a14b-i2v` | 2.2 I2V A14B                  | i2v       | transformer, transformer_2| 36 (no CLIP)               |
+| `ti2v`     | 2.2 TI2V 5B (z=48, 16x VAE)   | t2v, i2v  | transformer               | 48, per-token timesteps    |
+
+Everything Wan-specific lives here and in `wan_layout.py` (names) / `wan_tiny.py` (tiny
+models): strict loading of the diffusers layout and of a single-file transformer with Wan's
+original names, UMT5 text encoding exactly as `WanPipeline.encode_prompt`, per-channel latent
+normalisation, the first-frame conditioning (one definition for training and the latent cache,
+tested against what `WanImageToVideoPipeline` passes to its transformer), the two 2.2 experts and
+their timestep ranges, LoRA names (ComfyUI / musubi / diffusers), and the pipelines.
+
+Training choices (see README's Wan section): one UFO LoRA per expert, one run per expert
+(`train.expert`): each 14B expert alone fills a GPU, and each LoRA is trained on its expert's
+timesteps only. TI2V-5B trains text-to-video (its image-to-video is frame-0 replacement at
+inference, which the base model already does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ufo_video.errors import ModelLoadError, UfoError
+from ufo_video.models import wan_layout
+from ufo_video.models.base import COMPONENTS, Conditioning, Expert, ModelAdapter, ModelInfo, SizeRules, TextEmbeds
+from ufo_video.models.configs import init_kwargs, read_json
+from ufo_video.models.weights import build_on_meta, find_weight_files, load_strict, read_header_shapes
+
+#: what `WanPipeline.__call__` pads prompts to (the I2V 2.1 attention assumes exactly this many)
+MAX_SEQUENCE_LENGTH = 512
+SINGLE_FILE_NAME = "wan-original.safetensors"
+PIPELINE_CLASSES = {"WanPipeline", "WanImageToVideoPipeline"}
+SCHEDULER_CLASSES = ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler")
+#: mask channels of the I2V conditioning: the VAE's temporal factor (one per frame of a latent frame)
+MASK_CHANNELS = 4
+
+
+def _ftfy_available() -> None:
+    """diffusers 0.42.1's `pipeline_wan_i2v` calls `ftfy.fix_text` unguarded (NameError without
+    the package) while `pipeline_wan` guards it; ufo-video depends on `ftfy` so both pipelines
+    clean prompts the same way. A clear error if an environment lacks it."""
+    try:
+        import ftfy  # noqa: F401
+    except ImportError:
+        raise UfoError("the Wan pipelines need the 'ftfy' package (pip install ftfy); it is a ufo-video dependency") from None
+
+
+class WanAdapter(ModelAdapter):
+    """Wan 2.1 / 2.2: WanTransformer3DModel, AutoencoderKLWan, UMT5, optional CLIP and second expert."""
+
+    family = "wan"
+    display_name = "Wan 2.1/2.2"
+    conditioning_doc = "the first frame (image-to-video models); text-to-video models take none"
+    spatial_factor = 8
+    temporal_factor = 4
+    patch_size = 2
+    components = (*COMPONENTS, "transformer_2", "image_encoder", "image_processor")
+    default_lora_format = "comfy"
+
+    # ---- folders -------------------------------------------------------------------------
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        cfg = Path(path) / "transformer" / "config.json"
+        if not cfg.is_file():
+            return False
+        try:
+            return read_json(cfg).get("_class_name") == "WanTransformer3DModel"
+        except ModelLoadError:
+            return False
+
+    @classmethod
+    def describe_folder(cls) -> str:
+        return "model_index.json + transformer/config.json with a WanTransformer3DModel config (a '-Diffusers' folder)"
+
+    @classmethod
+    def _index(cls, path: Path) -> dict[str, Any]:
+        index = read_json(path / "model_index.json")
+        if index.get("_class_name") not in PIPELINE_CLASSES:
+            raise ModelLoadError(
+                f"{path / 'model_index.json'}: _class_name={index.get('_class_name')!r}; expected one of "
+                f"{', '.join(sorted(PIPELINE_CLASSES))} (a Wan '-Diffusers' folder)"
+            )
+        return index
+
+    @staticmethod
+    def _has(index: dict[str, Any], name: str) -> bool:
+        entry = index.get(name)
+        return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None
+
+    @classmethod
+    def _transformer_config(cls, path: Path, expert: str = "transformer") -> dict[str, Any]:
+        from diffusers import WanTransformer3DModel
+
+        return init_kwargs(read_json(path / expert / "config.json"), WanTransformer3DModel)
+
+    @classmethod
+    def _vae_config(cls, path: Path) -> dict[str, Any]:
+        from diffusers import AutoencoderKLWan
+
+        return init_kwargs(read_json(path / "vae" / "config.json"), AutoencoderKLWan)
+
+    @classmethod
+    def inspect(cls, path: Path) -> ModelInfo:
+        path = Path(path)
+        index = cls._index(path)
+        experts = ["transformer"] + (["transformer_2"] if cls._has(index, "transformer_2") else [])
+        boundary = index.get("boundary_ratio")
+        if (boundary is None) != (len(experts) == 1):
+            have = "a transformer_2 entry" if len(experts) > 1 else "no transformer_2 entry"
+            raise ModelLoadError(
+                f"{path / 'model_index.json'}: boundary_ratio={boundary!r} with {have}; a Wan 2.2 A14B folder has "
+                "both (two experts), a Wan 2.1 / TI2V folder neither"
+            )
+        configs_only = not cls.has_weights(path)
+        needed = [*experts, "vae", "scheduler"] + ([] if configs_only else ["text_encoder", "tokenizer"])
+        for sub in needed:
+            if not (path / sub).is_dir():
+                what = "the low-noise expert of this Wan 2.2 A14B model" if sub == "transformer_2" else "a Wan component"
+                raise ModelLoadError(f"{path}: missing subfolder '{sub}/' ({what})")
+        tcfg = cls._transformer_config(path)
+        vcfg = cls._vae_config(path)
+        z = int(vcfg.get("z_dim", 16))
+        in_ch = int(tcfg.get("in_channels", z))
+        expand = bool(index.get("expand_timesteps"))
+        image_conditioned = in_ch == 2 * z + MASK_CHANNELS
+        if not (in_ch == z or image_conditioned):
+            raise ModelLoadError(
+                f"{path / 'transformer' / 'config.json'}: in_channels={in_ch} fits neither text-to-video ({z}) nor "
+                f"image-to-video ({2 * z + MASK_CHANNELS}) for the VAE's z_dim={z}"
+            )
+        if expand:
+            variant, tasks = "ti2v", ("t2v", "i2v")
+        elif len(experts) > 1:
+            variant, tasks = ("a14b-i2v", ("i2v",)) if image_conditioned else ("a14b", ("t2v",))
+        else:
+            variant, tasks = ("i2v", ("i2v",)) if image_conditioned else ("t2v", ("t2v",))
+        uses_clip = tcfg.get("image_dim") is not None
+        if uses_clip and not configs_only:
+            for sub in ("image_encoder", "image_processor"):
+                if not (path / sub).is_dir():
+                    raise ModelLoadError(
+                        f"{path}: missing subfolder '{sub}/': this Wan 2.1 I2V transformer takes a CLIP image embedding "
+                        f"(transformer/config.json image_dim={tcfg.get('image_dim')}), so the folder needs its image encoder"
+                    )
+        layout = "configs-only" if configs_only else cls._layout(path, experts)
+        patch = tcfg.get("patch_size") or [1, 2, 2]
+        rules = SizeRules(
+            spatial_factor=int(vcfg.get("scale_factor_spatial", 8)),
+            temporal_factor=int(vcfg.get("scale_factor_temporal", 4)),
+            patch_size=int(patch[-1]),
+            vae_name="Wan VAE",
+        )
+        extra = {
+            "transformer_config": tcfg, "experts": experts, "boundary_ratio": boundary, "expand_timesteps": expand,
+            "uses_clip": uses_clip, "spatial_factor": rules.spatial_factor, "temporal_factor": rules.temporal_factor,
+            "pipeline": index["_class_name"],
+        }  # fmt: skip
+        return ModelInfo(cls.family, path, layout, variant, z, extra=extra, tasks=tasks, rules=rules)
+
+    @classmethod
+    def _layout(cls, path: Path, experts: list[str]) -> str:
+        """'single-file' when an expert holds Wan's original single file (ComfyUI's), else 'diffusers'."""
+        kinds = {("single-file" if (path / e / SINGLE_FILE_NAME).is_file() else "diffusers") for e in experts}
+        if len(kinds) > 1:
+            raise ModelLoadError(f"{path}: the experts mix a single original file and diffusers shards; use one layout")
+        return kinds.pop()
+
+    @classmethod
+    def _expert_files(cls, path: Path, expert: str) -> list[Path]:
+        single = path / expert / SINGLE_FILE_NAME
+        return [single] if single.is_file() else find_weight_files(path / expert)
+
+    @classmethod
+    def has_weights(cls, path: Path) -> bool:
+        path = Path(path)
+        present = {c: any((path / c).glob("*.safetensors")) for c in ("transformer", "vae", "text_encoder")}
+        if not any(present.values()):
+            return False
+        for comp in present:
+            find_weight_files(path / comp)  # names the component and what is wrong with it
+        return True
+
+    @classmethod
+    def build_meta(cls, path: Path) -> dict[str, nn.Module]:
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+        path = Path(path)
+        info = cls.inspect(path)
+        modules: dict[str, nn.Module] = {}
+        for expert in info.extra["experts"]:
+            tcfg = cls._transformer_config(path, expert)
+            modules[expert] = build_on_meta(lambda tcfg=tcfg: WanTransformer3DModel(**tcfg))
+        vcfg = cls._vae_config(path)
+        modules["vae"] = build_on_meta(lambda: AutoencoderKLWan(**vcfg))
+        for name, auto in (("text_encoder", "UMT5EncoderModel"), ("image_encoder", "CLIPVisionModel")):
+            if (path / name / "config.json").is_file():
+                import transformers
+
+                cfg = transformers.AutoConfig.from_pretrained(str(path / name))
+                model_cls = getattr(transformers, read_json(path / name / "config.json").get("architectures", [auto])[0], None)
+                model_cls = model_cls or getattr(transformers, auto)
+                modules[name] = build_on_meta(lambda cfg=cfg, model_cls=model_cls: model_cls(cfg))
+        return modules
+
+    @classmethod
+    def weight_shapes(cls, path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+        path = Path(path)
+        info = cls.inspect(path)
+        out = {}
+        for expert in info.extra["experts"]:
+            headers = read_header_shapes(cls._expert_files(path, expert))
+            rename = wan_layout.original_to_diffusers_key if info.layout == "single-file" else (lambda k: k)
+            out[expert] = {rename(k): v[0] for k, v in headers.items()}
+        out["vae"] = {k: v[0] for k, v in read_header_shapes(find_weight_files(path / "vae")).items()}
+        return out
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        components: tuple[str, ...] = COMPONENTS,
+    ) -> "WanAdapter":
+        """Strict loading of what is asked. `transformer` / `transformer_2` name the experts (both
+        are loaded for inference by the default components); the image encoder comes with the
+        text encoder or when asked (`image_encoder`), when the model has one."""
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+        path = Path(path)
+        info = cls.inspect(path)
+        if info.layout == "configs-only":
+            raise ModelLoadError(f"{path}: holds configs only (no weights); `model check --meta` reads it, nothing loads it")
+        wanted = set(components)
+        if wanted == set(COMPONENTS):  # the default: everything the model has
+            wanted |= {"transformer_2", "image_encoder"}
+        loaded: dict[str, Any] = {}
+        for expert in info.extra["experts"]:
+            if expert not in wanted:
+                continue
+            tcfg = cls._transformer_config(path, expert)
+            single = info.layout == "single-file"
+            loaded[expert] = load_strict(
+                lambda tcfg=tcfg: WanTransformer3DModel(**tcfg),
+                path / expert,
+                rename=wan_layout.original_to_diffusers_key if single else None,
+                dtype=dtype,
+            )
+        if "vae" in wanted:
+            vcfg = cls._vae_config(path)
+            loaded["vae"] = load_strict(lambda: AutoencoderKLWan(**vcfg), path / "vae", dtype=dtype)
+        if "text_encoder" in wanted:
+            loaded["text_encoder"] = _load_transformers_model(path / "text_encoder", "UMT5EncoderModel", dtype)
+        if "tokenizer" in wanted:
+            loaded["tokenizer"] = _load_tokenizer(path / "tokenizer")
+        if "scheduler" in wanted:
+            loaded["scheduler"] = _load_scheduler(path / "scheduler")
+        if info.extra["uses_clip"] and "image_encoder" in wanted:
+            loaded["image_encoder"] = _load_transformers_model(path / "image_encoder", "CLIPVisionModel", dtype)
+            loaded["image_processor"] = _load_image_processor(path / "image_processor")
+        return cls(info, loaded)
+
+    @classmethod
+    def fingerprint_sources(cls, path: Path) -> dict[str, dict[str, Any]]:
+        """Latents and conditioning depend on the transformer and VAE configs, the VAE weights and
+        (I2V 2.1) the image encoder; text embeddings on the text encoder and tokenizer."""
+        video: dict[str, Any] = {
+            "transformer_config": ("text", path / "transformer" / "config.json"),
+            "vae_config": ("text", path / "vae" / "config.json"),
+            "vae_weights": ("files", path / "vae", (".safetensors", ".json")),
+        }
+        if (path / "image_encoder").is_dir():
+            video["image_encoder"] = ("files", path / "image_encoder", None)
+            video["image_processor"] = ("files", path / "image_processor", None)
+        text = {"text_encoder": ("files", path / "text_encoder", None), "tokenizer": ("files", path / "tokenizer", None)}
+        return {"video": video, "text": text}
+
+    # ---- the components this instance holds ----------------------------------------------------
+    @property
+    def image_encoder(self) -> nn.Module | None:
+        return self.extra_components.get("image_encoder")
+
+    @property
+    def uses_clip(self) -> bool:
+        return bool(self.info.extra["uses_clip"])
+
+    def experts(self) -> tuple[Expert, ...]:
+        boundary = self.info.extra["boundary_ratio"]
+        if boundary is None:
+            return (Expert("transformer"),)
+        b = float(boundary) * 1000.0
+        # the pipelines use `transformer` where t >= boundary, `transformer_2` below
+        return (Expert("transformer", b, 1000.0), Expert("transformer_2", 0.0, b))
+
+    # ---- encoders ------------------------------------------------------------------------
+    def _text_pipeline(self) -> Any:
+        from diffusers import WanPipeline
+
+        return WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=None, scheduler=None, transformer=None)
+
+    def encode_text(self, prompts: list[str], device: torch.device | str) -> TextEmbeds:
+        """Exactly `WanPipeline.encode_prompt` (its own code: ftfy + whitespace cleaning, UMT5's last
+        hidden state, real tokens kept and the rest ZEROED to 512). Wan's transformer has no text
+        mask; the mask returned marks the real tokens for the cache and the logs."""
+        assert self.tokenizer is not None and self.text_encoder is not None, "text encoder not loaded"
+        _ftfy_available()
+        embeds, _ = self._text_pipeline().encode_prompt(
+            prompts, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH, device=device
+        )
+        mask = (embeds != 0).any(dim=-1).to(torch.long)
+        return TextEmbeds(embeds, mask)
+
+    def _latent_stats(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean).view(shape).to(latents.device, latents.dtype)
+        std = torch.tensor(cfg.latents_std).view(shape).to(latents.device, latents.dtype)
+        return mean, std
+
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-channel normalised latents `(z - mean) / std` of the VAE's mode (the pipelines'
+        `retrieve_latents(..., sample_mode="argmax")`)."""
+        assert self.vae is not None, "VAE not loaded"
+        pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
+        latents = torch.cat([self.vae.encode(pixels[i : i + 1]).latent_dist.mode() for i in range(pixels.shape[0])])
+        mean, std = self._latent_stats(latents)
+        return (latents - mean) * (1.0 / std)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        assert self.vae is not None, "VAE not loaded"
+        latents = latents.to(device=self.vae.device, dtype=self.vae.dtype)
+        mean, std = self._latent_stats(latents)
+        return self.vae.decode(latents / (1.0 / std) + mean, return_dict=False)[0].clamp(-1, 1)
+
+    # ---- conditioning (one definition: training, cache; tested against the pipeline) ------------
+    @staticmethod
+    def _to_pil(frame: torch.Tensor) -> Any:
+        """A [3, H, W] frame in [-1, 1] -> the PIL image the pipeline's CLIP processor is given."""
+        from PIL import Image
+
+        array = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(np.ascontiguousarray(array))
+
+    def image_embeds(self, frames: torch.Tensor) -> torch.Tensor:
+        """CLIP embedding of each first frame [B, 3, H, W] (`WanImageToVideoPipeline.encode_image`:
+        the processor's resize/normalise, the vision model's second-to-last hidden state)."""
+        encoder, processor = self.image_encoder, self.extra_components.get("image_processor")
+        if encoder is None or processor is None:
+            raise UfoError(f"{self.info.path}: the image encoder is not loaded (components must include 'image_encoder')")
+        images = [self._to_pil(f) for f in frames]
+        inputs = processor(images=images, return_tensors="pt").to(encoder.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(encoder.dtype)
+        return encoder(**inputs, output_hidden_states=True).hidden_states[-2]
+
+    def first_frame_condition(self, first: torch.Tensor, frames: int, last: torch.Tensor | None = None) -> torch.Tensor:
+        """The I2V conditioning latents [B, 4 + z, f, h, w] for first frames [B, 3, H, W] in [-1, 1]:
+        `cat([mask, normalised VAE latents of [first, zeros..., (last)]])`, the mask 1 on the
+        latent frame(s) that are given — `WanImageToVideoPipeline.prepare_latents`'s construction."""
+        b, _, height, width = first.shape
+        zeros = first.new_zeros(b, 3, frames - 1 - (last is not None), height, width)
+        parts = [first.unsqueeze(2), zeros] + ([last.unsqueeze(2)] if last is not None else [])
+        latents = self.encode_video(torch.cat(parts, dim=2))
+        t = self.temporal_factor
+        f, h, w = latents.shape[2:]
+        mask = torch.zeros(b, 1, frames, h, w, device=latents.device, dtype=latents.dtype)
+        mask[:, :, 0] = 1
+        if last is not None:
+            mask[:, :, -1] = 1
+        # the first pixel frame stands for a whole latent frame: repeat it t times, then fold time
+        mask = torch.cat([mask[:, :, :1].repeat_interleave(t, dim=2), mask[:, :, 1:]], dim=2)
+        mask = mask.view(b, -1, t, h, w).transpose(1, 2)
+        return torch.cat([mask, latents], dim=1)
+
+    def conditioning_components(self, mode: str) -> tuple[str, ...]:
+        return ("image_encoder",) if self.uses_clip else ()
+
+    def _needs_image(self) -> bool:
+        """I2V models always train with their first-frame input (they cannot run without it)."""
+        return self.info.variant in ("i2v", "a14b-i2v")
+
+    def training_conditioning(
+        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str
+    ) -> tuple[Conditioning, list[str]]:
+        b = latents.shape[0]
+        if not self._needs_image():
+            return {}, ["t2v"] * b
+        if mode != "inpaint":
+            raise UfoError(
+                f"train.train_mode={mode!r}: {self.info.path} is an image-to-video Wan model; it always takes its "
+                "first frame, so train it with train_mode='inpaint' (first-frame conditioning)"
+            )
+        first = pixels[:, :, 0]
+        cond: Conditioning = {"latent_condition": self.first_frame_condition(first, pixels.shape[2]).to(latents.dtype)}
+        if self.uses_clip:
+            cond["image_embeds"] = self.image_embeds(first)
+        return cond, ["first"] * b
+
+    def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
+        if not self._needs_image():
+            return ()
+        return ("latent_condition", "image_embeds") if self.uses_clip else ("latent_condition",)
+
+    def encode_cache_conditioning(self, pixels: torch.Tensor, items: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        cond, _ = self.training_conditioning(pixels, pixels.new_zeros(pixels.shape[0]), [], "inpaint")
+        return {k: v[0] for k, v in cond.items() if k in items}
+
+    def conditioning_from_cache(
+        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str
+    ) -> tuple[Conditioning, list[str]]:
+        names = self.cache_conditioning_items(mode)
+        if names and mode != "inpaint":
+            self.training_conditioning(items["latent"][:0], items["latent"], [], mode)  # the same refusal
+        return {k: items[k] for k in names}, (["first"] if names else ["t2v"]) * len(generators)
+
+    # ---- denoiser ------------------------------------------------------------------------
+    def predict(
+        self,
+        noisy_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: TextEmbeds,
+        conditioning: Conditioning | None = None,
+    ) -> torch.Tensor:
+        """The expert in `self.transformer` on `cat([noisy, latent_condition])` (I2V), with the CLIP
+        embedding as `encoder_hidden_states_image` (2.1 I2V) and, for TI2V's `expand_timesteps`,
+        the timestep given per token as `WanPipeline` does."""
+        assert self.transformer is not None, "transformer not loaded"
+        cond = conditioning or {}
+        hidden = noisy_latents
+        if "latent_condition" in cond:
+            hidden = torch.cat([noisy_latents, cond["latent_condition"].to(noisy_latents.dtype)], dim=1)
+        elif self._needs_image():
+            raise ValueError("this Wan I2V model needs 'latent_condition' (its first-frame input)")
+        if self.info.extra["expand_timesteps"]:
+            f, h, w = noisy_latents.shape[2:]
+            tokens = f * (h // self.rules.patch_size) * (w // self.rules.patch_size)
+            timesteps = timesteps.view(-1, 1).expand(-1, tokens)
+        return self.transformer(
+            hidden_states=hidden,
+            timestep=timesteps,
+            encoder_hidden_states=text.embeds,
+            encoder_hidden_states_image=cond.get("image_embeds"),
+            return_dict=False,
+        )[0]
+
+    # ---- LoRA ----------------------------------------------------------------------------
+    @classmethod
+    def lora_target_presets(cls) -> dict[str, list[str]]:
+        """Block linears, as the peers train Wan (and what every LoRA format diffusers reads covers).
+        `attn2.add_k_proj` / `add_v_proj` are 2.1 I2V's image stream (absent elsewhere)."""
+        attention = [f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0")]
+        attention += ["attn2.add_k_proj", "attn2.add_v_proj"]
+        return {"attention": attention, "all-linear": attention + ["ffn.net.0.proj", "ffn.net.2"]}
+
+    @classmethod
+    def to_original_module_name(cls, name: str) -> str:
+        try:
+            return wan_layout.diffusers_to_original_module(name)
+        except wan_layout.UnknownWanKeyError:
+            return name  # a module no LoRA format names (e.g. a norm); matching fails on it clearly
+
+    @classmethod
+    def from_original_module_name(cls, name: str) -> str:
+        return wan_layout.original_to_diffusers_module(name)
+
+    @classmethod
+    def lora_formats(cls) -> tuple[str, ...]:
+        return ("comfy", "musubi", "peft")
+
+    @classmethod
+    def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
+        from ufo_video.models.wan_tiny import VARIANTS
+
+        return {"layout": ("diffusers", "single-file"), "variant": VARIANTS}
+
+    @classmethod
+    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0) -> Path:
+        from ufo_video.models.wan_tiny import make_tiny_wan
+
+        return make_tiny_wan(path, variant=variant, seed=seed, layout=layout)  # type: ignore[arg-type]
+
+    @classmethod
+    def names_model_path(cls) -> Path:
+        """Wan 2.1 I2V-14B's configs: their 40 blocks hold every module name of every Wan variant's
+        blocks (T2V and 2.2 lack only the image stream), so LoRAs of any size resolve by name."""
+        return Path(__file__).resolve().parent.parent / "assets" / "wan-configs" / "wan2.1-i2v-14b-480p"
+
+    # ---- pipelines -----------------------------------------------------------------------
+    def pipeline(self, task: str = "t2v") -> Any:
+        """`WanPipeline` for text-to-video, `WanImageToVideoPipeline` for image-to-video, over the
+        loaded components (both experts and the boundary for 2.2 A14B; `expand_timesteps` for TI2V)."""
+        from diffusers import WanImageToVideoPipeline, WanPipeline
+
+        parts: dict[str, Any] = dict(
+            tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, scheduler=self.scheduler,
+            transformer=self.transformer, transformer_2=self.extra_components.get("transformer_2"),
+            boundary_ratio=self.info.extra["boundary_ratio"], expand_timesteps=self.info.extra["expand_timesteps"],
+        )  # fmt: skip
+        if task == "t2v":
+            return WanPipeline(**parts)
+        _ftfy_available()
+        return WanImageToVideoPipeline(
+            image_encoder=self.image_encoder, image_processor=self.extra_components.get("image_processor"), **parts
+        )
+
+    def pipeline_inputs(self, task: str, start: Any, end: Any, frames: int, size: tuple[int, int]) -> dict[str, Any]:
+        if task == "t2v":
+            return {}
+        return {"image": start, **({"last_image": end} if end is not None else {})}
+
+
+def _load_transformers_model(folder: Path, default_class: str, dtype: torch.dtype) -> nn.Module:
+    """A transformers model (UMT5 encoder, CLIP vision) refusing missing or mis-shaped tensors,
+    which transformers would otherwise initialise randomly."""
+    import transformers
+
+    find_weight_files(folder)  # safetensors only, clear message otherwise
+    arch = (read_json(folder / "config.json").get("architectures") or [default_class])[0]
+    model_cls = getattr(transformers, arch, None) or getattr(transformers, default_class)
+    try:
+        model, info = model_cls.from_pretrained(str(folder), dtype=dtype, output_loading_info=True, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder}: cannot load {arch} ({exc})") from None
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+    if problems:
+        details = "; ".join(f"{k}: {', '.join(map(str, sorted(v)[:20]))}" for k, v in problems.items())
+        raise ModelLoadError(f"{folder}: weights do not match its config ({details})")
+    return model.eval()
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not folder.is_dir():
+        raise ModelLoadError(f"missing folder: {folder}")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder}: cannot load the tokenizer ({exc})") from None
+
+
+def _load_image_processor(folder: Path) -> Any:
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder}: cannot load the image processor ({exc})") from None
+
+
+def _load_scheduler(folder: Path) -> Any:
+    import diffusers
+
+    cfg = read_json(folder / "scheduler_config.json")
+    name = cfg.get("_class_name", "UniPCMultistepScheduler")
+    if name not in SCHEDULER_CLASSES:
+        raise ModelLoadError(f"{folder / 'scheduler_config.json'}: scheduler {name!r} is not one of {', '.join(SCHEDULER_CLASSES)}")
+    return getattr(diffusers, name).from_config(cfg)
