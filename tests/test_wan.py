@@ -337,3 +337,31 @@ def test_size_rules_come_from_the_model_not_the_config(wan_models, tiny_model, d
     out = capsys.readouterr().out
     assert "sample size 48x64 is not a multiple of 32 (Wan VAE 16x times patch 2); using 64x64" in out
     assert "video_length 8 is not 4k+1 (the Wan VAE compresses time 4x causally); using 9" in out
+
+
+def test_i2v_validation_clips_and_cached_training_equal_uncached(wan_models, dataset, tmp_path, capsys):
+    """An image-only model validates from infer.validation_image_start (refused before training
+    without it); the latent cache holds its first-frame conditioning and CLIP embedding, and a
+    cached run's losses equal the uncached run's."""
+    from test_train_helpers import losses
+
+    model = wan_models["i2v"]
+    out = tmp_path / "v"
+    cfg = write_config(tmp_path / "v.toml", model, dataset, out, max_train_steps=2, checkpointing_steps=2,
+                       save_state=False, validation_steps=2, validation_prompts=["a cat"])  # fmt: skip
+    assert main(["train", str(cfg), "infer.num_inference_steps=1"]) == 2
+    assert "infer.validation_image_start" in capsys.readouterr().err
+    image = next((dataset / "train").glob("img0.png"))
+    assert main(["train", str(cfg), "infer.num_inference_steps=1", f"infer.validation_image_start={image}"]) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000002-prompt0-w0.15.mp4", "step-000002-prompt0-w1.mp4"]
+
+    plain = tmp_path / "plain"
+    cfg = write_config(tmp_path / "p.toml", model, dataset, plain, max_train_steps=2, checkpointing_steps=2,
+                       save_state=False)  # fmt: skip
+    assert main(["train", str(cfg)]) == 0
+    cache = tmp_path / "cache"
+    assert main(["data", "cache", str(cfg), f"data.cache_dir={cache}"]) == 0
+    cached = tmp_path / "cached"
+    assert main(["train", str(cfg), f"data.cache_dir={cache}", "data.cache_latents=true",
+                 f"train.output_dir={cached}"]) == 0  # fmt: skip
+    assert [round(x, 6) for _, x in losses(cached)] == [round(x, 6) for _, x in losses(plain)]

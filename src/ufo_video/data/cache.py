@@ -6,8 +6,8 @@ distinct clip and caption once, so training can run with the transformer alone.
 
 What is cached (all through the ``ModelAdapter``, exactly the calls the trainer makes):
 - per clip: ``encode_video(pixels)`` (the latents), and the adapter's per-clip conditioning
-  items (``cache_conditioning_items``: e.g. an InP model's first-frame and first+last-frame
-  inpaint latents, or a Wan I2V model's first-frame latents and image embedding);
+  items (``cache_conditioning_items``: e.g. an inpaint model's first-frame and first+last-frame
+  inpaint latents, or an image-to-video model's first-frame latents and image embedding);
 - per pixel shape: the adapter's shared items (``cache_shared_items``: e.g. the all-masked
   conditioning, which encodes a video of -1 and so does not depend on the sample);
 - per caption: ``encode_text([caption])``, and ``encode_text([""])`` once.

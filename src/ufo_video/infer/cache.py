@@ -10,8 +10,8 @@ Public API only: `transformer.enable_cache(FirstBlockCacheConfig)`, `disable_cac
 `transformer.cache_context(name)`; each video re-enables the cache, which drops every cached state. What a family needs beyond that (registering its block class
 with diffusers' block registry when diffusers lacks it; a pipeline that opens no cache context) is
 the adapter's `step_cache_blocks`. Each video runs inside one fresh `cache_context`, so no residual
-leaks from one video into the next; pipelines that open their own contexts (Wan's "cond" /
-"uncond") keep them, nested contexts being diffusers' own mechanism.
+leaks from one video into the next; pipelines that open their own contexts ("cond" / "uncond")
+replace ours for each call, which is diffusers' own mechanism.
 
 Skipped steps are counted by hooks on the sub-modules of the second block: the cache replaces a
 skipped block's forward, so its sub-modules run only on fully computed steps.

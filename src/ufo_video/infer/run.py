@@ -96,8 +96,8 @@ def _parse_script_args(argv: list[str], script: str) -> dict[str, Any]:
 def _missing_model_message(model_name: str, script: str) -> str:
     return (
         f"model folder not found: {model_name}\n"
-        f"  Put EasyAnimateV5.1-12b-zh-InP there (the guide's place is "
-        f"models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP), or try a tiny random model first:\n"
+        f"  Put the model there (README's guide lists each supported model and its folder), "
+        f"or try a tiny random model first:\n"
         f"    ufo-video model make-tiny models/tiny\n"
         f"  then set model_name = \"models/tiny\" at the top of {script} "
         f"(or run: python {script} model_name=models/tiny sample_size=[64,64] video_length=9 num_inference_steps=4)"

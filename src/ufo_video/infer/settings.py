@@ -6,7 +6,7 @@ prompt, seed, start/end image). Both are plain data and are written to each vide
 from which `--from-sidecar` rebuilds them exactly.
 
 Sizes and frame counts follow the model's own rules (`ModelAdapter.rules`: sides a multiple of the
-VAE compression x patch, e.g. 16 for EasyAnimate and Wan 2.1, 32 for Wan 2.2 TI2V; frames
+VAE compression x patch: 16 for most models, 32 for a 16x VAE; frames
 `temporal * k + 1`). Given as flags (or as predict-script variables) they are rounded to the
 nearest valid value with a printed notice naming the model's numbers; the same mistakes inside a
 config file are errors naming the key.

@@ -17,7 +17,7 @@ small weight (UFO's 0.05-0.2) is never rounded away by bf16 weights.
 State (which adapters this module loaded, their weights, the fused originals) lives on the
 transformer as `_ufo_lora`, a plain attribute (not a parameter or buffer).
 
-Multi-expert models (Wan 2.2 A14B): a file whose metadata names an expert (`ufo_expert`, written
+Multi-expert models (two denoisers split by timestep): a file whose metadata names an expert (`ufo_expert`, written
 by `save_lora`) goes to that expert's transformer; other files go to `transformer`, as diffusers'
 `load_lora_weights` does by default. Every function below works on all loaded experts.
 """

@@ -11,7 +11,7 @@ FORMAT_NAMES = ("kohya", "musubi", "comfy", "peft")  # lora.formats.FORMATS, wit
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MODEL_HELP = (
     "model folder whose transformer module names and shapes are used (configs only, no weights read); "
-    "default: the bundled EasyAnimate V5.1 12B configs"
+    "default: a family's bundled configs (the one the file's metadata names, else the one whose names match)"
 )
 
 
@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("src", type=Path)
     conv.add_argument("dst", type=Path)
     conv.add_argument("--to", choices=FORMAT_NAMES, required=True,
-                      help="kohya (EasyAnimate / UFO reference), musubi (musubi-tuner), comfy (ComfyUI, Wan's default), "
-                           "peft (diffusers)")
+                      help="kohya (the UFO reference's layout), musubi (musubi-tuner), comfy (ComfyUI, diffusion-pipe), "
+                           "peft (diffusers); each family's default is listed in README")
     conv.add_argument("--model", type=Path, help=MODEL_HELP)
     conv.set_defaults(func=_convert)
 

@@ -3,13 +3,13 @@
 Four key layouts are read and written (never pickles); a model family says which it uses
 (`ModelAdapter.lora_formats`, `default_lora_format`):
 
-* kohya (what the UFO reference and EasyAnimate tools write and load):
+* kohya (what the UFO reference and its base model's tools write and load):
   `lora_unet__<module path with '.' -> '_'>.lora_down.weight` (= PEFT lora_A, [r, in]),
   `.lora_up.weight` (= lora_B, [out, r]) and `.alpha` (0-d; scale = alpha / r). Paths use the
-  family's ORIGINAL module names (EasyAnimate: `attn2.to_q` for the text stream). A module
+  family's ORIGINAL module names (the adapter's `to_original_module_name`). A module
   without an `.alpha` tensor gets alpha = rank (scale 1), kohya's own default.
-* musubi (musubi-tuner's Wan LoRAs): the same with the single-underscore prefix `lora_unet_`.
-* comfy (what ComfyUI loads natively and diffusion-pipe writes for Wan):
+* musubi (musubi-tuner's LoRAs): the same with the single-underscore prefix `lora_unet_`.
+* comfy (what ComfyUI loads natively and diffusion-pipe writes):
   `diffusion_model.<original dotted path>.lora_A.weight` / `.lora_B.weight` (or
   `.lora_down` / `.lora_up`), optional `.alpha`.
 * PEFT/diffusers: `transformer.<module path>.lora_A.weight` / `.lora_B.weight` (prefix
@@ -338,9 +338,8 @@ def save_lora(
     dtype: torch.dtype = torch.float32,
     fmt: str | None = None,
 ) -> Path:
-    """Save the named adapter of `model.transformer` in the family's default format (EasyAnimate:
-    kohya with ORIGINAL module names, what the UFO reference and EasyAnimate load; Wan: ComfyUI's),
-    cast to `dtype`, written atomically. The metadata names the base model, its family and, for
+    """Save the named adapter of `model.transformer` in the family's default format
+    (`default_lora_format`: the format that family's own tools load), cast to `dtype`, written atomically. The metadata names the base model, its family and, for
     multi-expert models, the expert the LoRA is for (`ufo_expert`), which inference applies it to."""
     weights = convert(lora_from_adapter(model, adapter_name), fmt or type(model).default_lora_format, type(model))
     weights = replace(weights, modules={k: LoraModule(m.down.to("cpu"), m.up.to("cpu"), m.alpha) for k, m in weights.modules.items()})

@@ -254,6 +254,11 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
         raise UfoError(f"{model_dir / 'transformer'}: weights in {sorted(dtypes)}; bake supports one of F32/BF16/F16")
     dtype = SAFETENSORS_DTYPES[next(iter(dtypes))]
     model = load_model(model_dir, dtype=dtype, components=("transformer",))
+    if model.info.layout not in ("diffusers", "original"):
+        raise UfoError(
+            f"{model_dir}: bake rewrites the transformer's own shards, and a {model.info.layout} transformer is not "
+            "written here; apply the LoRA at generation time (--lora FILE:WEIGHT, or --fuse) instead"
+        )
     load_loras(model, [(Path(p), float(w)) for p, w in specs])
     fuse_loras(model, keep_original=False)
     model.transformer.unload_lora()  # the merged weights are the base layers now

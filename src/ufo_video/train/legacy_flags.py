@@ -135,7 +135,7 @@ def translate(argv: list[str]) -> tuple[list[str], list[str]]:
         elif name == "loss_type":
             v = take_value()
             if v != "flow":
-                raise ConfigError(f"--loss_type={v}: EasyAnimate V5.1 trains with flow matching only (--loss_type=flow)")
+                raise ConfigError(f"--loss_type={v}: ufo-video trains with flow matching only (--loss_type=flow)")
         elif name in FIXED:
             overrides.append(FIXED[name])  # type: ignore[arg-type]
         elif name in NOTICE_ONLY:

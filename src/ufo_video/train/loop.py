@@ -24,7 +24,7 @@ from ufo_video.train.checkpoint import Progress
 from ufo_video.train.objective import clip_norm_at
 from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup
 from ufo_video.train.step import batch_loss
-from ufo_video.train.validation import run_validation, validation_due
+from ufo_video.train.validation import check_validation, run_validation, validation_due
 
 OOM_HELP = (
     "out of accelerator memory. Options, cheapest first: train.gradient_checkpointing=true, "
@@ -150,6 +150,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
             f"x {acc.num_processes} processes); add samples or lower the batch size"
         )
     run = setup(cfg, acc, len(first))
+    check_validation(run)
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_tmp(out):

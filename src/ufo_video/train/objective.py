@@ -5,8 +5,8 @@ eps - x0. The transformer takes the timestep on the 0..1000 scale (sigma * 1000)
 
 Sigma sampling ("weighting_scheme"):
 - uniform: the reference's recipe. u ~ U[0, 1), t = timesteps[int(u * 1000)] of a 1000-step,
-  *unshifted* flow-matching scheduler (the reference's EasyAnimate scheduler has dynamic shifting
-  on, so its training grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
+  *unshifted* flow-matching scheduler (the UFO reference's scheduler has dynamic shifting on, so
+  its training grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
 - logit_normal: sigma = sigmoid(N(logit_mean, logit_std)) (SD3-style, continuous).
 - shift: the uniform grid, then sigma' = shift * s / (1 + (shift - 1) * s), which moves weight to
   high noise (what the sampler does at inference).
@@ -115,8 +115,8 @@ class NoisedBatch:
 
 def to_range(sigma: torch.Tensor, sigma_range: tuple[float, float]) -> torch.Tensor:
     """Map a noise level drawn over (0, 1] into an expert's range [lo, hi]: lo + (hi - lo) * sigma.
-    The full range (0, 1) leaves it unchanged, so single-expert models train as before; a Wan 2.2
-    expert keeps the scheme's shape inside its own range (as peers train each expert)."""
+    The full range (0, 1) leaves it unchanged, so single-expert models train as before; one expert
+    of a multi-expert model keeps the scheme's shape inside its own range (as peers train each)."""
     lo, hi = sigma_range
     if (lo, hi) == (0.0, 1.0):
         return sigma

@@ -65,9 +65,9 @@ def check_inputs(cfg: UfoConfig) -> None:
     model_dir = Path(cfg.model.pretrained_model_name_or_path)
     if not model_dir.is_dir():
         raise ConfigError(
-            f"model folder not found: {model_dir}. Download the model (the guide uses "
-            "models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP; README's guide lists each family's) or point "
-            "model.pretrained_model_name_or_path (MODEL_NAME for scripts/train_ufo.sh) at it."
+            f"model folder not found: {model_dir}. Download the model into it (README's guide lists each "
+            "supported model and its folder) or point model.pretrained_model_name_or_path (MODEL_NAME for "
+            "scripts/train_ufo.sh) at it; `ufo-video model make-tiny DIR` makes a tiny one to try things."
         )
     check_sizes(cfg)
     root, meta = Path(cfg.data.train_data_dir), Path(cfg.data.train_data_meta)

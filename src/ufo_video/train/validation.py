@@ -15,6 +15,42 @@ from ufo_video.media_write import write_video
 from ufo_video.train.setup import ADAPTER_NAME, TrainRun, on_device
 
 
+def validation_task(cfg, model) -> tuple[str, dict]:
+    """Text-to-video when the model can; else image-to-video from `infer.validation_image_start`
+    (an image-only model cannot render a prompt alone). Checked before training starts."""
+    if "t2v" in model.tasks:
+        return "t2v", {}
+    from ufo_video.errors import ConfigError
+    from ufo_video.infer.outputs import load_image
+
+    image = cfg.infer.validation_image_start
+    if not image:
+        raise ConfigError(
+            f"train.validation_steps: {model.info.path} makes video from a start image only; set "
+            "infer.validation_image_start to an image file for the validation clips"
+        )
+    start = load_image(image, "infer.validation_image_start")
+    size = (cfg.data.video_sample_size, cfg.data.video_sample_size)
+    return "i2v", model.pipeline_inputs("i2v", start, None, cfg.data.video_sample_n_frames, size)
+
+
+def check_validation(run: TrainRun) -> None:
+    """What validation needs, checked before step 1 (never after an hour of training)."""
+    t = run.cfg.train
+    if not (t.validation_steps and t.validation_prompts):
+        return
+    experts = run.model.experts()
+    if len(experts) > 1:
+        from ufo_video.errors import ConfigError
+
+        raise ConfigError(
+            "train.validation_steps: validation renders with every expert, but this run trains one expert of a "
+            f"{len(experts)}-expert model and loads only it; leave validation off and compare checkpoints with "
+            "`ufo-video sweep` after both experts' runs"
+        )
+    validation_task(run.cfg, run.model)
+
+
 def validation_due(run: TrainRun, step: int) -> bool:
     t = run.cfg.train
     return bool(t.validation_steps and t.validation_prompts and step % t.validation_steps == 0)
@@ -30,7 +66,8 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
         cfg, model, device = run.cfg, run.model, run.accelerator.device
         grads = {n: p.requires_grad for n, p in run.transformer.named_parameters()}
         run.transformer.eval()
-        pipe = model.pipeline()
+        task, task_inputs = validation_task(cfg, model)
+        pipe = model.pipeline(task)
         pipe.set_progress_bar_config(disable=True)
         low_vram = cfg.train.low_vram
         try:
@@ -41,7 +78,7 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
                         with run.accelerator.autocast():
                             result = pipe(
                                 prompt=prompt,
-                                negative_prompt=cfg.infer.negative_prompt,  # never None (diffusers 0.42.1 quirk)
+                                negative_prompt=model.pipeline_negative_prompt(cfg.infer.negative_prompt),
                                 num_frames=cfg.data.video_sample_n_frames,
                                 height=cfg.data.video_sample_size,
                                 width=cfg.data.video_sample_size,
@@ -49,6 +86,7 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
                                 guidance_scale=cfg.infer.guidance_scale,
                                 generator=torch.Generator(device="cpu").manual_seed(cfg.infer.seed),
                                 output_type="pt",
+                                **task_inputs,
                             )
                         path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
                         written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
