@@ -365,3 +365,37 @@ def test_i2v_validation_clips_and_cached_training_equal_uncached(wan_models, dat
     assert main(["train", str(cfg), f"data.cache_dir={cache}", "data.cache_latents=true",
                  f"train.output_dir={cached}"]) == 0  # fmt: skip
     assert [round(x, 6) for _, x in losses(cached)] == [round(x, 6) for _, x in losses(plain)]
+
+
+def test_every_command_on_ti2v_and_a14b_i2v(wan_models, dataset, tmp_path, capsys):
+    """TI2V-5B: train (text-to-video), generate t2v and i2v (frame-0 replacement), the step cache,
+    sweep, eval and lora inspect; A14B I2V: the low-noise expert trains on its own range."""
+    from PIL import Image
+
+    model = wan_models["ti2v"]
+    out = tmp_path / "ti2v"
+    cfg = write_config(tmp_path / "ti2v.toml", model, dataset, out, max_train_steps=2, checkpointing_steps=2,
+                       save_state=False)  # fmt: skip
+    assert main(["train", str(cfg), "image_sample_size=32", "video_sample_size=32", "token_sample_size=32"]) == 0
+    lora = out / "checkpoint-2.safetensors"
+    base = ["generate", "--model", str(model), "--prompt", "a cat", "--video-length", "9", "--sample-size", "32", "32",
+            "--steps", "2", "--dtype", "fp32"]  # fmt: skip
+    assert main([*base, "--lora", f"{lora}:0.2", "--out", str(tmp_path / "t2v.mp4"), "--cache", "first-block"]) == 0
+    assert "step cache (first-block" in capsys.readouterr().out
+    image = tmp_path / "start.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(image)
+    assert main([*base, "--lora", f"{lora}:0.2", "--image", str(image), "--out", str(tmp_path / "i2v.mp4")]) == 0
+    sweep = tmp_path / "sweep"
+    assert main(["sweep", "--model", str(model), "--lora", str(lora), "--weights", "0,0.5", "--prompt", "a cat",
+                 "--video-length", "9", "--sample-size", "32", "32", "--steps", "2", "--dtype", "fp32",
+                 "--out-dir", str(sweep)]) == 0  # fmt: skip
+    videos = sorted(str(p) for p in sweep.glob("*.mp4") if p.name != "grid.mp4")
+    assert len(videos) >= 2
+    assert main(["eval", *videos, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["lora", "inspect", str(lora), "--model", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "format   comfy" in text and "modules matched" in text
+
+    low = _train(tmp_path, wan_models["a14b-i2v"], dataset, "a14b-i2v-low", "train.expert=transformer_2")
+    assert _metadata(low)["ufo_expert"] == "transformer_2"

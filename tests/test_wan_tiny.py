@@ -7,7 +7,6 @@ and run for 2 steps. The real configs must rebuild the released models' exact si
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,15 +37,14 @@ REAL_COUNTS = {
 }
 
 
-@pytest.fixture
-def no_ftfy_needed(monkeypatch):
-    """diffusers' Wan I2V pipeline calls `ftfy.fix_text` unguarded (NameError without ftfy). When
-    ftfy is not installed, the test gives that module an identity stand-in so the pipeline itself
-    is exercised; the dependency decision belongs to the package, not this test."""
-    if importlib.util.find_spec("ftfy") is None:
-        import diffusers.pipelines.wan.pipeline_wan_i2v as i2v_module
+def test_ftfy_is_a_dependency_because_the_wan_i2v_pipeline_needs_it():
+    """diffusers 0.42.1's `pipeline_wan_i2v.basic_clean` calls `ftfy.fix_text` unguarded (NameError
+    without the package); ufo-video depends on ftfy (pyproject) so the I2V pipeline cleans prompts."""
+    import diffusers.pipelines.wan.pipeline_wan_i2v as i2v_module
 
-        monkeypatch.setattr(i2v_module, "ftfy", SimpleNamespace(fix_text=lambda text: text), raising=False)
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '"ftfy' in pyproject
+    assert i2v_module.basic_clean("caf\u00c3\u00a9") == "caf\u00e9"  # ftfy repairs mojibake
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -98,7 +96,7 @@ def _run(path: Path, variant: str, prompt: str = "a red cat walks") -> tuple[np.
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_each_variant_loads_and_runs_in_diffusers(tmp_path, variant, no_ftfy_needed):
+def test_each_variant_loads_and_runs_in_diffusers(tmp_path, variant):
     path = make_tiny_wan(tmp_path / variant, variant)
     frames, info = _run(path, variant)
     assert frames.shape == (1, 9, 32, 32, 3)
@@ -182,7 +180,7 @@ def test_bad_requests_are_refused(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-def test_ti2v_folder_also_serves_image_to_video(tmp_path, no_ftfy_needed):
+def test_ti2v_folder_also_serves_image_to_video(tmp_path):
     """TI2V-5B's image-to-video is diffusers' I2V pipeline on the same folder (expand_timesteps,
     frame-0 latent replaced by the image latent; no image encoder)."""
     path = make_tiny_wan(tmp_path / "ti2v", "ti2v")
