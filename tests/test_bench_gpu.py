@@ -143,6 +143,20 @@ def test_cli_refuses_bad_gpu_options(tmp_path, capsys):
     assert not (tmp_path / "c").exists()  # refused before anything was created
 
 
+def test_exhausted_budget_skips_every_case_with_the_reason(tmp_path, capsys):
+    from ufo_video.cli import main
+
+    out = tmp_path / "late"
+    assert main(["bench", "--suite", "gpu", "--preset", "tiny", "--models", _ea_entry().name, "--budget", "1e-9",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "gpu.json").read_text())
+    assert data["budget_s"] == 1e-9 and data["cases"]
+    for case in data["cases"]:
+        assert case["status"] == "skipped" and case["reason"].startswith("time budget exhausted"), case
+    assert "skipped: time budget exhausted" in capsys.readouterr().out
+    assert main(["bench", "--suite", "gpu", "--preset", "tiny", "--budget", "0", "--out", str(tmp_path / "z")]) == 2
+
+
 def test_flop_counter_matches_hand_computed_counts():
     lin = torch.nn.Linear(8, 4)
     q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 6)

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=("real", "tiny"), default="real",
                    help="--suite gpu: real sizes (needs CUDA) or tiny (CPU, seconds; same code paths)")
     p.add_argument("--models", metavar="A,B", help="--suite gpu: only these entries or families (comma-separated)")
+    p.add_argument("--budget", type=float, metavar="S",
+                   help="--suite gpu: time budget in seconds (default: the preset's, 450 for real); cases that "
+                   "cannot start in time are reported as skipped")
     p.set_defaults(func=_bench)
 
 
@@ -102,12 +105,14 @@ def _gpu(args: argparse.Namespace) -> int:
     parts = ["ufo-video", "bench", "--suite", "gpu", "--out", str(args.out), "--preset", args.preset]
     if args.models:
         parts += ["--models", args.models]
+    if args.budget is not None:
+        parts += ["--budget", f"{args.budget:g}"]
     if args.device != "auto":
         parts += ["--device", args.device]
     if args.threads is not None:
         parts += ["--threads", str(args.threads)]
     cases, header = run_gpu_suite(args.out, args.preset, models, device, command=shlex.join(parts),
-                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True), budget_s=args.budget)
     print(format_table(cases))
     print(f"\n{header['device']['name']}; {header['seconds']:.0f} s; wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
     errors = [c.id for c in cases if c.status == "error"]

@@ -67,7 +67,8 @@ def _summary(c: GpuCase) -> dict[str, str]:
         return {"result": f"{c.status}: {c.reason}"}
     if c.kind.startswith("build"):
         return {"result": f"{m['params']:,} params in {_num(m['build_s'])} s; LoRA {m['lora_params']:,} "
-                          f"(rank {m['lora_rank']}); on device: {_gb(m['device_gb'])}"}
+                          f"(rank {m['lora_rank']}); base weights {m['base_weights_gb']:.3g} GB + LoRA training "
+                          f"state {m['lora_state_gb']:.3g} GB; on device: {_gb(m['device_gb'])}"}
     if c.kind.startswith("train"):
         extra = f" (did not fit: {', '.join(m['did_not_fit'])})" if m.get("did_not_fit") else ""
         return {"result": f"{m['size']}{extra}: {_num(m['s_per_step'])} s/step, peak {_gb(m['peak_gb'])}, "

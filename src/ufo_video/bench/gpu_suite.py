@@ -12,6 +12,7 @@ with diffusers carried as a wheel.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -119,8 +120,13 @@ class Runner:
             params = gpu_models.add_lora(model, LORA_NAME, entry.lora_rank, entry.lora_alpha)
             held.update(model=model, params=params)
             on_device = torch.cuda.memory_allocated(self.device) / 1e9 if self.device.type == "cuda" else "n/a on cpu"
+            weights = sum(p.numel() * p.element_size() for p in model.transformer.parameters() if not p.requires_grad)
+            lora = sum(p.numel() for p in params)
             return {"params": model.params, "build_s": model.build_s, "lora_s": time.perf_counter() - t0,
-                    "lora_params": sum(p.numel() for p in params), "lora_rank": entry.lora_rank,
+                    "base_weights_gb": weights / 1e9,
+                    # fp32 LoRA weights + gradients + AdamW's two moments: a floor under the training peak
+                    "lora_state_gb": lora * (4 + 4 + 8) / 1e9,
+                    "lora_params": lora, "lora_rank": entry.lora_rank,
                     "lora_alpha": entry.lora_alpha, "lora_targets": entry.lora_targets,
                     "storage": "float8_e4m3fn (layerwise casting, bf16 compute)" if storage == "fp8" else "bf16",
                     "device_gb": on_device}
@@ -129,7 +135,8 @@ class Runner:
         for item in entry.train:
             cid = f"{entry.name}/train-{storage}/{size_label(item.sizes[0])}"
             if built.status != "ok":
-                self.skip(entry, cid, f"train-{storage}", f"build-{storage} {built.status}")
+                why = built.reason if built.status == "skipped" else f"build-{storage} failed ({built.status})"
+                self.skip(entry, cid, f"train-{storage}", why)
                 continue
             deadline = self.budget.case_deadline(self.preset.train_cap_s)
             self.guarded(entry, cid, f"train-{storage}", lambda item=item, deadline=deadline: run_train_case(
@@ -180,7 +187,8 @@ def run_gpu_suite(out: Path, preset_name: str = "real", models: list[str] | None
                   device: torch.device | None = None, command: str = "",
                   progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                   clock: Callable[[], float] = time.monotonic,
-                  adapters: dict[str, type] | None = None) -> tuple[list[GpuCase], dict[str, Any]]:
+                  adapters: dict[str, type] | None = None,
+                  budget_s: float | None = None) -> tuple[list[GpuCase], dict[str, Any]]:
     """Run the suite, write gpu.json and gpu.md into `out`; returns (cases, header)."""
     if preset_name not in PRESETS:
         raise UfoError(f"--preset {preset_name!r}: choose one of {', '.join(PRESETS)}")
@@ -188,6 +196,10 @@ def run_gpu_suite(out: Path, preset_name: str = "real", models: list[str] | None
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if preset.name == "real" and device.type != "cuda":
         raise UfoError("--preset real builds 12-14B models and needs a CUDA device; use --preset tiny on the CPU")
+    if budget_s is not None:
+        if budget_s <= 0:
+            raise UfoError(f"--budget {budget_s:g}: give a positive number of seconds")
+        preset = dataclasses.replace(preset, budget_s=float(budget_s))
     entries = load_entries(preset, models)
     check_out_dir(out)
     if adapters is None:
