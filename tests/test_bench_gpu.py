@@ -128,6 +128,32 @@ def _check_infer(m: dict, steps: int) -> None:
     assert m["cache_all_skipped"] == f"{steps - 1} of {steps}"
 
 
+def test_any_registered_family_runs_from_the_table_alone(tmp_path):
+    """What makes the Wan entries run once that family is registered: nothing in the bench code
+    knows a family; a table entry naming a registry key (here an alias of the one family we
+    have) and a configs folder is enough, and an unknown key is reported, not fatal."""
+    from ufo_video.bench.gpu_suite import run_gpu_suite
+
+    ea = _ea_entry()
+    raw = json.loads((SRC / "ufo_video" / "assets" / "gpu-bench-models.json").read_text())
+    base = next(r for r in raw["entries"] if r["name"] == ea.name)
+    tiny = {**base["tiny"], "train": [{"sizes": [[5, 32, 32], [5, 16, 16]]}]}
+    other = {**base, "name": "alias", "family": "alias", "configs": str(ea.configs), "fp8": False, "tiny": tiny}
+    other.pop("infer")
+    missing = {**other, "name": "later", "family": "not-yet"}
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"entries": [other, missing]}))
+    cases, header = run_gpu_suite(tmp_path / "out", "tiny", adapters={"alias": _adapters()[ea.family]},
+                                  table=table, progress=lambda m: None)
+    got = {c.id: (c.status, c.reason) for c in cases}
+    assert got == {
+        "alias/build-bf16": ("ok", None), "alias/train-bf16/5x32x32": ("ok", None),
+        "later/build-bf16": ("skipped", "family not available ('not-yet' is not in models.registry.ADAPTERS)"),
+        "later/train-bf16/5x32x32": ("skipped", "family not available ('not-yet' is not in models.registry.ADAPTERS)"),
+    }  # fmt: skip
+    assert cases[1].metrics["size"] == "5x32x32" and header["entries"] == ["alias", "later"]
+
+
 def test_cli_refuses_bad_gpu_options(tmp_path, capsys):
     from ufo_video.cli import main
 

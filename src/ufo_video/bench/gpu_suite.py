@@ -188,7 +188,7 @@ def run_gpu_suite(out: Path, preset_name: str = "real", models: list[str] | None
                   progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                   clock: Callable[[], float] = time.monotonic,
                   adapters: dict[str, type] | None = None,
-                  budget_s: float | None = None) -> tuple[list[GpuCase], dict[str, Any]]:
+                  budget_s: float | None = None, table: Path | None = None) -> tuple[list[GpuCase], dict[str, Any]]:
     """Run the suite, write gpu.json and gpu.md into `out`; returns (cases, header)."""
     if preset_name not in PRESETS:
         raise UfoError(f"--preset {preset_name!r}: choose one of {', '.join(PRESETS)}")
@@ -200,7 +200,7 @@ def run_gpu_suite(out: Path, preset_name: str = "real", models: list[str] | None
         if budget_s <= 0:
             raise UfoError(f"--budget {budget_s:g}: give a positive number of seconds")
         preset = dataclasses.replace(preset, budget_s=float(budget_s))
-    entries = load_entries(preset, models)
+    entries = load_entries(preset, models, table) if table else load_entries(preset, models)
     check_out_dir(out)
     if adapters is None:
         from ufo_video.models.registry import ADAPTERS as adapters
