@@ -343,3 +343,31 @@ def test_fp8_base_and_optimizer_match_the_trainer(tiny_model):
     assert gpu_train.ADAMW == {"lr": t.learning_rate, "betas": (t.adam_beta1, t.adam_beta2),
                                "weight_decay": t.adam_weight_decay, "eps": t.adam_epsilon}
     assert gpu_train.MAX_GRAD_NORM == t.max_grad_norm and not t.use_8bit_adam
+
+
+def test_real_preset_shapes_run_on_the_meta_device():
+    """Every real-size case of every available entry, forward on the meta device (no memory,
+    no GPU): the shipped configs, sizes and adapter calls fit together before GPU time is spent,
+    and the counted FLOPs are what docs/benchmarks.md quotes."""
+    adapters = _adapters()
+    meta = torch.device("meta")
+    checked = 0
+    for entry in load_entries(PRESETS["real"]):
+        if unavailable_reason(entry, adapters):
+            continue
+        cls = adapters[entry.family]
+        transformer = cls.build_meta(entry.configs)["transformer"].to(torch.bfloat16)
+        adapter = cls(cls.inspect(entry.configs), {"transformer": transformer})
+        model = gpu_models.BuiltModel(adapter, cls, entry, sum(p.numel() for p in transformer.parameters()), 0.0)
+        sizes = [(s, 1) for item in entry.train for s in item.sizes[:1]]
+        sizes += [(entry.infer.size, 2)] if entry.infer else []
+        for size, batch in sizes:
+            inputs = gpu_models.step_inputs(model, size, batch, meta, torch.bfloat16)
+            t = torch.full((batch,), 500.0, device=meta, dtype=torch.bfloat16)
+            counted = gpu_flops.count_forward(lambda: gpu_models.predict(model, inputs.latents, t, inputs))
+            assert counted.by_kind["linear"] > 0 and counted.by_kind["attention"] > 0
+            if entry.lora_rank == 128 and size == (49, 256, 256):  # docs/benchmarks.md's first row
+                assert (inputs.video_tokens, inputs.text_tokens) == (3328, 256)
+                assert counted.total == pytest.approx(4.66e13, rel=0.01)
+            checked += 1
+    assert checked >= 3
