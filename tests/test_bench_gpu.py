@@ -293,6 +293,22 @@ def test_materialise_allocates_everything_in_bf16_with_the_stated_init(tiny_mode
             assert torch.all(p == (0.0 if name.endswith("bias") else 1.0)), name
 
 
+    class Toy(torch.nn.Module):
+        _keep_in_fp32_modules = ["norm"]
+
+        def __init__(self):
+            super().__init__()
+            self.proj, self.norm = torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)
+            self.register_buffer("freqs", torch.arange(3.0))
+
+    with torch.device("meta"):
+        toy = Toy()
+    toy.register_buffer("freqs", torch.arange(3.0))  # build_meta keeps real buffers
+    gpu_models.materialise(toy, torch.device("cpu"), torch.bfloat16)
+    assert toy.proj.weight.dtype == torch.bfloat16 and toy.norm.weight.dtype == torch.float32
+    assert torch.equal(toy.freqs, torch.arange(3.0))
+
+
 def test_training_case_trains_the_lora_and_falls_back_to_a_size_that_fits(tiny_model, monkeypatch):
     entry, folder, _ = tiny_model
     cls = _adapters()[entry.family]

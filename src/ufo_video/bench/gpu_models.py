@@ -56,13 +56,18 @@ def _init_(tensor: torch.Tensor, name: str, gen: torch.Generator) -> None:
 @torch.no_grad()
 def materialise(module: nn.Module, device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
     """Allocate every meta parameter on `device` in `dtype` and initialise it there (frozen).
-    Buffers are real already (`build_meta` keeps them) and are moved to `device`."""
+    Modules the model class keeps in fp32 (diffusers' `_keep_in_fp32_modules`, honoured by its
+    `from_pretrained` too) get fp32. Buffers are real already (`build_meta` keeps them) and are
+    moved to `device`."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    for mod in module.modules():
+    keep_fp32 = set(getattr(module, "_keep_in_fp32_modules", None) or [])
+    for mod_name, mod in module.named_modules():
+        in_fp32 = bool(keep_fp32.intersection(mod_name.split(".")))
         for name, param in list(mod.named_parameters(recurse=False)):
             if not param.is_meta:
                 continue
-            t = torch.empty(param.shape, dtype=dtype if param.is_floating_point() else param.dtype, device=device)
+            want = (torch.float32 if in_fp32 else dtype) if param.is_floating_point() else param.dtype
+            t = torch.empty(param.shape, dtype=want, device=device)
             _init_(t, name, gen)
             setattr(mod, name, nn.Parameter(t, requires_grad=False))
     module.to(device)
