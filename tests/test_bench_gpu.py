@@ -387,3 +387,23 @@ def test_real_preset_shapes_run_on_the_meta_device():
                 assert counted.total == pytest.approx(4.66e13, rel=0.01)
             checked += 1
     assert checked >= 3
+
+
+def test_inference_parts_lost_to_oom_or_the_cap_are_listed(tiny_model, monkeypatch):
+    from ufo_video.bench.gpu_infer import run_infer_case
+    from ufo_video.lora import apply
+
+    entry, folder, _ = tiny_model
+    cls = _adapters()[entry.family]
+
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(apply, "fuse_loras", no_memory)
+    m = run_infer_case(entry, cls, folder, TINY, torch.device("cpu"), torch.bfloat16, math.inf, lambda: 0.0)
+    assert m["skipped_parts"] == ["fused: out of memory"] and "fused_ratio" not in m
+    assert m["unfused_ratio"] > 0 and m["weight_change_ratio"] > 0 and m["cached_s_per_step"] > 0
+    assert m["cache_all_skipped_on"] == "unfused LoRA copy"
+    late = run_infer_case(entry, cls, folder, TINY, torch.device("cpu"), torch.bfloat16, 0.0, lambda: 1.0)
+    assert late["unfused_ratio"] > 0  # the first ratio always runs
+    assert late["skipped_parts"] == [f"{p}: case time cap reached" for p in ("weight_change", "fused", "step_cache")]

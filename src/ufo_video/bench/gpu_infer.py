@@ -93,18 +93,28 @@ def run_infer_case(entry: Entry, adapter_cls: type, folder: Path, preset: GpuPre
     def step(model: BuiltModel):
         return torch.no_grad()(lambda: predict(model, inputs.latents, t, inputs))
 
-    def time_left(part: str) -> bool:
-        if clock() < deadline:
-            return True
-        m["skipped_parts"].append(f"{part}: case time cap reached")
-        return False
+    def part(name: str, fn: Callable[[], None]) -> bool:
+        """Run one measurement unless the case's time cap is reached; an out-of-memory (e.g. the
+        third model copy of the load on an 80 GB card) loses that part only."""
+        if clock() >= deadline:
+            m["skipped_parts"].append(f"{name}: case time cap reached")
+            return False
+        oom = False
+        try:
+            fn()
+        except torch.cuda.OutOfMemoryError:
+            oom = True
+        if oom:
+            m["skipped_parts"].append(f"{name}: out of memory")
+            free(device)
+        return not oom
 
     rounds = preset.infer_rounds
     r = _ratio(step(base), step(lora), rounds, device, inner=2)
     m.update(unfused_ratio=r["median"], unfused_ratio_min=r["min"], unfused_ratio_max=r["max"],
              base_step_s=r["a_s"], unfused_step_s=r["b_s"])
 
-    if time_left("weight_change"):
+    def weight_change() -> None:
         host_state = {k: v.detach().to("cpu", copy=True) for k, v in base.transformer.state_dict().items()}
 
         def load() -> None:
@@ -112,22 +122,21 @@ def run_infer_case(entry: Entry, adapter_cls: type, folder: Path, preset: GpuPre
             fresh.load_state_dict(host_state, assign=True)
             fresh.to(device=device)
             _sync(device)
-            del fresh
 
         weights = iter([0.1, 0.2] * 1000)
-        r = _ratio(load, lambda: set_lora_weights(lora.adapter, {ADAPTER: next(weights)}),
-                   max(1, min(3, rounds)), device)
-        m.update(weight_change_ratio=r["median"], model_load_lower_bound_s=r["a_s"], weight_change_s=r["b_s"])
-        del host_state
-        free(device)
-        set_lora_weights(lora.adapter, {ADAPTER: plan.lora_weight})
+        try:
+            r = _ratio(load, lambda: set_lora_weights(lora.adapter, {ADAPTER: next(weights)}),
+                       max(1, min(3, rounds)), device)
+            m.update(weight_change_ratio=r["median"], model_load_lower_bound_s=r["a_s"], weight_change_s=r["b_s"])
+        finally:
+            set_lora_weights(lora.adapter, {ADAPTER: plan.lora_weight})
 
-    if time_left("fused"):
+    def fused() -> None:
         fuse_loras(SimpleNamespace(transformer=lora.transformer), keep_original=False)
         r = _ratio(step(base), step(lora), rounds, device, inner=2)
         m.update(fused_ratio=r["median"], fused_ratio_min=r["min"], fused_ratio_max=r["max"], fused_step_s=r["b_s"])
 
-    if time_left("step_cache"):
+    def step_cache() -> None:
         plain = _denoise_loop(base, inputs, preset.infer_steps, plan.guidance, device)
         plain()  # warm-up
         m["uncached_s_per_step"] = statistics.median(plain() for _ in range(2))
@@ -140,15 +149,23 @@ def run_infer_case(entry: Entry, adapter_cls: type, folder: Path, preset: GpuPre
                 runs.append(plain())
         m.update(cached_s_per_step=statistics.median(runs), cache_threshold=plan.cache_threshold,
                  cache_skipped=cache.skipped, cache_calls=cache.calls, infer_steps=preset.infer_steps)
-        if time_left("cache_all_skipped"):
-            # on the fused copy (same cost as the base step, see fused_ratio): forced skipping
-            forced = StepCache(lora.transformer, FORCE_SKIP_THRESHOLD)
-            loop = _denoise_loop(lora, inputs, preset.infer_steps, plan.guidance, device)
-            with forced.session():
-                loop()
-            with forced.session():
-                m["cache_all_skipped_s_per_step"] = loop()
-            m["cache_all_skipped"] = f"{forced.skipped} of {forced.calls}"
+
+    def cache_all_skipped() -> None:
+        # on the LoRA copy (fused: the base step's cost, see fused_ratio), every step after the first skipped
+        forced = StepCache(lora.transformer, FORCE_SKIP_THRESHOLD)
+        loop = _denoise_loop(lora, inputs, preset.infer_steps, plan.guidance, device)
+        with forced.session():
+            loop()
+        with forced.session():
+            m["cache_all_skipped_s_per_step"] = loop()
+        m["cache_all_skipped"] = f"{forced.skipped} of {forced.calls}"
+        m["cache_all_skipped_on"] = "fused LoRA copy" if "fused_ratio" in m else "unfused LoRA copy"
+
+    part("weight_change", weight_change)
+    free(device)
+    part("fused", fused)
+    if part("step_cache", step_cache):
+        part("cache_all_skipped", cache_all_skipped)
     m["params"] = base.params
     del base, lora, inputs
     free(device)

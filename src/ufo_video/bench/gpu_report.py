@@ -77,6 +77,8 @@ def _summary(c: GpuCase) -> dict[str, str]:
              f"fused/base {_num(m.get('fused_ratio'))}", f"weight change/load {_num(m.get('weight_change_ratio'))}",
              f"loop {_num(m.get('uncached_s_per_step'))} s/step, cached {_num(m.get('cached_s_per_step'))} "
              f"(skipped {m.get('cache_skipped', '-')} of {m.get('cache_calls', '-')})"]
+    if m.get("skipped_parts"):
+        parts.append(f"not measured: {', '.join(m['skipped_parts'])}")
     return {"result": "; ".join(parts)}
 
 
