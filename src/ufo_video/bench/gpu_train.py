@@ -5,8 +5,10 @@ encoder, no video decoding): a noise level and noise per sample from `train.obje
 (uniform sigma grid of the reference), the transformer's flow prediction through the family
 adapter, `flow_loss` (MSE in fp32), backward with gradient checkpointing, gradient clipping
 and AdamW with the trainer's defaults, all LoRA weights fp32 on a frozen bf16 (or fp8-stored)
-base. Reported: median seconds per step after the warm-up, the peak of allocated accelerator
-memory over the steps (weights, LoRA, optimizer state and activations), FLOP counts and MFU.
+base, the forward under bf16 autocast as the trainer's `accelerator.prepare` (mixed_precision
+bf16, the default) runs it: the LoRA branch computes in bf16 from its fp32 weights. Reported:
+median seconds per step after the warm-up, the peak of allocated accelerator memory over the
+steps (weights, LoRA, optimizer state and activations), FLOP counts and MFU.
 
 "The largest size that fits": an item lists sizes largest first; each is tried with one
 warm-up step and the first that does not run out of memory is measured. The sizes that did
@@ -51,7 +53,9 @@ def _make_step(model: BuiltModel, params: list[torch.nn.Parameter], optimizer: t
         gen = sample_generator(0, 0, counter[0], 0)
         counter[0] += 1
         batch = noise_batch(inputs.latents, [gen], "uniform")
-        loss = flow_loss(predict(model, batch.noisy, batch.timesteps, inputs), batch.target)
+        with torch.autocast(device.type, dtype=dtype):  # what accelerate's mixed_precision=bf16 wraps forward in
+            pred = predict(model, batch.noisy, batch.timesteps, inputs)
+        loss = flow_loss(pred, batch.target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
