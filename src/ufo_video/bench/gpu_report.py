@@ -76,7 +76,8 @@ def _summary(c: GpuCase) -> dict[str, str]:
     parts = [f"base {_num(m.get('base_step_s'))} s/step", f"unfused/base {_num(m.get('unfused_ratio'))}",
              f"fused/base {_num(m.get('fused_ratio'))}", f"weight change/load {_num(m.get('weight_change_ratio'))}",
              f"loop {_num(m.get('uncached_s_per_step'))} s/step, cached {_num(m.get('cached_s_per_step'))} "
-             f"(skipped {m.get('cache_skipped', '-')} of {m.get('cache_calls', '-')})"]
+             f"(skipped {m.get('cache_skipped', '-')} of {m.get('cache_calls', '-')}), "
+             f"all skipped {_num(m.get('cache_all_skipped_s_per_step'))}"]
     if m.get("skipped_parts"):
         parts.append(f"not measured: {', '.join(m['skipped_parts'])}")
     return {"result": "; ".join(parts)}
@@ -109,7 +110,8 @@ def markdown(cases: list[GpuCase], header: dict[str, Any]) -> str:
     out = [
         f"# ufo-video bench --suite gpu ({header['preset']} preset)", "",
         f"- command: `{header['command']}`",
-        f"- date (UTC): {header['started_utc']}; suite {header['seconds']:.0f} s of a {header['budget_s']:.0f} s budget",
+        f"- date (UTC): {header['started_utc']}; suite {header['seconds']:.0f} s "
+        f"of a {header['budget_s']:.0f} s budget",
         f"- device: {d['name']} ({d.get('memory_gb', 'n/a')} GB), host {header['host_cpu']}",
         f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- measured peak (dense {header['calibration_n']}^3 bf16 matmul): {header['peak_tflops']:.1f} TFLOP/s",

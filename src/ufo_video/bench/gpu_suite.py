@@ -53,7 +53,8 @@ def planned_cases(entry: Entry) -> list[tuple[str, str]]:
     ids: list[tuple[str, str]] = []
     for storage in ("bf16", "fp8") if entry.fp8 else ("bf16",):
         ids.append((f"{entry.name}/build-{storage}", f"build-{storage}"))
-        ids += [(f"{entry.name}/train-{storage}/{size_label(item.sizes[0])}", f"train-{storage}") for item in entry.train]
+        kind = f"train-{storage}"
+        ids += [(f"{entry.name}/{kind}/{size_label(item.sizes[0])}", kind) for item in entry.train]
         if storage == "bf16" and entry.infer:
             ids.append((f"{entry.name}/infer/{size_label(entry.infer.size)}", "infer"))
     return ids
