@@ -66,8 +66,8 @@ def materialise(module: nn.Module, device: torch.device, dtype: torch.dtype, see
         for name, param in list(mod.named_parameters(recurse=False)):
             if not param.is_meta:
                 continue
-            want = (torch.float32 if in_fp32 else dtype) if param.is_floating_point() else param.dtype
-            t = torch.empty(param.shape, dtype=want, device=device)
+            chosen = (torch.float32 if in_fp32 else dtype) if param.is_floating_point() else param.dtype
+            t = torch.empty(param.shape, dtype=chosen, device=device)
             _init_(t, name, gen)
             setattr(mod, name, nn.Parameter(t, requires_grad=False))
     module.to(device)
