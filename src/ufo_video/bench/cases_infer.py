@@ -1,7 +1,7 @@
 """Inference cases: LoRA cost in a denoise step, changing a LoRA weight, and the step cache.
 
 A denoise step is one transformer call as the pipelines make it (classifier-free guidance
-batched: batch 2) at the preset's inference size, on latents, zero inpaint conditioning and
+batched: batch 2) at the preset's inference size, on latents, the model's text-to-video conditioning and
 text embeddings computed once. The base side is a separately loaded transformer without any
 PEFT wrapper, so the LoRA sides pay for everything a LoRA adds.
 
@@ -73,7 +73,7 @@ def _step_inputs(ws: Workspace, model):
 
     text = TextEmbeds(torch.randn(2, 256, text_dim, generator=gen).to(ws.device, dt),
                       torch.ones(2, 256, dtype=torch.long, device=ws.device))
-    cond = torch.zeros(2, latent + 1, *shape[2:], device=ws.device, dtype=dt)
+    cond = model.t2v_conditioning(noisy)  # what text-to-video feeds the transformer
     t = torch.full((2,), 500.0, device=ws.device, dtype=dt)
     return noisy, t, text, cond
 
@@ -81,7 +81,7 @@ def _step_inputs(ws: Workspace, model):
 def _denoise(model, inputs):
     @torch.no_grad()
     def step():
-        return model.predict(*inputs[:3], {"inpaint_latents": inputs[3]})
+        return model.predict(*inputs[:3], inputs[3])
 
     return step
 

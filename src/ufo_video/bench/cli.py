@@ -27,10 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op CPU threads (default: torch's; 1 with --smoke). On a shared machine fewer "
                    "threads than cores keep other jobs from stalling every kernel")
+    p.add_argument("--suite", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu (default): the side-by-side ratio cases above; gpu: the one-shot real-size check "
+                   "(random-weight 12-14B transformers, LoRA training and inference; docs/benchmarks.md)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="--suite gpu: folder for gpu.json and gpu.md (required)")
+    p.add_argument("--preset", choices=("real", "tiny"), default="real",
+                   help="--suite gpu: real sizes (needs CUDA) or tiny (CPU, seconds; same code paths)")
+    p.add_argument("--models", metavar="A,B", help="--suite gpu: only these entries or families (comma-separated)")
+    p.add_argument("--budget", type=float, metavar="S",
+                   help="--suite gpu: time budget in seconds (default: the preset's, 450 for real); cases that "
+                   "cannot start in time are reported as skipped")
     p.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.suite == "gpu":
+        return _gpu(args)
     from ufo_video.bench.results import format_table, write_json
     from ufo_video.bench.runner import run_bench, select
     from ufo_video.models.memory import resolve_device
@@ -66,3 +78,46 @@ def _command(args: argparse.Namespace) -> str:
     if args.json:
         parts += ["--json", str(args.json)]
     return shlex.join(parts)
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    """The GPU suite; imports nothing the CPU suite needs (PyAV, pydantic): see bench/gpu_suite.py."""
+    from ufo_video.bench.gpu_report import format_table
+    from ufo_video.bench.gpu_suite import run_gpu_suite
+    from ufo_video.errors import UfoError
+
+    if args.out is None:
+        raise UfoError("--suite gpu needs --out DIR (where gpu.json and gpu.md are written)")
+    cpu_only = [flag for flag, used in (("--only", args.only), ("--json", args.json), ("--smoke", args.smoke),
+                                        ("--repeats", args.repeats is not None)) if used]
+    if cpu_only:
+        raise UfoError(f"{', '.join(cpu_only)} belong(s) to the cpu suite; --suite gpu takes --out, --preset, --models")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = None
+    if args.device != "auto":
+        import torch
+
+        device = torch.device(args.device)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    parts = ["ufo-video", "bench", "--suite", "gpu", "--out", str(args.out), "--preset", args.preset]
+    if args.models:
+        parts += ["--models", args.models]
+    if args.budget is not None:
+        parts += ["--budget", f"{args.budget:g}"]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    if args.threads is not None:
+        parts += ["--threads", str(args.threads)]
+    cases, header = run_gpu_suite(args.out, args.preset, models, device, command=shlex.join(parts),
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True), budget_s=args.budget)
+    print(format_table(cases))
+    print(f"\n{header['device']['name']}; {header['seconds']:.0f} s; wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
+    errors = [c.id for c in cases if c.status == "error"]
+    if errors:
+        print(f"error: {len(errors)} case(s) failed with an exception (tracebacks in gpu.json): {', '.join(errors)}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -231,6 +231,15 @@ class ModelAdapter(ABC):
         the kind drawn for each sample (for logs). Text-only models return ({}, ["t2v", ...])."""
         return {}, ["t2v"] * latents.shape[0]
 
+    def t2v_conditioning(self, latents: torch.Tensor) -> Conditioning:
+        """What text-to-video feeds the transformer besides the noisy latents, for latents of this
+        shape (benchmarks and checks on random inputs); models without text-to-video refuse."""
+        if "t2v" not in self.info.tasks:
+            from ufo_video.errors import UfoError
+
+            raise UfoError(f"{self.info.path} ({self.info.variant}) has no text-to-video mode")
+        return {}
+
     def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
         """Names of per-clip conditioning tensors the latent cache stores (empty: none needed)."""
         return ()

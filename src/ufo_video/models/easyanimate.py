@@ -334,6 +334,12 @@ class EasyAnimateAdapter(ModelAdapter):
             return {"inpaint_latents": cond}, kinds
         return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}, ["t2v"] * latents.shape[0]
 
+    def t2v_conditioning(self, latents: torch.Tensor) -> Conditioning:
+        """InP text-to-video: zero inpaint latents (mask channel + masked latents), as the pipeline."""
+        if not self.is_inpaint:
+            return {}
+        return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}
+
     def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
         return tuple(masks.CACHE_ITEMS.values()) if self.is_inpaint and mode == "inpaint" else ()
 
