@@ -372,7 +372,7 @@ def test_real_preset_shapes_run_on_the_meta_device():
         if unavailable_reason(entry, adapters):
             continue
         cls = adapters[entry.family]
-        transformer = cls.build_meta(entry.configs)["transformer"].to(torch.bfloat16)
+        transformer = cls.build_meta(entry.configs)["transformer"].to(torch.bfloat16).to(meta)  # buffers too
         adapter = cls(cls.inspect(entry.configs), {"transformer": transformer})
         model = gpu_models.BuiltModel(adapter, cls, entry, sum(p.numel() for p in transformer.parameters()), 0.0)
         sizes = [(s, 1) for item in entry.train for s in item.sizes[:1]]
