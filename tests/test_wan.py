@@ -89,6 +89,7 @@ def test_model_check_on_every_tiny_variant_and_the_real_configs(wan_models, caps
         report = json.loads(capsys.readouterr().out)
         counts = {c["name"]: c["parameters"] for c in report["components"]}
         assert counts["transformer"] == params, folder
+        assert counts["text_encoder"] == 5_680_910_336, folder  # UMT5-XXL encoder, embeddings tied once
         assert report["layout"] == "configs-only"
 
 

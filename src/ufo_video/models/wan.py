@@ -211,7 +211,11 @@ class WanAdapter(ModelAdapter):
                 cfg = transformers.AutoConfig.from_pretrained(str(path / name))
                 model_cls = getattr(transformers, read_json(path / name / "config.json").get("architectures", [auto])[0], None)
                 model_cls = model_cls or getattr(transformers, auto)
-                modules[name] = build_on_meta(lambda cfg=cfg, model_cls=model_cls: model_cls(cfg))
+                module = build_on_meta(lambda cfg=cfg, model_cls=model_cls: model_cls(cfg))
+                # from_pretrained ties UMT5's input embeddings to `shared`; a bare constructor on
+                # meta does not, which would count the 1.05B-parameter embedding twice
+                module.tie_weights()
+                modules[name] = module
         return modules
 
     @classmethod
