@@ -1,0 +1,43 @@
+"""How many CPU threads torch uses, for every compute command (`--threads`, `model.threads`).
+
+torch's default is one thread per core. On a machine other processes share, that
+oversubscribes the CPU and every kernel waits on its slowest thread (measured on a busy 2-core
+machine: generate and train ran 9-25x slower than with one thread). The default here is the
+CPUs this process may use minus the ones the load average says are busy, at least one. Results
+can differ in the last bits between thread counts, so the count used is recorded (sidecars,
+training summary).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ufo_video.errors import UfoError
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """CPUs available minus those busy with other work (1-minute load average), at least 1."""
+    cpus = available_cpus()
+    try:
+        busy = int(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, min(cpus, cpus - busy))
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (None: `default_threads()`); returns the count in use."""
+    if threads is not None and threads < 1:
+        raise UfoError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    n = threads if threads is not None else default_threads()
+    torch.set_num_threads(n)
+    return n
