@@ -16,7 +16,8 @@ import yaml
 
 from ufo_video.config import load_config
 from ufo_video.errors import UfoError
-from ufo_video.infer.outputs import next_index_path, with_format, write_video_and_sidecar
+from ufo_video.infer.outputs import next_index_path, sidecar_path, with_format, write_video_and_sidecar
+from ufo_video.writable import ensure_writable, refuse_existing
 from ufo_video.infer.settings import GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
 
 Log = Callable[[str], None]
@@ -40,13 +41,48 @@ def generate_videos(
     fmt: str,
     log: Log = print,
     generator: Any = None,
+    overwrite: bool = False,
 ) -> list[tuple[Path, Path]]:
-    """Load the model once (unless a `VideoGenerator` is passed) and write each video + sidecar."""
+    """Load the model once (unless a `VideoGenerator` is passed) and write each video + sidecar.
+    Everything that can be checked without the model is checked first (inputs, outputs, the
+    model's variant for image-to-video), so a mistake costs no loading time and no lost video."""
+    import torch
+    from tqdm.auto import tqdm
+
     from ufo_video.infer.engine import VideoGenerator
 
+    check_before_loading(settings, requests, paths, overwrite, check_model=generator is None)
+    gen = generator or VideoGenerator(settings, log=log)
+    runtime = {"threads": torch.get_num_threads()}
+    written = []
+    batch = tqdm(total=len(requests), desc="prompts", unit="video", disable=len(requests) < 2, dynamic_ncols=True, mininterval=0)
+    for i, (req, path) in enumerate(zip(requests, paths)):
+        t0 = time.perf_counter()
+        gen.progress_label = f"video {i + 1}/{len(requests)}" if len(requests) > 1 else "video"
+        try:
+            frames = gen.generate(req)
+        finally:
+            gen.progress_label = None
+        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime)
+        batch.update(1)
+        log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
+            f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip
+        written.append((out, side))
+    batch.close()
+    return written
+
+
+def check_before_loading(
+    settings: GenerationSettings, requests: list[VideoRequest], paths: list[Path], overwrite: bool,
+    check_model: bool = True,
+) -> None:
+    """Inputs exist, image-to-video has its start image and an InP model, outputs can be written
+    and would not replace a file unasked. Reads model configs only (no weights)."""
     if not requests:
         raise UfoError("nothing to generate: no prompts")
     for req in requests:
+        if req.end_image is not None and req.image is None:
+            raise UfoError("--end-image needs --image (the start frame) as well")
         for what, img in (("start image", req.image), ("end image", req.end_image)):
             if img is not None and not Path(img).is_file():
                 raise UfoError(f"{what} not found: {img} (give the path of a PNG or JPEG file)")
@@ -55,16 +91,17 @@ def generate_videos(
     for spec in settings.loras:
         if not Path(spec.path).is_file():
             raise UfoError(f"LoRA file not found: {spec.path}")
-    gen = generator or VideoGenerator(settings, log=log)
-    written = []
-    for req, path in zip(requests, paths):
-        t0 = time.perf_counter()
-        frames = gen.generate(req)
-        out, side = write_video_and_sidecar(frames, path, fmt, settings, req)
-        log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
-            f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip
-        written.append((out, side))
-    return written
+    if check_model and any(req.image for req in requests):
+        from ufo_video.models.registry import adapter_for
+
+        info = adapter_for(settings.model).inspect(Path(settings.model))
+        if info.variant != "inp":
+            raise UfoError(f"{settings.model} is a text-to-video (T2V) model; image-to-video needs an InP model "
+                           "(an inpaint variant of the model)")  # fmt: skip
+    if not overwrite:
+        refuse_existing([p if p.exists() or not sidecar_path(p).exists() else sidecar_path(p) for p in paths])
+    for folder in sorted({p.parent for p in paths}):
+        ensure_writable(folder)
 
 
 # ---- predict_t2v.py / predict_i2v.py --------------------------------------------------------------

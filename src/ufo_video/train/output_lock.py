@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ufo_video.errors import UfoError
+from ufo_video.writable import OutputError, ensure_writable
 
 LOCK_NAME = ".ufo-train.lock"
 # what a run writes into output_dir (besides the lock): removed by overwrite_output_dir
@@ -30,24 +30,8 @@ RUN_OUTPUT_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", "losses.jsonl", "config
                     "train-report.html")  # fmt: skip
 
 
-class OutputDirError(UfoError):
-    """The output folder cannot be used by this run (not writable, in use, holds another run)."""
-
-
-def ensure_writable(folder: Path, what: str = "output folder") -> Path:
-    """Create `folder` (and parents) and prove a file can be written there; else a one-line error."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputDirError(f"{what} {folder} exists and is not a folder; choose a folder path")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".ufo-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise OutputDirError(f"{what} {folder} is not writable ({reason}); choose another folder or fix its permissions") from None
-    return folder
+class OutputDirError(OutputError):
+    """The output folder cannot be used by this run (in use, holds another run's outputs)."""
 
 
 def previous_outputs(folder: Path) -> list[Path]:
