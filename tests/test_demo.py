@@ -225,3 +225,25 @@ def test_demo_dataset_videos_decode_identically_across_runs(tmp_path):
         for other in decoded[1:]:
             np.testing.assert_array_equal(decoded[0], other, err_msg=name)
     assert decoded[0].shape == (plan.FULL.media_frames, plan.FULL.media_size, plan.FULL.media_size, 3)
+
+
+def test_quick_demo_report_reads_well(quick_run):
+    """Issue 14's report fixes: big enough videos, one row per prompt (the GIF folded away), the
+    data check not cut off, "1 problem", a loss axis that does not go below zero, and a quick
+    run's trend shown as measured, not judged."""
+    out, _, _ = quick_run
+    html = (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    widths = {int(w) for w in re.findall(r'<video [^>]*width="(\d+)"', html)}
+    assert widths and min(widths) >= 240
+    rows = {(r["mode"], r["prompt_index"]) for r in report["videos"]}
+    assert html.count("<details><summary>the same row as one labelled GIF") == len(rows)
+    assert "white-space:pre-wrap" in html
+    summary = report["dataset"]["check"]["summary"]
+    assert "1 problems" not in summary and "(1 problem)" in summary
+    loss_svg = html[html.index('aria-label="training loss'):]
+    loss_svg = loss_svg[:loss_svg.index("</svg>")]
+    ticks = re.findall(r'text-anchor="end" font-size="10">([^<]+)</text>', loss_svg)
+    assert ticks and all(float(t) >= 0 for t in ticks)
+    assert report["verdict"]["judged"] is False and report["verdict"]["statement"].startswith("Quick run: ")
+    assert '<div class="note"><p>Quick run: ' in html

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("dst", type=Path)
     conv.add_argument("--to", choices=["kohya", "peft"], required=True)
     conv.add_argument("--model", type=Path, help=MODEL_HELP)
+    conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists (DST may be SRC)")
     conv.set_defaults(func=_convert)
 
     comb = lsub.add_parser("combine", help="merge LoRAs FILE:WEIGHT ... into one (exact rank concatenation)")
@@ -58,7 +59,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from ufo_video.lora.tools import convert_lora
+    from ufo_video.writable import ensure_writable, refuse_existing
 
+    refuse_existing([] if args.overwrite else [args.dst]), ensure_writable(args.dst.parent)
     out = convert_lora(args.src, args.dst, args.to, args.model)
     print(f"wrote {args.dst} ({out.format}, {len(out.modules)} modules, tensors unchanged)")
     return 0
