@@ -41,3 +41,12 @@ def apply_threads(threads: int | None) -> int:
     n = threads if threads is not None else default_threads()
     torch.set_num_threads(n)
     return n
+
+
+def threads_override(flag: int | None) -> list[str]:
+    """`--threads N` as the config override `model.threads=N` (checked here so the error names the flag)."""
+    if flag is None:
+        return []
+    if flag < 1:
+        raise UfoError(f"--threads must be at least 1, got {flag}")
+    return [f"model.threads={flag}"]

@@ -86,11 +86,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     from ufo_video.config import load_config
 
-    from ufo_video.threads import apply_threads
+    from ufo_video.threads import apply_threads, threads_override
 
-    cfg = load_config(args.config, args.overrides)
-    if args.threads is not None:
-        cfg.model.threads = args.threads
+    cfg = load_config(args.config, list(args.overrides) + threads_override(args.threads))
     apply_threads(cfg.model.threads)
     root = args.root if args.root is not None else args.metadata.parent
     cfg.data.train_data_meta = str(args.metadata)
@@ -129,14 +127,18 @@ def _preview(args: argparse.Namespace) -> int:
     from ufo_video.data.loader import build_train_loader
     from ufo_video.media_write import write_video
 
-    from ufo_video.writable import ensure_writable, refuse_existing
+    from ufo_video.writable import ensure_writable
 
     cfg = _config(args)
     if args.n < 1:
         raise UfoError(f"--n must be at least 1, got {args.n}")
     ensure_writable(args.out, "--out folder")
-    if not args.overwrite:
-        refuse_existing(sorted(args.out.glob("[0-9][0-9][0-9][0-9]-entry*")))
+    earlier = sorted(args.out.glob("[0-9][0-9][0-9][0-9]-entry*"))
+    if earlier and not args.overwrite:
+        raise UfoError(f"--out {args.out} holds an earlier preview ({earlier[0].name}, ... {len(earlier)} files); "
+                       "pass --overwrite to replace it, or choose another folder")  # fmt: skip
+    for old in earlier:  # --overwrite: the earlier preview goes, so no stale clip is left among the new ones
+        old.unlink()
     loader = build_train_loader(cfg, seed=cfg.train.seed, epoch=args.epoch)
     written = 0
     for batch in loader:
@@ -161,11 +163,9 @@ def _cache(args: argparse.Namespace) -> int:
     from ufo_video.config import load_config
     from ufo_video.data.cache_build import build_cache
 
-    from ufo_video.threads import apply_threads
+    from ufo_video.threads import apply_threads, threads_override
 
-    cfg = load_config(args.config, args.overrides)
-    if args.threads is not None:
-        cfg.model.threads = args.threads
+    cfg = load_config(args.config, list(args.overrides) + threads_override(args.threads))
     apply_threads(cfg.model.threads)
     report = build_cache(cfg, epochs=args.epochs, num_processes=args.num_processes, prune=args.prune)
     print(report.format())

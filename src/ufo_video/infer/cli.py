@@ -80,13 +80,16 @@ def _configured(args: argparse.Namespace):
     from ufo_video.config import load_config
     from ufo_video.infer.settings import apply_values
 
-    from ufo_video.threads import apply_threads
+    from ufo_video.threads import apply_threads, threads_override
 
-    cfg = load_config(args.config, args.overrides)
-    if getattr(args, "threads", None) is not None:
-        cfg.model.threads = args.threads
+    cfg = load_config(args.config, list(args.overrides) + threads_override(getattr(args, "threads", None)))
     apply_threads(cfg.model.threads)
-    return apply_values(cfg, _given(args), print)
+    values = _given(args)
+    if "sample_size" in values or "video_length" in values:
+        from ufo_video.infer.run import round_for_model
+
+        round_for_model(values.get("model") or cfg.model.pretrained_model_name_or_path, values, print)
+    return apply_values(cfg, values, print)
 
 
 def _cache_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -17,8 +19,8 @@ import yaml
 from ufo_video.config import load_config
 from ufo_video.errors import UfoError
 from ufo_video.infer.outputs import next_index_path, sidecar_path, with_format, write_video_and_sidecar
+from ufo_video.infer.settings import SIZE_MULTIPLE, GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
 from ufo_video.writable import ensure_writable, refuse_existing
-from ufo_video.infer.settings import GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
 
 Log = Callable[[str], None]
 
@@ -104,6 +106,47 @@ def check_before_loading(
         ensure_writable(folder)
 
 
+def round_for_model(model: str, values: dict[str, Any], notify: Log) -> None:
+    """Round `sample_size` / `video_length` in `values` (flags or script variables) with the
+    model's own numbers, read from its configs (no weights): sides to a multiple of the VAE's
+    spatial compression times the transformer's patch (and of 16, which the config requires),
+    frame counts to k*t+1 for the VAE's temporal compression t (and 4k+1). The notice names the
+    model's real factors. A folder that is not a model is left to the loader's own message."""
+    size, length = values.get("sample_size"), values.get("video_length")
+    if size is None and length is None:
+        return
+    from ufo_video.models.registry import adapter_for
+
+    try:
+        adapter = adapter_for(model)
+        info = adapter.inspect(Path(model))
+    except UfoError:
+        return
+    spatial = int(info.extra.get("spatial_factor", adapter.spatial_factor))
+    temporal = int(info.extra.get("temporal_factor", adapter.temporal_factor))
+    patch = int(adapter.patch_size)
+    if size is not None:
+        hw = (size, size) if isinstance(size, (int, float)) else size
+        if isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(x, (int, float)) for x in hw):
+            multiple = math.lcm(spatial * patch, SIZE_MULTIPLE)
+            new = tuple(max(multiple, multiple * math.floor(int(x) / multiple + 0.5)) for x in hw)
+            if new != tuple(int(x) for x in hw):
+                why = f"the VAE compresses {spatial}x and the transformer patches {patch}x{patch}"
+                if multiple != spatial * patch:
+                    why += f", and sizes are kept to multiples of {SIZE_MULTIPLE}"
+                notify(f"notice: sample size {int(hw[0])}x{int(hw[1])} does not fit this model ({why}); "
+                       f"using {new[0]}x{new[1]}")  # fmt: skip
+                values["sample_size"] = list(new)
+    if isinstance(length, int) and length >= 1:
+        step = math.lcm(temporal, 4)
+        lower = length - (length - 1) % step
+        new_len = lower if (length - lower) < (lower + step - length) else lower + step
+        if new_len != length:
+            notify(f"notice: video_length {length} does not fit this model (its VAE compresses time {temporal}x "
+                   f"causally; frame counts are {step}k+1); using {new_len}")  # fmt: skip
+            values["video_length"] = new_len
+
+
 # ---- predict_t2v.py / predict_i2v.py --------------------------------------------------------------
 
 SCRIPT_VARIABLES = (
@@ -119,7 +162,11 @@ def _parse_script_args(argv: list[str], script: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in argv:
         name, sep, raw = item.partition("=")
-        if not sep or name not in SCRIPT_VARIABLES:
+        if sep and name not in SCRIPT_VARIABLES:
+            close = difflib.get_close_matches(name, SCRIPT_VARIABLES, n=1, cutoff=0.6)
+            hint = f" Did you mean: {' or '.join(close)}?" if close else ""
+            raise UfoError(f"{script}: unknown variable {name!r}.{hint} Variables: {', '.join(SCRIPT_VARIABLES)}")
+        if not sep:
             raise UfoError(
                 f"{script}: arguments are variable=value overrides of the variables at the top of the script "
                 f"(got {item!r}); variables: {', '.join(SCRIPT_VARIABLES)}"
@@ -149,6 +196,9 @@ def run_predict_script(variables: dict[str, Any], argv: list[str], script: str, 
 
     _quiet_libraries()
     try:
+        from ufo_video.threads import apply_threads
+
+        apply_threads(None)
         v = {k: variables.get(k) for k in SCRIPT_VARIABLES}
         v.update(_parse_script_args(argv, script))
         if not Path(str(v["model_name"])).exists():
@@ -159,6 +209,7 @@ def run_predict_script(variables: dict[str, Any], argv: list[str], script: str, 
         values = {"model": v.pop("model_name"), **v}
         if values.get("negative_prompt") is None:
             values["negative_prompt"] = ""
+        round_for_model(str(values["model"]), values, log)
         apply_values(cfg, values, log)
         settings = settings_from_config(cfg)
         paths = plan_output_paths(1, None, Path(cfg.infer.save_path), "mp4")

@@ -43,7 +43,9 @@ def _train(args: argparse.Namespace) -> int:
     from ufo_video.config import load_config
     from ufo_video.train.loop import train
 
-    overrides = list(args.overrides) + ([f"model.threads={args.threads}"] if args.threads is not None else [])
+    from ufo_video.threads import threads_override
+
+    overrides = list(args.overrides) + threads_override(args.threads)
     cfg = load_config(args.config, overrides)
     result = train(cfg)
     if result.interrupted:
