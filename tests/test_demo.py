@@ -247,3 +247,16 @@ def test_quick_demo_report_reads_well(quick_run):
     assert ticks and all(float(t) >= 0 for t in ticks)
     assert report["verdict"]["judged"] is False and report["verdict"]["statement"].startswith("Quick run: ")
     assert '<div class="note"><p>Quick run: ' in html
+
+
+def test_out_that_cannot_be_written_or_holds_other_files_is_refused_before_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--out", str(blocker / "demo"), "--quick"]) == 2
+    assert f"--out folder {blocker / 'demo'} is not writable" in capsys.readouterr().err
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    assert main(["demo", "--out", str(other), "--quick"]) == 2
+    assert "holds no earlier demo" in capsys.readouterr().err
+    assert (other / "thesis.tex").read_text() == "precious" and len(list(other.iterdir())) == 1
