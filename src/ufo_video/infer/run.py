@@ -54,6 +54,8 @@ def generate_videos(
     from ufo_video.infer.engine import VideoGenerator
 
     check_before_loading(settings, requests, paths, overwrite, check_model=generator is None)
+    if generator is None:
+        log(f"loading {settings.model} ...")
     gen = generator or VideoGenerator(settings, log=log)
     runtime = {"threads": torch.get_num_threads()}
     written = []

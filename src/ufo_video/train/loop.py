@@ -155,12 +155,16 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
 
     from ufo_video.train import report
 
+    if acc.is_main_process:
+        print(f"reading the dataset {cfg.data.train_data_meta} ...", flush=True)
     first = _loader(cfg, acc, epoch=0, skip=0)
     if len(first) == 0:
         raise DataError(
             f"{cfg.data.train_data_meta}: no full batch per process (train_batch_size={cfg.train.train_batch_size} "
             f"x {acc.num_processes} processes); add samples or lower the batch size"
         )
+    if acc.is_main_process:
+        print(f"loading {cfg.model.pretrained_model_name_or_path} ...", flush=True)
     run = setup(cfg, acc, len(first))
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
