@@ -171,11 +171,17 @@ def test_lora_convert_does_not_overwrite_unasked(tiny_model, tmp_path, capsys):
 def test_default_threads_leave_busy_cpus_alone(monkeypatch):
     from ufo_video import threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cpus", lambda: 8)
+    monkeypatch.setattr(threads, "_chosen", None)
     monkeypatch.setattr(os, "getloadavg", lambda: (3.7, 0.0, 0.0))
     assert threads.default_threads() == 5
     monkeypatch.setattr(os, "getloadavg", lambda: (20.0, 0.0, 0.0))
+    assert threads.default_threads() == 5  # measured once per process: runs in one process agree
+    monkeypatch.setattr(threads, "_chosen", None)
     assert threads.default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.default_threads() == 3  # an explicit environment wins
     assert main(["generate", "--threads", "0", "--prompt", "x", "--model", str(TINY_BASE)]) == 2
 
 

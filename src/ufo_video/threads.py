@@ -22,14 +22,26 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+_chosen: int | None = None  # the load-based default, measured once per process
+
+
 def default_threads() -> int:
-    """CPUs available minus those busy with other work (1-minute load average), at least 1."""
-    cpus = available_cpus()
-    try:
-        busy = int(os.getloadavg()[0])
-    except OSError:
-        busy = 0
-    return max(1, min(cpus, cpus - busy))
+    """OMP_NUM_THREADS when set (the user's explicit choice); else the CPUs available minus those
+    busy with other work (1-minute load average), at least 1. The load is read once per process,
+    so every run in one process (a notebook, the test suite) uses the same count and gives the
+    same numbers; for bitwise-repeatable CPU runs across processes give --threads."""
+    global _chosen
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    if _chosen is None:
+        cpus = available_cpus()
+        try:
+            busy = int(os.getloadavg()[0])
+        except OSError:
+            busy = 0
+        _chosen = max(1, min(cpus, cpus - busy))
+    return _chosen
 
 
 def apply_threads(threads: int | None) -> int:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
-def resume_command(config: str, overrides: list[str]) -> str:
+def resume_command(config: str, overrides: list[str], threads: int | None = None) -> str:
     """The command that continues this run. scripts/train_ufo.sh passes its own command line in
     UFO_SCRIPT_COMMAND (a JSON list), so the hint repeats what the user typed."""
     script = os.environ.get("UFO_SCRIPT_COMMAND")
@@ -36,7 +36,8 @@ def resume_command(config: str, overrides: list[str]) -> str:
         words = [w for w in json.loads(script) if not w.lstrip("-").startswith(("resume_from_checkpoint", "overwrite_output_dir"))]
         return shlex.join([*words, "--resume_from_checkpoint=latest"])
     kept = [o for o in overrides if o.split("=", 1)[0].strip() not in _START_KEYS]
-    return shlex.join(["ufo-video", "train", config, *kept, "resume_from_checkpoint=latest"])
+    options = ["--threads", str(threads)] if threads is not None else []
+    return shlex.join(["ufo-video", "train", *options, config, *kept, "resume_from_checkpoint=latest"])
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -50,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg)
     if result.interrupted:
         if result.state_saved:
-            print(f"resume with: {resume_command(args.config, list(args.overrides))}")
+            print(f"resume with: {resume_command(args.config, list(args.overrides), args.threads)}")
         elif result.steps:
             print("this run saved the LoRA only (train.save_state=false), so it cannot be resumed exactly; "
                   "set save_state=true to make Ctrl-C resumable")

@@ -166,6 +166,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
     if acc.is_main_process:
         print(f"loading {cfg.model.pretrained_model_name_or_path} ...", flush=True)
     run = setup(cfg, acc, len(first))
+    setup_seconds = time.perf_counter() - started
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_tmp(out):
@@ -237,7 +238,9 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
                        state_saved=bool(cfg.train.save_state and progress.step > 0))  # fmt: skip
     if run.is_main:
         _print_summary(result, out, getattr(loader, "failures", None))
-        html = report.write_train_report(run, result, timings={"total_s": result.seconds, "threads": threads})
+        timings = {"total_s": round(result.seconds, 2), "setup_s (data, model, LoRA)": round(setup_seconds, 2),
+                   "threads": threads}  # fmt: skip
+        html = report.write_train_report(run, result, timings=timings)
         print(f"  report: {html}")
     return result
 
