@@ -167,7 +167,7 @@ def _parse_script_args(argv: list[str], script: str) -> dict[str, Any]:
         if sep and name not in SCRIPT_VARIABLES:
             close = difflib.get_close_matches(name, SCRIPT_VARIABLES, n=1, cutoff=0.6)
             hint = f" Did you mean: {' or '.join(close)}?" if close else ""
-            raise UfoError(f"{script}: unknown variable {name!r}.{hint} Variables: {', '.join(SCRIPT_VARIABLES)}")
+            raise UfoError(f"{script}: unknown variable {name!r}.{hint} The variables: {', '.join(SCRIPT_VARIABLES)}")
         if not sep:
             raise UfoError(
                 f"{script}: arguments are variable=value overrides of the variables at the top of the script "
