@@ -64,6 +64,9 @@ def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=prin
                 f"output folder {folder} is in use by another training run ({_holder(lock_path)}); wait for it "
                 "to finish or set train.output_dir to another folder"
             ) from None
+        except OSError as exc:  # a filesystem without locks (some network mounts): say so, go on
+            log(f"warning: cannot lock {lock_path} ({exc.strerror or exc}); a second run into this folder "
+                "would not be detected")
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         old = previous_outputs(folder)
