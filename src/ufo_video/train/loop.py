@@ -226,7 +226,8 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
         interrupted = True
         bar.close()
         if run.is_main:
-            print(f"\ninterrupted at step {progress.step}; saving a checkpoint before exiting", flush=True)
+            done = "its checkpoint is saved" if last_saved == progress.step else "saving a checkpoint before exiting"
+            print(f"\ninterrupted at step {progress.step}; {done}", flush=True)
     except torch.OutOfMemoryError:
         raise TrainError(OOM_HELP) from None
     finally:
