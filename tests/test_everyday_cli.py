@@ -154,6 +154,10 @@ def test_eval_scores_the_readable_videos_and_exits_non_zero_for_a_bad_one(tmp_pa
     report = json.loads(io.out)
     assert [r["path"] for r in report["videos"]] == [str(good)]
     assert report["unreadable"][0]["path"] == str(bad) and f"not scored: {bad}" in io.err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["eval", str(good), "--out", str(blocker / "r.json")]) == 2
+    assert f"--out folder {blocker} is not writable" in capsys.readouterr().err
 
 
 def test_lora_convert_does_not_overwrite_unasked(tiny_model, tmp_path, capsys):

@@ -131,6 +131,10 @@ def _eval(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UfoError(f"--threads must be at least 1, got {args.threads}")
     cv2.setNumThreads(args.threads or default_threads())
+    if args.out is not None:  # before minutes of scoring, not after
+        from ufo_video.writable import ensure_writable
+
+        ensure_writable(args.out.parent, "--out folder")
     report = evaluate_videos(list(args.videos), args.max_frames, args.vbench)
     if args.vbench and not report["vbench"]["dimensions"]:
         print(f"note: VBench {report['vbench']['reason']}", file=sys.stderr)
