@@ -157,7 +157,7 @@ def test_eval_scores_the_readable_videos_and_exits_non_zero_for_a_bad_one(tmp_pa
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["eval", str(good), "--out", str(blocker / "r.json")]) == 2
-    assert f"--out folder {blocker} is not writable" in capsys.readouterr().err
+    assert f"--out folder {blocker} exists and is not a folder" in capsys.readouterr().err
 
 
 def test_lora_convert_does_not_overwrite_unasked(tiny_model, tmp_path, capsys):
