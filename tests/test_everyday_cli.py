@@ -11,10 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from test_data_fixtures import make_dataset, write_image, write_meta, write_mp4
-from test_train_helpers import make_dataset as make_train_dataset
 from test_train_helpers import write_config
 from ufo_video.cli import main
 
