@@ -167,6 +167,11 @@ def test_lora_convert_does_not_overwrite_unasked(tiny_model, tmp_path, capsys):
     assert lora.read_bytes() == before
     assert main(["lora", "convert", str(lora), str(lora), "--to", "peft", "--model", str(tiny_model), "--overwrite"]) == 0
     assert lora.read_bytes() != before
+    both = tmp_path / "both.safetensors"
+    both.write_bytes(b"keep")
+    assert main(["lora", "combine", f"{lora}:1", "--out", str(both), "--model", str(tiny_model)]) == 2
+    assert f"{both} already exists; pass --overwrite" in capsys.readouterr().err and both.read_bytes() == b"keep"
+    assert main(["lora", "combine", f"{lora}:1", "--out", str(both), "--model", str(tiny_model), "--overwrite"]) == 0
 
 
 def test_default_threads_leave_busy_cpus_alone(monkeypatch):

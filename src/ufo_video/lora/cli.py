@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     comb.add_argument("--to", choices=["kohya", "peft"], help="key layout of the output (default: the first input's)")
     comb.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     comb.add_argument("--model", type=Path, help=MODEL_HELP)
+    comb.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     comb.set_defaults(func=_combine)
 
     bake = lsub.add_parser("bake", help="write a model folder with LoRAs merged into the transformer")
@@ -76,6 +77,9 @@ def _combine(args: argparse.Namespace) -> int:
 
     if args.rank is not None and args.rank < 1:
         raise LoraError("--rank must be at least 1")
+    from ufo_video.writable import ensure_writable, refuse_existing
+
+    refuse_existing([] if args.overwrite else [args.out]), ensure_writable(args.out.parent)
     specs = [parse_lora_spec(s) for s in args.specs]
     result = combine_loras(specs, args.model, args.rank, args.to, getattr(torch, DTYPES[args.dtype]))
     write_lora(args.out, result.weights)
