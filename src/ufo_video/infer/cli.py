@@ -153,7 +153,10 @@ def _from_sidecar(args: argparse.Namespace) -> int:
         out = out if fmt == "png" else out.with_suffix(f".{fmt}")
     from ufo_video.threads import apply_threads
 
-    apply_threads(args.threads)
+    # the thread count of the original run, unless --threads says otherwise: CPU results can
+    # differ in the last bits between counts, and this command promises the same frames
+    recorded = data.get("runtime", {}).get("threads") if isinstance(data.get("runtime"), dict) else None
+    apply_threads(args.threads if args.threads is not None else recorded)
     [(_, side)] = generate_videos(settings, [request], [out], fmt, overwrite=args.overwrite)
     new_hash = read_sidecar(side)["frames_sha256"]
     if new_hash == data.get("frames_sha256"):
