@@ -92,3 +92,16 @@ def test_a_lora_path_with_a_colon_still_loads_as_a_path(tmp_path):
     assert parse_lora_arg(str(odd), 0.15).path == str(odd)
     assert parse_lora_arg(f"{odd}:0.5", 0.15).weight == 0.5
     assert parse_lora_arg("dir:x/ufo.safetensors", 0.15).path == "dir:x/ufo.safetensors"
+
+
+def test_from_sidecar_reuses_the_recorded_thread_count(tiny_model, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "--model", str(tiny_model), *TINY, "--prompt", "a ball", "--out", str(out), "--threads", "2"]) == 0
+    torch.set_num_threads(1)
+    assert main(["generate", "--from-sidecar", str(out.with_suffix(".json"))]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
+    again = json.loads((tmp_path / "v-reproduced.json").read_text())
+    assert again["runtime"] == {"threads": 2}
+    torch.set_num_threads(1)
