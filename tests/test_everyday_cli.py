@@ -211,3 +211,26 @@ def test_train_ufo_sh_uses_the_projects_venv_by_itself(tmp_path):
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "unknown flag --rnak" in result.stderr, result.stderr
     assert "No module named" not in result.stderr
+
+
+def test_setup_says_what_it_installs_and_is_quiet_when_done(tmp_path):
+    """scripts/setup_env.sh (run by demo.sh and test.sh) names each install step and how long a
+    first setup takes; a second run with nothing to do prints nothing. pip is a stub here."""
+    project = tmp_path / "proj"
+    (project / "scripts").mkdir(parents=True)
+    for name in ("scripts/setup_env.sh", "pyproject.toml"):
+        (project / name).write_text((REPO / name).read_text())
+    (project / ".venv" / "bin").mkdir(parents=True)
+    stub = project / ".venv" / "bin" / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path / "calls.log"}"\n')
+    stub.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "PYTHON": sys.executable}
+    first = subprocess.run(["bash", "scripts/setup_env.sh"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "setting up .venv (first time: downloads PyTorch" in first.stderr and "minutes" in first.stderr
+    assert "[2/3] torch==" in first.stderr and "[3/3] ufo-video" in first.stderr
+    assert "-m pip install -q -e .[test]" in (tmp_path / "calls.log").read_text()
+    second = subprocess.run(["bash", "scripts/setup_env.sh"], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert second.returncode == 0 and second.stderr == "" and second.stdout == ""
