@@ -143,7 +143,7 @@ def write_train_report(run: Any, result: Any, timings: dict[str, Any]) -> Path:
     steps, losses, lrs = _read_losses(out / "losses.jsonl")
     parts = [f"<h1>Training report: {escape(out.name)}</h1>",
              f"<p>{'interrupted' if result.interrupted else 'finished'}: {result.steps} steps in "
-             f"{result.seconds:.1f} s; final loss {result.final_loss if result.final_loss is not None else 'n/a'}; "
+             f"{result.seconds:.1f} s; final loss {'n/a' if result.final_loss is None else f'{result.final_loss:.5f}'}; "
              f"written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]  # fmt: skip
     if steps:
         series = {"loss (smoothed)": smooth(losses)}
