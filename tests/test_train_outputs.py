@@ -142,3 +142,15 @@ def test_ctrl_c_is_one_clean_line_and_the_exact_resume_command(tiny_model, datas
     capsys.readouterr()
     assert main(args) == 0
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_report_maths_by_hand():
+    from ufo_video.train.report import disk_estimate, smooth
+
+    # weight 0.5: averages 0.5 and 1.25, bias-corrected by 1-0.5 and 1-0.25
+    assert smooth([1.0, 2.0], 0.5) == pytest.approx([1.0, 1.25 / 0.75])
+    assert smooth([3.0, float("nan"), 3.0], 0.9)[0] == pytest.approx(3.0)
+    # 1000 fp32 weights: a LoRA file 4000 B; with the state (weights again + two AdamW moments) 16000 B;
+    # steps 3, 6, 9, 10 -> 4 saves, 2 kept
+    assert disk_estimate(1000, False, 10, 3, None) == (4000, 16000)
+    assert disk_estimate(1000, True, 10, 3, 2) == (16000, 32000)
