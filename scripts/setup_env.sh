@@ -15,9 +15,15 @@ fi
 stamp=.venv/.ufo-installed
 want=$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # say what happens: a first install downloads ~1 GB and is silent for minutes otherwise
+  echo "setting up .venv (first time: downloads PyTorch and ~40 packages, usually 2-5 minutes; later runs skip this)" >&2
+  echo "  [1/3] pip" >&2
   .venv/bin/python -m pip install -q --upgrade pip
   TORCH_SPEC=${UFO_TORCH_SPEC:-torch==2.13.0}
+  echo "  [2/3] $TORCH_SPEC (the largest download)" >&2
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
+  echo "  [3/3] ufo-video and its dependencies (diffusers, transformers, peft, accelerate, PyAV, ...)" >&2
   .venv/bin/python -m pip install -q -e ".[test]"
   echo "$want" > "$stamp"
+  echo ".venv ready" >&2
 fi

@@ -71,7 +71,7 @@ def test_check_reports_every_problem_code(tmp_path: Path, capsys) -> None:
 def test_check_clean_dataset_exits_0_with_human_summary(tmp_path: Path, capsys) -> None:
     meta = make_dataset(tmp_path, n_images=2, n_videos=1)
     assert main(["data", "check", str(meta), "--workers", "1"]) == 0
-    assert "3 entries, 3 ok, 0 problems" in capsys.readouterr().out
+    assert "3 entries: 3 ok, 0 with problems (0 problems)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content, code", [("[{", "invalid_json"), ('[{"text": "x"}]', "missing_field"),

@@ -225,3 +225,38 @@ def test_demo_dataset_videos_decode_identically_across_runs(tmp_path):
         for other in decoded[1:]:
             np.testing.assert_array_equal(decoded[0], other, err_msg=name)
     assert decoded[0].shape == (plan.FULL.media_frames, plan.FULL.media_size, plan.FULL.media_size, 3)
+
+
+def test_quick_demo_report_reads_well(quick_run):
+    """Issue 14's report fixes: big enough videos, one row per prompt (the GIF folded away), the
+    data check not cut off, "1 problem", a loss axis that does not go below zero, and a quick
+    run's trend shown as measured, not judged."""
+    out, _, _ = quick_run
+    html = (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    widths = {int(w) for w in re.findall(r'<video [^>]*width="(\d+)"', html)}
+    assert widths and min(widths) >= 240
+    rows = {(r["mode"], r["prompt_index"]) for r in report["videos"]}
+    assert html.count("<details><summary>the same row as one labelled GIF") == len(rows)
+    assert "white-space:pre-wrap" in html
+    summary = report["dataset"]["check"]["summary"]
+    assert "1 problems" not in summary and "(1 problem)" in summary
+    loss_svg = html[html.index('aria-label="training loss'):]
+    loss_svg = loss_svg[:loss_svg.index("</svg>")]
+    ticks = re.findall(r'text-anchor="end" font-size="10">([^<]+)</text>', loss_svg)
+    assert ticks and all(float(t) >= 0 for t in ticks)
+    assert report["verdict"]["judged"] is False and report["verdict"]["statement"].startswith("Quick run: ")
+    assert '<div class="note"><p>Quick run: ' in html
+
+
+def test_out_that_cannot_be_written_or_holds_other_files_is_refused_before_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--out", str(blocker / "demo"), "--quick"]) == 2
+    assert f"--out folder {blocker / 'demo'} is not writable" in capsys.readouterr().err
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    assert main(["demo", "--out", str(other), "--quick"]) == 2
+    assert "holds no earlier demo" in capsys.readouterr().err
+    assert (other / "thesis.tex").read_text() == "precious" and len(list(other.iterdir())) == 1

@@ -51,6 +51,11 @@ class ModelSection(_Section):
     GPU_memory_mode: MemoryMode = "model_cpu_offload"
     weight_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
     device: str = Field("auto", description="'auto' picks cuda when present, else cpu.")
+    threads: int | None = Field(
+        None, ge=1, le=1024,
+        description="torch CPU threads; default: the CPUs this process may use minus those other "
+        "processes keep busy (load average), so a shared machine is not oversubscribed.",
+    )
 
 
 class DataSection(_Section):
@@ -137,6 +142,10 @@ class TrainSection(_Section):
     checkpoints_total_limit: int | None = Field(None, ge=1)
     save_state: bool = False
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint path.")
+    overwrite_output_dir: bool = Field(
+        False, description="Start over in an output_dir that holds another run's checkpoints (deletes them); "
+        "without it such a folder is refused unless resume_from_checkpoint is set.",
+    )
     seed: int = 42
     expert: str | None = Field(
         None, description="Multi-expert models (Wan 2.2 A14B): the expert this run trains, 'transformer' "
@@ -205,11 +214,26 @@ class UfoConfig(_Section):
     infer: InferSection = Field(default_factory=InferSection)
 
     def fingerprint(self, sections: tuple[str, ...] = ("model", "data", "lora", "train")) -> str:
-        """A short stable hash of the named sections (stored in checkpoints and caches)."""
+        """A short stable hash of the named sections (stored in checkpoints and caches). Keys that
+        say how to run rather than what to train (RUN_CONTROL_KEYS) are left out, so resuming a
+        run does not make it look different from itself."""
         import hashlib
 
-        payload = json.dumps({s: getattr(self, s).model_dump(mode="json") for s in sections}, sort_keys=True)
+        payload = json.dumps(self.flat_settings(sections), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def flat_settings(self, sections: tuple[str, ...] = ("model", "data", "lora", "train")) -> dict[str, Any]:
+        """`section.key` -> JSON value for the named sections, without RUN_CONTROL_KEYS."""
+        flat = {}
+        for s in sections:
+            for k, v in getattr(self, s).model_dump(mode="json").items():
+                if f"{s}.{k}" not in RUN_CONTROL_KEYS:
+                    flat[f"{s}.{k}"] = v
+        return flat
+
+
+# How a run is started or placed, not what it trains: excluded from fingerprints and resume warnings.
+RUN_CONTROL_KEYS = frozenset({"train.resume_from_checkpoint", "train.overwrite_output_dir", "model.threads"})
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -232,7 +256,14 @@ def _all_dotted_keys() -> list[str]:
 
 
 def _unknown_key_message(key: str, where: str) -> str:
-    candidates = _all_dotted_keys() + list(_key_index())
+    candidates = _all_dotted_keys() + list(_key_index()) + list(SECTIONS)
+    if "." in key and key.split(".", 1)[0] not in SECTIONS:  # a typo'd section: suggest the section first
+        section_hint = difflib.get_close_matches(key.split(".", 1)[0], list(SECTIONS), n=1, cutoff=0.5)
+        if section_hint:
+            fixed = f"{section_hint[0]}.{key.split('.', 1)[1]}"
+            if fixed in _all_dotted_keys():
+                return f"{where}: unknown config key '{key}'. Did you mean: {fixed}? Valid sections: {', '.join(SECTIONS)}."
+            return f"{where}: unknown section '{key.split('.', 1)[0]}' in '{key}'. Did you mean: {section_hint[0]}? Valid sections: {', '.join(SECTIONS)}."
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"{where}: unknown config key '{key}'.{hint} Valid sections: {', '.join(SECTIONS)}."
@@ -273,8 +304,11 @@ def _accepts_bool(cls: type[_Section], name: str) -> bool:
     return annotation is bool or bool in typing.get_args(annotation)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key=value` / `section.key=value` overrides to a nested config dict."""
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], origins: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Apply `key=value` / `section.key=value` overrides to a nested config dict. `origins`
+    (when given) receives `section.key` -> the override text, so a bad value blames it."""
     index = _key_index()
     for item in overrides:
         if "=" not in item:
@@ -300,13 +334,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not isinstance(data[section], dict):
             raise ConfigError(f"config section [{section}] must be a table")
         data[section][name] = value
+        if origins is not None:
+            origins[f"{section}.{name}"] = item
     return data
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for err in exc.errors():
+def _format_validation_error(exc: ValidationError, source: str, origins: dict[str, str] | None = None) -> str:
+    origins = origins or {}
+    errors = exc.errors()
+    from_overrides = all(".".join(str(p) for p in e["loc"]) in origins for e in errors)
+    lines = [f"{'command line' if from_overrides else source}: invalid configuration"]
+    for err in errors:
         loc = ".".join(str(p) for p in err["loc"])
+        if loc in origins:  # the override set it: blame the override, not the config file
+            got = err.get("input")
+            msg = err["msg"].replace("Value error, ", "")
+            lines.append(f"  override '{origins[loc]}': {loc} {msg}" + (f" (got {got!r})" if not isinstance(got, dict) else ""))
+            continue
         if err["type"] == "extra_forbidden":
             lines.append("  " + _unknown_key_message(loc, "key").replace("key: ", "", 1))
             continue
@@ -317,19 +361,20 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> UfoConfig:
+def build_config(data: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None) -> UfoConfig:
     """Validate a nested dict into a `UfoConfig`, turning pydantic errors into a readable message."""
     try:
         return UfoConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, origins)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> UfoConfig:
     """Read a config file (optional), apply `key=value` overrides, validate. The one entry point."""
     data = read_config_file(path) if path else {}
-    data = apply_overrides(data, list(overrides or []))
-    return build_config(data, source=str(path) if path else "command line")
+    origins: dict[str, str] = {}
+    data = apply_overrides(data, list(overrides or []), origins)
+    return build_config(data, source=str(path) if path else "command line", origins=origins)
 
 
 def config_to_toml(cfg: UfoConfig) -> str:

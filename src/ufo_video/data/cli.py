@@ -13,6 +13,10 @@ import json
 from pathlib import Path
 
 from ufo_video.atomic import write_atomic, write_text_atomic
+from ufo_video.errors import UfoError
+
+
+THREADS_HELP = "torch CPU threads (model.threads; default: free CPUs by the load average)"
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -47,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     preview.add_argument("--out", type=Path, required=True, help="output folder")
     preview.add_argument("--n", type=int, default=8, help="number of clips")
     preview.add_argument("--epoch", type=int, default=0)
+    preview.add_argument("--overwrite", action="store_true", help="replace an earlier preview in --out")
     preview.set_defaults(func=_preview)
 
     stats = dsub.add_parser("stats", help="counts, resolutions, durations and bucket assignment")
@@ -66,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="epochs to cover (default: the run's, from max_train_steps or num_train_epochs)")
     cache.add_argument("--num-processes", type=int, default=1, help="processes (GPUs) the training will use")
     cache.add_argument("--prune", action="store_true", help="then delete cached entries this run does not use")
+    cache.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     cache.set_defaults(func=_cache)
 
 
@@ -74,12 +80,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=None, help="dataset root (default: the metadata file's folder)")
     p.add_argument("--config", type=Path, default=None, help="config file (.toml / .yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. video_sample_n_frames=17")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
 
 
 def _config(args: argparse.Namespace):
     from ufo_video.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    from ufo_video.threads import apply_threads, threads_override
+
+    cfg = load_config(args.config, list(args.overrides) + threads_override(args.threads))
+    apply_threads(cfg.model.threads)
     root = args.root if args.root is not None else args.metadata.parent
     cfg.data.train_data_meta = str(args.metadata)
     cfg.data.train_data_dir = str(root)
@@ -117,9 +127,19 @@ def _preview(args: argparse.Namespace) -> int:
     from ufo_video.data.loader import build_train_loader
     from ufo_video.media_write import write_video
 
+    from ufo_video.writable import ensure_writable
+
     cfg = _config(args)
+    if args.n < 1:
+        raise UfoError(f"--n must be at least 1, got {args.n}")
+    ensure_writable(args.out, "--out folder")
+    earlier = sorted(args.out.glob("[0-9][0-9][0-9][0-9]-entry*"))
+    if earlier and not args.overwrite:
+        raise UfoError(f"--out {args.out} holds an earlier preview ({earlier[0].name}, ... {len(earlier)} files); "
+                       "pass --overwrite to replace it, or choose another folder")  # fmt: skip
+    for old in earlier:  # --overwrite: the earlier preview goes, so no stale clip is left among the new ones
+        old.unlink()
     loader = build_train_loader(cfg, seed=cfg.train.seed, epoch=args.epoch)
-    args.out.mkdir(parents=True, exist_ok=True)
     written = 0
     for batch in loader:
         for clip, text, idx in zip(batch["pixel_values"], batch["texts"], batch["indices"]):
@@ -143,7 +163,10 @@ def _cache(args: argparse.Namespace) -> int:
     from ufo_video.config import load_config
     from ufo_video.data.cache_build import build_cache
 
-    cfg = load_config(args.config, args.overrides)
+    from ufo_video.threads import apply_threads, threads_override
+
+    cfg = load_config(args.config, list(args.overrides) + threads_override(args.threads))
+    apply_threads(cfg.model.threads)
     report = build_cache(cfg, epochs=args.epochs, num_processes=args.num_processes, prune=args.prune)
     print(report.format())
     return 0

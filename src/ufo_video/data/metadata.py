@@ -31,10 +31,13 @@ MEDIA_TYPES = ("image", "video")
 class MetadataError(DataError):
     """A problem with the metadata file itself; ``code`` is invalid_json, missing_field or wrong_type."""
 
-    def __init__(self, code: str, message: str, index: int | None = None) -> None:
+    def __init__(self, code: str, message: str, index: int | None = None,
+                 entries: list[tuple[int | None, str, str]] | None = None, total: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.index = index
+        self.entries = entries or []  # every bad entry found in the one pass: (index, code, message)
+        self.total = total  # entries in the file, when it could be parsed
 
 
 @dataclass
@@ -81,18 +84,20 @@ def read_records(meta_path: str | Path) -> list[dict[str, Any]]:
             )
         records = data
     elif suffix == ".jsonl":
-        records = []
+        records, bad_lines = [], []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise MetadataError(
-                    "invalid_json",
-                    f"{meta_path}: line {lineno} (entry {len(records)}) is not valid JSON: {exc.msg}",
-                    index=len(records),
-                ) from None
+                index = len(records) + len(bad_lines)
+                bad_lines.append((index, "invalid_json",
+                                  f"{meta_path}: line {lineno} (entry {index}) is not valid JSON: {exc.msg}"))
+                records.append(None)
+        if bad_lines:  # report the other lines' problems in the same pass
+            errors = bad_lines + [e for e in _record_errors(records, meta_path) if records[e[0]] is not None]
+            _raise_all(sorted(errors, key=lambda e: e[0]), len(records))
     elif suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames or "file_path" not in reader.fieldnames:
@@ -100,24 +105,46 @@ def read_records(meta_path: str | Path) -> list[dict[str, Any]]:
         records = [{k: v for k, v in row.items() if v not in (None, "")} for row in reader]  # empty cell = absent
     else:
         raise DataError(f"{meta_path}: metadata must end in .json, .jsonl or .csv")
-    for i, rec in enumerate(records):
-        _validate_record(rec, i, meta_path)
+    errors = _record_errors(records, meta_path)
+    if errors:
+        _raise_all(errors, len(records))
     return records
 
 
-def _validate_record(rec: Any, i: int, meta_path: Path) -> None:
+def _raise_all(errors: list[tuple[int | None, str, str]], total: int) -> None:
+    """One error listing every bad entry (all found in one pass), located by the first."""
+    first_index, first_code, first_msg = errors[0]
+    if len(errors) == 1:
+        raise MetadataError(first_code, first_msg, index=first_index, entries=errors, total=total)
+    shown = "\n  ".join(m for _, _, m in errors[:20]) + (f"\n  ... {len(errors) - 20} more" if len(errors) > 20 else "")
+    raise MetadataError(first_code, f"{len(errors)} bad entries:\n  {shown}", index=first_index, entries=errors,
+                        total=total)
+
+
+def _record_errors(records: list[Any], meta_path: Path) -> list[tuple[int, str, str]]:
+    errors = []
+    for i, rec in enumerate(records):
+        problem = _record_problem(rec, i, meta_path)
+        if problem:
+            errors.append((i, *problem))
+    return errors
+
+
+def _record_problem(rec: Any, i: int, meta_path: Path) -> tuple[str, str] | None:
+    """(code, message) for a malformed record, None when it is well-formed."""
     where = f"{meta_path}: entry {i}"
     if not isinstance(rec, dict):
-        raise MetadataError("wrong_type", f"{where} must be an object, got {type(rec).__name__}", index=i)
+        return "wrong_type", f"{where} must be an object, got {type(rec).__name__}"
     if "file_path" not in rec:
-        raise MetadataError("missing_field", f"{where} has no 'file_path'", index=i)
+        return "missing_field", f"{where} has no 'file_path'"
     if not isinstance(rec["file_path"], str) or not rec["file_path"].strip():
-        raise MetadataError("wrong_type", f"{where}: 'file_path' must be a non-empty string", index=i)
+        return "wrong_type", f"{where}: 'file_path' must be a non-empty string"
     for key in ("text", "cap"):
         if key in rec and rec[key] is not None and not isinstance(rec[key], str):
-            raise MetadataError("wrong_type", f"{where}: '{key}' must be a string, got {type(rec[key]).__name__}", index=i)
+            return "wrong_type", f"{where}: '{key}' must be a string, got {type(rec[key]).__name__}"
     if "type" in rec and rec["type"] is not None and rec["type"] not in MEDIA_TYPES:
-        raise MetadataError("wrong_type", f"{where}: 'type' must be 'image' or 'video', got {rec['type']!r}", index=i)
+        return "wrong_type", f"{where}: 'type' must be 'image' or 'video', got {rec['type']!r}"
+    return None
 
 
 def resolve_path(

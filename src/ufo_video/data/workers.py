@@ -83,6 +83,9 @@ class _InShared:
 
 
 def _child(conn, shared) -> None:
+    # Ctrl-C reaches the whole process group; the parent stops the workers, so a worker ignores
+    # it rather than printing its own KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             msg = conn.recv()

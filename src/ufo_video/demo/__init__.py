@@ -59,10 +59,15 @@ def _run(out: Path, quick: bool) -> int:
     from ufo_video.demo.report import KIND, machine_info, versions, write_html, write_json
     from ufo_video.errors import UfoError
 
+    from ufo_video.writable import ensure_writable
+
     plan = QUICK if quick else FULL
     if out.exists() and not out.is_dir():
         raise UfoError(f"--out {out} exists and is not a folder; give a folder (it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+        raise UfoError(f"--out {out} is not empty and holds no earlier demo (no report.json); the demo replaces "
+                       "its own earlier outputs only: give a new or empty folder")
+    ensure_writable(out, "--out folder")
     machine = machine_info()
     timer = steps.Timer(STEPS)
     print(f"ufo-video demo ({plan.name} plan) -> {out}")
@@ -79,6 +84,8 @@ def _run(out: Path, quick: bool) -> int:
     with timer.step("evaluate", "evaluate every video"):
         trends = steps.evaluate(plan, records, frames)
         verdict = findings.verdict(trends)
+        if plan.name == "quick":
+            findings.quick_caveat(verdict, plan.train_steps, len(plan.weights))
         motion = findings.motion_note(records, plan.gen_size, plan.fps)
         print(verdict["statement"])
         print(motion)

@@ -36,7 +36,18 @@ def verdict(trends: dict[str, dict], expected: dict[str, str] | None = None) -> 
     expected = EXPECTED if expected is None else expected
     groups = {name: [check_metric(t, m, w) for m, w in expected.items()] for name, t in trends.items()}
     holds = all(c["holds"] for c in groups["all"])
-    return {"holds": holds, "groups": groups, "statement": statement(holds, groups["all"], trends["all"]["weights"])}
+    return {"holds": holds, "judged": True, "groups": groups,
+            "statement": statement(holds, groups["all"], trends["all"]["weights"])}
+
+
+def quick_caveat(result: dict, train_steps: int, weights: int) -> dict:
+    """A quick run trains a few steps: its videos differ by noise, not by what UFO learned, so
+    its trend is shown as measured but not judged (`judged` False, the statement says why)."""
+    result["judged"] = False
+    result["statement"] = (f"Quick run: {train_steps} training steps and {weights} weights are too few to show "
+                           "UFO's trend, so this is not a verdict on UFO (run the demo without --quick for one). "
+                           f"Measured: {result['statement']}")  # fmt: skip
+    return result
 
 
 def _fmt(x: float) -> str:

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ufo_video.atomic import write_text_atomic
-from ufo_video.demo.svg import line_chart
+from ufo_video.charts import line_chart
 
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "av", "opencv-python-headless", "numpy",
             "pillow")  # fmt: skip
@@ -76,10 +76,11 @@ h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-
 .banner{background:#b00020;color:#fff;padding:14px 18px;font-size:17px;font-weight:bold;border-radius:6px}
 .ok{background:#e6f4ea;border-left:6px solid #188038;padding:10px 14px}
 .bad{background:#fdecea;border-left:6px solid #b00020;padding:10px 14px}
+.note{background:#f3f3f3;border-left:6px solid #888;padding:10px 14px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3} td.l,th.l{text-align:left}
 .videos{display:flex;gap:8px;flex-wrap:wrap;align-items:flex-end} .videos figure{margin:0;text-align:center;font-size:12px}
-video,img.px{image-rendering:pixelated} pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
+video,img.px{image-rendering:pixelated} pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .charts{display:flex;flex-wrap:wrap;gap:12px} .muted{color:#666;font-size:13px}
 """
 
@@ -103,8 +104,8 @@ def _gif_data_uri(path: Path) -> str:
 
 def _videos_section(report: dict, out: Path, display: int) -> str:
     parts = ["<h2>Videos: the same prompt and seed at each UFO weight &alpha;</h2>",
-             '<p class="muted">Each row: one prompt and seed; left to right the LoRA weight grows. The grid '
-             "under each row is the same videos as one embedded GIF (it plays without the mp4 files).</p>"]  # fmt: skip
+             '<p class="muted">Each row: one prompt and seed; left to right the LoRA weight grows. Under each row '
+             "the same videos as one labelled GIF can be opened (it plays without the mp4 files).</p>"]  # fmt: skip
     groups: dict[tuple[str, int], list[dict]] = {}
     for rec in report["videos"]:
         groups.setdefault((rec["mode"], rec["prompt_index"]), []).append(rec)
@@ -125,8 +126,9 @@ def _videos_section(report: dict, out: Path, display: int) -> str:
 
             with Image.open(grid) as img:
                 width = 2 * img.width
-            parts.append(f'<p><img class="px" src="{_gif_data_uri(grid)}" alt="labelled grid {mode} prompt {k}" '
-                         f'style="width:{width}px;max-width:100%"></p>')  # fmt: skip
+            parts.append(f'<details><summary>the same row as one labelled GIF</summary><p><img class="px" '
+                         f'src="{_gif_data_uri(grid)}" alt="labelled grid {mode} prompt {k}" '
+                         f'style="width:{width}px;max-width:100%"></p></details>')  # fmt: skip
     return "\n".join(parts)
 
 
@@ -156,7 +158,7 @@ def _metrics_section(report: dict) -> str:
 
 def _verdict_section(report: dict) -> str:
     v = report["verdict"]
-    cls = "ok" if v["holds"] else "bad"
+    cls = "note" if not v.get("judged", True) else "ok" if v["holds"] else "bad"
     rows = []
     for group, checks in v["groups"].items():
         for c in checks:
@@ -175,7 +177,8 @@ def _training_section(report: dict) -> str:
     t, plan = report["training"], report["plan"]
     steps = [s for s, _ in t["losses"]]
     losses = [float(v) for _, v in t["losses"]]
-    chart = line_chart({"loss": losses}, steps, "training loss (flow matching)", "step", "loss", markers=len(steps) <= 30)
+    chart = line_chart({"loss": losses}, steps, "training loss (flow matching)", "step", "loss", markers=len(steps) <= 30,
+                       floor=0.0)
     rows = [["steps", str(t["steps"])], ["final loss", _num(t["final_loss"])], ["seconds", f"{t['seconds']:.1f}"],
             ["clips", f"static, {plan['train_frames']} frames of {plan['train_size']}x{plan['train_size']}, batch {plan['batch_size']}"],
             ["LoRA", f"rank {plan['rank']}, alpha {plan['rank']}, lr {plan['learning_rate']:g}, train_mode inpaint"],
@@ -220,7 +223,8 @@ def _run_section(report: dict) -> str:
 
 def render_html(report: dict, out: Path) -> str:
     banner = report["base_model"]["banner"]
-    display = max(96, report["plan"]["gen_size"] * 2)
+    # wide enough for the browser's video controls (play, time, volume need about 240 px)
+    display = max(240, report["plan"]["gen_size"] * 2)
     body = [
         "<h1>ufo-video demo: UFO in miniature</h1>",
         f'<p class="muted">ufo-video {escape(report["versions"]["ufo-video"])}, plan {escape(report["plan"]["name"])}, '

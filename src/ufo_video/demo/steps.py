@@ -94,10 +94,14 @@ def dataset(out: Path, plan: DemoPlan) -> dict:
 
 def data_config(plan: DemoPlan, model: str, root: str, meta: str, output_dir: Path):
     """The one `UfoConfig` of the demo (check, train and the record in the report)."""
+    import torch
+
     from ufo_video.config import UfoConfig
 
     return UfoConfig.model_validate({
-        "model": {"pretrained_model_name_or_path": model, "weight_dtype": "fp32", "device": "cpu"},
+        # the threads `demo --threads` set (train would otherwise pick its own default)
+        "model": {"pretrained_model_name_or_path": model, "weight_dtype": "fp32", "device": "cpu",
+                  "threads": torch.get_num_threads()},
         "data": {"train_data_dir": root, "train_data_meta": meta, "clip_mode": "static",
                  "image_sample_size": plan.train_size, "video_sample_size": plan.train_size,
                  "token_sample_size": plan.train_size, "video_sample_n_frames": plan.train_frames,
@@ -109,7 +113,8 @@ def data_config(plan: DemoPlan, model: str, root: str, meta: str, output_dir: Pa
         "train": {"output_dir": str(output_dir), "train_mode": "inpaint", "train_batch_size": plan.batch_size,
                   "max_train_steps": plan.train_steps, "checkpointing_steps": plan.train_steps,
                   "learning_rate": plan.learning_rate, "mixed_precision": "no", "gradient_checkpointing": False,
-                  "report_to": "none", "save_state": False, "seed": plan.seed},
+                  "report_to": "none", "save_state": False, "seed": plan.seed,
+                  "overwrite_output_dir": True},  # the demo's own folder: a rerun replaces its training
     })  # fmt: skip
 
 

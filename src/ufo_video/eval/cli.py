@@ -3,6 +3,9 @@
 Scores each video with the CPU metrics of `ufo_video.eval.metrics` and prints one row per video
 (a table, or JSON with --json). --out always writes the JSON report. All paths are checked
 before any work starts, so a typo fails at once (exit 2) rather than after minutes of scoring.
+A file that exists but cannot be decoded does not stop the others: every readable video is
+scored, the unreadable ones are listed (report "unreadable", and on stderr) and the exit status
+is 1; when none could be read it is 2.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.add_argument("--out", type=Path, help="also write the JSON report to this file")
     ev.add_argument("--max-frames", type=int, help="score only the first N frames of each video")
+    ev.add_argument("--threads", type=int, metavar="N",
+                    help="OpenCV CPU threads (default: free CPUs by the load average)")
     ev.add_argument("--vbench", action="store_true",
                     help="also run VBench's temporal dimensions if vbench and its weights are installed locally")
     ev.set_defaults(func=_eval)
@@ -57,11 +62,16 @@ def evaluate_videos(paths: list[Path], max_frames: int | None = None, use_vbench
         raise UfoError(f"video file(s) not found: {', '.join(missing)}")
     vbench = vbench_availability()
     vbench["requested"] = use_vbench
-    rows = []
+    rows, unreadable = [], []
     for path in paths:
-        frames, fps = read_video(path, max_frames)
+        try:
+            frames, fps = read_video(path, max_frames)
+        except UfoError as exc:
+            unreadable.append({"path": str(path), "error": str(exc)})
+            continue
         if len(frames) < 2:
-            raise UfoError(f"{path}: has {len(frames)} frame; temporal metrics need at least 2")
+            unreadable.append({"path": str(path), "error": f"{path}: has {len(frames)} frame; temporal metrics need at least 2"})
+            continue
         row = {
             "path": str(path),
             "frames": int(frames.shape[0]),
@@ -72,7 +82,9 @@ def evaluate_videos(paths: list[Path], max_frames: int | None = None, use_vbench
         if use_vbench and vbench["dimensions"]:
             row["vbench"] = run_vbench(path, vbench["dimensions"])
         rows.append(row)
-    return {"videos": rows, "definitions": DEFINITIONS, "vbench": vbench}
+    if not rows:
+        raise UfoError("no video could be scored:\n  " + "\n  ".join(u["error"] for u in unreadable))
+    return {"videos": rows, "unreadable": unreadable, "definitions": DEFINITIONS, "vbench": vbench}
 
 
 def format_table(report: dict) -> str:
@@ -112,10 +124,23 @@ def format_table(report: dict) -> str:
 def _eval(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 2:
         raise UfoError(f"--max-frames must be at least 2 (temporal metrics compare frames), got {args.max_frames}")
+    import cv2
+
+    from ufo_video.threads import default_threads
+
+    if args.threads is not None and args.threads < 1:
+        raise UfoError(f"--threads must be at least 1, got {args.threads}")
+    cv2.setNumThreads(args.threads or default_threads())
+    if args.out is not None:  # before minutes of scoring, not after
+        from ufo_video.writable import ensure_writable
+
+        ensure_writable(args.out.parent, "--out folder")
     report = evaluate_videos(list(args.videos), args.max_frames, args.vbench)
     if args.vbench and not report["vbench"]["dimensions"]:
         print(f"note: VBench {report['vbench']['reason']}", file=sys.stderr)
     if args.out is not None:
         write_json_atomic(args.out, report, allow_nan=False)
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else format_table(report))
-    return 0
+    for bad in report["unreadable"]:
+        print(f"error: not scored: {bad['error']}", file=sys.stderr)
+    return 1 if report["unreadable"] else 0

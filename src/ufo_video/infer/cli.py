@@ -45,6 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", help="mp4 (default, H.264), gif, or png (a folder of frames)")
     p.add_argument("--cache", choices=["none", "first-block"], help="step cache (TeaCache counterpart)")
     p.add_argument("--cache-threshold", type=float, help="first-block cache threshold (default 0.08)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (model.threads; default: free CPUs by the load average); in the sidecar")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, all in one run (e.g. at the end): infer.fps=16 weight_dtype=fp32")
 
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--out", type=Path, help="output file (one video); default save_path/NNNNNNNN.mp4")
     gen.add_argument("--out-dir", type=Path, help="folder for numbered outputs (default infer.save_path)")
     gen.add_argument("--from-sidecar", type=Path, metavar="FILE.json", help="make a saved video again, exactly")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing --out file (and its sidecar)")
     gen.set_defaults(func=_generate)
 
     sw = sub.add_parser("sweep", help="one LoRA at several weights, same prompt and seed, plus a labelled grid")
@@ -77,8 +80,16 @@ def _configured(args: argparse.Namespace):
     from ufo_video.config import load_config
     from ufo_video.infer.settings import apply_values
 
-    cfg = load_config(args.config, args.overrides)
-    return apply_values(cfg, _given(args), print)
+    from ufo_video.threads import apply_threads, threads_override
+
+    cfg = load_config(args.config, list(args.overrides) + threads_override(getattr(args, "threads", None)))
+    apply_threads(cfg.model.threads)
+    values = _given(args)
+    if "sample_size" in values or "video_length" in values:
+        from ufo_video.infer.run import round_for_model
+
+        round_for_model(values.get("model") or cfg.model.pretrained_model_name_or_path, values, print)
+    return apply_values(cfg, values, print)
 
 
 def _cache_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.out is not None and args.out_dir is not None:
         raise UfoError("give either --out FILE or --out-dir DIR, not both")
     paths = plan_output_paths(len(requests), args.out, args.out_dir or Path(cfg.infer.save_path), fmt)
-    generate_videos(settings, requests, paths, fmt)
+    generate_videos(settings, requests, paths, fmt, overwrite=args.overwrite)
     return 0
 
 
@@ -140,7 +151,13 @@ def _from_sidecar(args: argparse.Namespace) -> int:
     out = args.out or original.with_name(f"{original.name}-reproduced")
     if args.out is None:
         out = out if fmt == "png" else out.with_suffix(f".{fmt}")
-    [(_, side)] = generate_videos(settings, [request], [out], fmt)
+    from ufo_video.threads import apply_threads
+
+    # the thread count of the original run, unless --threads says otherwise: CPU results can
+    # differ in the last bits between counts, and this command promises the same frames
+    recorded = data.get("runtime", {}).get("threads") if isinstance(data.get("runtime"), dict) else None
+    apply_threads(args.threads if args.threads is not None else recorded)
+    [(_, side)] = generate_videos(settings, [request], [out], fmt, overwrite=args.overwrite)
     new_hash = read_sidecar(side)["frames_sha256"]
     if new_hash == data.get("frames_sha256"):
         print(f"reproduced exactly: frames identical to {args.from_sidecar.name}'s video")

@@ -39,6 +39,7 @@ class VideoGenerator:
         self.model = load_model(settings.model, dtype=self.dtype)
         self._pipes: dict[str, Any] = {}
         self._placed: type | None = None
+        self.progress_label: str | None = None  # set (e.g. "video 2/5"): a tqdm bar with ETA over the denoising steps
         self.adapter_names: list[str] = []
         if settings.loras:
             from ufo_video.lora.apply import load_loras
@@ -136,8 +137,13 @@ class VideoGenerator:
         pipe = self.pipeline(task)
         # seeded on the CPU so a seed gives the same noise on every device
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
-        with self.cache.session() if self.cache else nullcontext():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=s.num_inference_steps, desc=self.progress_label, unit="step", leave=False,
+                   disable=self.progress_label is None, dynamic_ncols=True, mininterval=0)  # fmt: skip
+        with self.cache.session() if self.cache else nullcontext(), bar:
             result = pipe(
+                callback_on_step_end=lambda _pipe, _i, _t, tensors: (bar.update(1), tensors)[1],
                 prompt=request.prompt,
                 negative_prompt=self.model.pipeline_negative_prompt(request.negative_prompt),
                 num_frames=s.video_length,

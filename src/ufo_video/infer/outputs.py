@@ -88,9 +88,11 @@ def _absolute(path: str | None) -> str | None:
 
 
 def sidecar_record(
-    settings: GenerationSettings, request: VideoRequest, output: Path, fmt: str, frames: np.ndarray
+    settings: GenerationSettings, request: VideoRequest, output: Path, fmt: str, frames: np.ndarray,
+    runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Paths are stored absolute so the sidecar reproduces the video from any working folder."""
+    """Paths are stored absolute so the sidecar reproduces the video from any working folder.
+    `runtime` (CPU threads) is recorded too: results can differ in the last bits with it."""
     setting_values = settings.to_dict()
     setting_values["model"] = _absolute(settings.model)
     for lora in setting_values["loras"]:
@@ -110,14 +112,16 @@ def sidecar_record(
             "end_image": _absolute(request.end_image),
         },
         "settings": setting_values,
+        "runtime": dict(runtime or {}),
     }
 
 
 def write_video_and_sidecar(
-    frames: np.ndarray, path: Path, fmt: str, settings: GenerationSettings, request: VideoRequest
+    frames: np.ndarray, path: Path, fmt: str, settings: GenerationSettings, request: VideoRequest,
+    runtime: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     out = write_output(frames, path, fmt, settings.fps)
-    side = write_json_atomic(sidecar_path(out), sidecar_record(settings, request, out, fmt, frames))
+    side = write_json_atomic(sidecar_path(out), sidecar_record(settings, request, out, fmt, frames, runtime))
     return out, side
 
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +18,9 @@ import yaml
 
 from ufo_video.config import load_config
 from ufo_video.errors import UfoError
-from ufo_video.infer.outputs import next_index_path, with_format, write_video_and_sidecar
-from ufo_video.infer.settings import GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
+from ufo_video.infer.outputs import next_index_path, sidecar_path, with_format, write_video_and_sidecar
+from ufo_video.infer.settings import SIZE_MULTIPLE, GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
+from ufo_video.writable import ensure_writable, refuse_existing
 
 Log = Callable[[str], None]
 
@@ -40,13 +43,50 @@ def generate_videos(
     fmt: str,
     log: Log = print,
     generator: Any = None,
+    overwrite: bool = False,
 ) -> list[tuple[Path, Path]]:
-    """Load the model once (unless a `VideoGenerator` is passed) and write each video + sidecar."""
+    """Load the model once (unless a `VideoGenerator` is passed) and write each video + sidecar.
+    Everything that can be checked without the model is checked first (inputs, outputs, the
+    model's variant for image-to-video), so a mistake costs no loading time and no lost video."""
+    import torch
+    from tqdm.auto import tqdm
+
     from ufo_video.infer.engine import VideoGenerator
 
+    check_before_loading(settings, requests, paths, overwrite, check_model=generator is None)
+    if generator is None:
+        log(f"loading {settings.model} ...")
+    gen = generator or VideoGenerator(settings, log=log)
+    runtime = {"threads": torch.get_num_threads()}
+    written = []
+    batch = tqdm(total=len(requests), desc="prompts", unit="video", disable=len(requests) < 2, dynamic_ncols=True, mininterval=0)
+    for i, (req, path) in enumerate(zip(requests, paths)):
+        t0 = time.perf_counter()
+        gen.progress_label = f"video {i + 1}/{len(requests)}" if len(requests) > 1 else "video"
+        try:
+            frames = gen.generate(req)
+        finally:
+            gen.progress_label = None
+        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime)
+        batch.update(1)
+        log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
+            f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip
+        written.append((out, side))
+    batch.close()
+    return written
+
+
+def check_before_loading(
+    settings: GenerationSettings, requests: list[VideoRequest], paths: list[Path], overwrite: bool,
+    check_model: bool = True,
+) -> None:
+    """Inputs exist, image-to-video has its start image and an InP model, outputs can be written
+    and would not replace a file unasked. Reads model configs only (no weights)."""
     if not requests:
         raise UfoError("nothing to generate: no prompts")
     for req in requests:
+        if req.end_image is not None and req.image is None:
+            raise UfoError("--end-image needs --image (the start frame) as well")
         for what, img in (("start image", req.image), ("end image", req.end_image)):
             if img is not None and not Path(img).is_file():
                 raise UfoError(f"{what} not found: {img} (give the path of a PNG or JPEG file)")
@@ -55,16 +95,58 @@ def generate_videos(
     for spec in settings.loras:
         if not Path(spec.path).is_file():
             raise UfoError(f"LoRA file not found: {spec.path}")
-    gen = generator or VideoGenerator(settings, log=log)
-    written = []
-    for req, path in zip(requests, paths):
-        t0 = time.perf_counter()
-        frames = gen.generate(req)
-        out, side = write_video_and_sidecar(frames, path, fmt, settings, req)
-        log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
-            f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip
-        written.append((out, side))
-    return written
+    if check_model and any(req.image for req in requests):
+        from ufo_video.models.registry import adapter_for
+
+        info = adapter_for(settings.model).inspect(Path(settings.model))
+        if info.variant != "inp":
+            raise UfoError(f"{settings.model} is a text-to-video (T2V) model; image-to-video needs an InP model "
+                           "(an inpaint variant of the model)")  # fmt: skip
+    if not overwrite:
+        refuse_existing([p if p.exists() or not sidecar_path(p).exists() else sidecar_path(p) for p in paths])
+    for folder in sorted({p.parent for p in paths}):
+        ensure_writable(folder)
+
+
+def round_for_model(model: str, values: dict[str, Any], notify: Log) -> None:
+    """Round `sample_size` / `video_length` in `values` (flags or script variables) with the
+    model's own numbers, read from its configs (no weights): sides to a multiple of the VAE's
+    spatial compression times the transformer's patch (and of 16, which the config requires),
+    frame counts to k*t+1 for the VAE's temporal compression t (and 4k+1). The notice names the
+    model's real factors. A folder that is not a model is left to the loader's own message."""
+    size, length = values.get("sample_size"), values.get("video_length")
+    if size is None and length is None:
+        return
+    from ufo_video.models.registry import adapter_for
+
+    try:
+        adapter = adapter_for(model)
+        info = adapter.inspect(Path(model))
+    except UfoError:
+        return
+    spatial = int(info.extra.get("spatial_factor", adapter.spatial_factor))
+    temporal = int(info.extra.get("temporal_factor", adapter.temporal_factor))
+    patch = int(adapter.patch_size)
+    if size is not None:
+        hw = (size, size) if isinstance(size, (int, float)) else size
+        if isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(x, (int, float)) for x in hw):
+            multiple = math.lcm(spatial * patch, SIZE_MULTIPLE)
+            new = tuple(max(multiple, multiple * math.floor(int(x) / multiple + 0.5)) for x in hw)
+            if new != tuple(int(x) for x in hw):
+                why = f"the VAE compresses {spatial}x and the transformer patches {patch}x{patch}"
+                if multiple != spatial * patch:
+                    why += f", and sizes are kept to multiples of {SIZE_MULTIPLE}"
+                notify(f"notice: sample size {int(hw[0])}x{int(hw[1])} does not fit this model ({why}); "
+                       f"using {new[0]}x{new[1]}")  # fmt: skip
+                values["sample_size"] = list(new)
+    if isinstance(length, int) and length >= 1:
+        step = math.lcm(temporal, 4)
+        lower = length - (length - 1) % step
+        new_len = lower if (length - lower) < (lower + step - length) else lower + step
+        if new_len != length:
+            notify(f"notice: video_length {length} does not fit this model (its VAE compresses time {temporal}x "
+                   f"causally; frame counts are {step}k+1); using {new_len}")  # fmt: skip
+            values["video_length"] = new_len
 
 
 # ---- predict_t2v.py / predict_i2v.py --------------------------------------------------------------
@@ -82,7 +164,11 @@ def _parse_script_args(argv: list[str], script: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in argv:
         name, sep, raw = item.partition("=")
-        if not sep or name not in SCRIPT_VARIABLES:
+        if sep and name not in SCRIPT_VARIABLES:
+            close = difflib.get_close_matches(name, SCRIPT_VARIABLES, n=1, cutoff=0.6)
+            hint = f" Did you mean: {' or '.join(close)}?" if close else ""
+            raise UfoError(f"{script}: unknown variable {name!r}.{hint} The variables: {', '.join(SCRIPT_VARIABLES)}")
+        if not sep:
             raise UfoError(
                 f"{script}: arguments are variable=value overrides of the variables at the top of the script "
                 f"(got {item!r}); variables: {', '.join(SCRIPT_VARIABLES)}"
@@ -112,6 +198,9 @@ def run_predict_script(variables: dict[str, Any], argv: list[str], script: str, 
 
     _quiet_libraries()
     try:
+        from ufo_video.threads import apply_threads
+
+        apply_threads(None)
         v = {k: variables.get(k) for k in SCRIPT_VARIABLES}
         v.update(_parse_script_args(argv, script))
         if not Path(str(v["model_name"])).exists():
@@ -122,6 +211,7 @@ def run_predict_script(variables: dict[str, Any], argv: list[str], script: str, 
         values = {"model": v.pop("model_name"), **v}
         if values.get("negative_prompt") is None:
             values["negative_prompt"] = ""
+        round_for_model(str(values["model"]), values, log)
         apply_values(cfg, values, log)
         settings = settings_from_config(cfg)
         paths = plan_output_paths(1, None, Path(cfg.infer.save_path), "mp4")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -126,15 +127,19 @@ def check_against_model(cfg: UfoConfig, rules: SizeRules) -> None:
 
 
 def parse_lora_arg(text: str, default_weight: float) -> LoraSpec:
-    """`PATH` or `PATH:WEIGHT`. Only a suffix that parses as a number is a weight, so paths with
-    colons (drive letters, odd names) still work."""
+    """`PATH` or `PATH:WEIGHT`. A name that exists as a file is a path whatever it contains; a
+    tail after the last colon without a slash is a weight, and a bad one (`:abc`, `:nan`, `:inf`)
+    is an error naming the weight, not a "file not found" for the whole text."""
     path, sep, tail = text.rpartition(":")
-    if sep and path:
-        try:
-            return LoraSpec(path, float(tail))
-        except ValueError:
-            pass
-    return LoraSpec(text, float(default_weight))
+    if not sep or not path or "/" in tail or "\\" in tail or Path(text).is_file():
+        return LoraSpec(text, float(default_weight))
+    try:
+        weight = float(tail)
+    except ValueError:
+        raise ConfigError(f"--lora {text}: the weight {tail!r} is not a number; write PATH:WEIGHT, e.g. {path}:0.15") from None
+    if not math.isfinite(weight):
+        raise ConfigError(f"--lora {text}: the weight must be a finite number, got {tail!r}")
+    return LoraSpec(path, weight)
 
 
 def _assign(cfg: UfoConfig, section: str, key: str, value: Any) -> None:

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="kohya (the UFO reference's layout), musubi (musubi-tuner), comfy (ComfyUI, diffusion-pipe), "
                            "peft (diffusers); each family's default is listed in README")
     conv.add_argument("--model", type=Path, help=MODEL_HELP)
+    conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists (DST may be SRC)")
     conv.set_defaults(func=_convert)
 
     comb = lsub.add_parser("combine", help="merge LoRAs FILE:WEIGHT ... into one (exact rank concatenation)")
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     comb.add_argument("--to", choices=FORMAT_NAMES, help="key layout of the output (default: the first input's)")
     comb.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     comb.add_argument("--model", type=Path, help=MODEL_HELP)
+    comb.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     comb.set_defaults(func=_combine)
 
     bake = lsub.add_parser("bake", help="write a model folder with LoRAs merged into the transformer")
@@ -62,7 +64,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from ufo_video.lora.tools import convert_lora
+    from ufo_video.writable import ensure_writable, refuse_existing
 
+    refuse_existing([] if args.overwrite else [args.dst]), ensure_writable(args.dst.parent)
     out = convert_lora(args.src, args.dst, args.to, args.model)
     print(f"wrote {args.dst} ({out.format}, {len(out.modules)} modules, tensors unchanged)")
     return 0
@@ -77,6 +81,9 @@ def _combine(args: argparse.Namespace) -> int:
 
     if args.rank is not None and args.rank < 1:
         raise LoraError("--rank must be at least 1")
+    from ufo_video.writable import ensure_writable, refuse_existing
+
+    refuse_existing([] if args.overwrite else [args.out]), ensure_writable(args.out.parent)
     specs = [parse_lora_spec(s) for s in args.specs]
     result = combine_loras(specs, args.model, args.rank, args.to, getattr(torch, DTYPES[args.dtype]))
     write_lora(args.out, result.weights)

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,6 +44,7 @@ class Progress:
     nan_skips: int = 0
     fingerprint: str = ""
     num_processes: int = 1
+    settings: dict = field(default_factory=dict)  # UfoConfig.flat_settings(): a resume names what changed
 
 
 def state_dir(output_dir: Path, step: int) -> Path:

@@ -42,6 +42,7 @@ class RunResult:
     seconds: float
     interrupted: bool = False
     nan_skips: int = 0
+    state_saved: bool = False  # a resumable state folder exists for `steps`
 
 
 def _loader(cfg: UfoConfig, acc, epoch: int, skip: int):
@@ -124,12 +125,21 @@ def optimizer_step(run: TrainRun, batches: list[dict], first_pos: int, progress:
 
 def train(cfg: UfoConfig) -> RunResult:
     """Run a whole training from a validated config (every process of a launch calls this)."""
+    from ufo_video.threads import apply_threads
+    from ufo_video.train.output_lock import claim_output_dir
+
     check_inputs(cfg)
     started = time.perf_counter()
     out = Path(cfg.train.output_dir)
+    threads = apply_threads(cfg.model.threads)
     acc = make_accelerator(cfg, out)
     try:
-        return _train(cfg, acc, out, started)
+        # the main process holds output_dir for the whole run (lock, writable, not another run's)
+        claim = (claim_output_dir(out, resuming=bool(cfg.train.resume_from_checkpoint),
+                                  start_over=cfg.train.overwrite_output_dir)
+                 if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
+        with claim:
+            return _train(cfg, acc, out, started, threads)
     finally:
         acc.end_training()
         if acc.num_processes == 1:
@@ -140,23 +150,30 @@ def train(cfg: UfoConfig) -> RunResult:
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
+def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunResult:
     from tqdm.auto import tqdm
 
+    from ufo_video.train import report
+
+    if acc.is_main_process:
+        print(f"reading the dataset {cfg.data.train_data_meta} ...", flush=True)
     first = _loader(cfg, acc, epoch=0, skip=0)
     if len(first) == 0:
         raise DataError(
             f"{cfg.data.train_data_meta}: no full batch per process (train_batch_size={cfg.train.train_batch_size} "
             f"x {acc.num_processes} processes); add samples or lower the batch size"
         )
+    if acc.is_main_process:
+        print(f"loading {cfg.model.pretrained_model_name_or_path} ...", flush=True)
     run = setup(cfg, acc, len(first))
     check_validation(run)
+    setup_seconds = time.perf_counter() - started
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_tmp(out):
             print(f"removed incomplete checkpoint {stale.name} (a run stopped while saving)")
         saving.write_resolved_config(run)
-        print(run.summary.describe())
+        print("\n".join(report.start_summary(run, first, threads)))
     acc.wait_for_everyone()
     loss_log = out / "losses.jsonl"
     progress = _resume(run, out)
@@ -200,6 +217,8 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
                 if progress.step % cfg.train.checkpointing_steps == 0 or progress.step == total:
                     saving.save_checkpoint(run, progress)
                     last_saved = progress.step
+                    if run.is_main:
+                        bar.write(report.checkpoint_line(run, progress.step, last_loss))
                 if validation_due(run, progress.step):
                     run_validation(run, progress.step)
             if pos >= n and progress.batch_in_epoch != 0:
@@ -208,7 +227,8 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
         interrupted = True
         bar.close()
         if run.is_main:
-            print(f"\ninterrupted at step {progress.step}; saving a checkpoint before exiting")
+            done = "its checkpoint is saved" if last_saved == progress.step else "saving a checkpoint before exiting"
+            print(f"\ninterrupted at step {progress.step}; {done}", flush=True)
     except torch.OutOfMemoryError:
         raise TrainError(OOM_HELP) from None
     finally:
@@ -216,16 +236,22 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
     if progress.step > 0 and last_saved != progress.step:
         saving.save_checkpoint(run, progress)
     lora = ckpt.lora_file(out, progress.step) if progress.step > 0 else None
-    result = RunResult(progress.step, last_loss, lora, time.perf_counter() - started, interrupted, progress.nan_skips)
+    result = RunResult(progress.step, last_loss, lora, time.perf_counter() - started, interrupted, progress.nan_skips,
+                       state_saved=bool(cfg.train.save_state and progress.step > 0))  # fmt: skip
     if run.is_main:
         _print_summary(result, out, getattr(loader, "failures", None))
+        timings = {"total_s": round(result.seconds, 2), "setup_s (data, model, LoRA)": round(setup_seconds, 2),
+                   "threads": threads}  # fmt: skip
+        html = report.write_train_report(run, result, timings=timings)
+        print(f"  report: {html}")
     return result
 
 
 def _resume(run: TrainRun, out: Path) -> Progress:
     """The restored progress when resume_from_checkpoint is set (and a state exists), else a fresh one."""
     cfg = run.cfg
-    fresh = Progress(fingerprint=cfg.fingerprint(), num_processes=run.accelerator.num_processes)
+    fresh = Progress(fingerprint=cfg.fingerprint(), num_processes=run.accelerator.num_processes,
+                     settings=cfg.flat_settings())
     if not cfg.train.resume_from_checkpoint:
         return fresh
     folder = ckpt.resolve_resume(cfg.train.resume_from_checkpoint, out)
@@ -234,7 +260,7 @@ def _resume(run: TrainRun, out: Path) -> Progress:
             print(f"resume_from_checkpoint=latest: no complete checkpoint in {out}; starting from step 0")
         return fresh
     progress = saving.restore(run, folder)
-    progress.fingerprint = cfg.fingerprint()
+    progress.fingerprint, progress.settings = cfg.fingerprint(), cfg.flat_settings()
     if run.is_main:
         print(f"resumed from {folder} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch_in_epoch})")
     return progress

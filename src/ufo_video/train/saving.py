@@ -92,8 +92,12 @@ def restore(run: TrainRun, folder: Path) -> Progress:
     from ufo_video.train.state_io import set_rng_state
 
     set_rng_state(state["rng"])
-    if progress.fingerprint != run.cfg.fingerprint() and run.is_main:
-        print(f"note: {folder} was written with different settings (fingerprint {progress.fingerprint}); continuing")
+    if run.is_main:
+        from ufo_video.train.report import settings_note
+
+        note = settings_note(folder, progress, run.cfg)
+        if note:
+            print(note)
     return progress
 
 

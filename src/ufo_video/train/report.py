@@ -1,0 +1,187 @@
+"""What a training run tells the user: the start summary, a line per checkpoint, the note on
+resumed settings, and `train-report.html` at the end (smoothed loss, learning rate, samples,
+checkpoints, timings) — readable without TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from ufo_video.atomic import write_text_atomic
+from ufo_video.train import checkpoint as ckpt
+
+REPORT_NAME = "train-report.html"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def disk_estimate(trainable: int, save_state: bool, total_steps: int, every: int, limit: int | None) -> tuple[int, int]:
+    """(bytes per checkpoint, bytes for all kept checkpoints). A LoRA file holds the trainable
+    weights in fp32; a state folder adds them again plus AdamW's two fp32 moments."""
+    per = trainable * 4 * (4 if save_state else 1)
+    saves = math.ceil(total_steps / every) if total_steps else 0
+    kept = min(saves, limit) if limit is not None else saves
+    return per, per * kept
+
+
+def _data_lines(loader: Any) -> list[str]:
+    samples = getattr(loader, "samples", None)
+    lines = []
+    if isinstance(samples, dict):
+        types: dict[str, int] = {}
+        for s in samples.values():
+            types[s.info.type] = types.get(s.info.type, 0) + 1
+        kinds = ", ".join(f"{n} {t}{'s' if n != 1 else ''}" for t, n in sorted(types.items()))
+        lines.append(f"  data: {len(samples)} samples ({kinds}), {len(loader)} batches per epoch per process")
+    else:
+        lines.append(f"  data: {len(loader)} batches per epoch per process (latent cache)")
+    batches = getattr(loader, "batches", None)
+    if batches:
+        from ufo_video.data.plan import describe_buckets
+
+        shown = ", ".join(f"{k} x{n}" for k, n in describe_buckets(batches).items())
+        lines.append(f"  buckets (HxWxframes x batches): {shown}")
+    failures = getattr(loader, "failures", None) or []
+    if failures:
+        lines.append(f"  skipped {len(failures)} unreadable file(s), e.g. {failures[0][0]}: {failures[0][1]}")
+    for path, message in getattr(loader, "notices", None) or []:
+        lines.append(f"  clip_mode=video: {path}: {message}")
+    return lines
+
+
+def start_summary(run: Any, loader: Any, threads: int) -> list[str]:
+    """What the run is about to do, before the first step."""
+    cfg, acc = run.cfg, run.accelerator
+    t = cfg.train
+    total = run.extra["total_steps"]
+    trainable = sum(p.numel() for p in run.params)
+    per, all_ = disk_estimate(trainable, t.save_state, total, t.checkpointing_steps, t.checkpoints_total_limit)
+    free = shutil.disk_usage(run.output_dir).free
+    lines = [f"training {total} steps ({t.train_batch_size} per process x {acc.num_processes} process(es) x "
+             f"{t.gradient_accumulation_steps} accumulation), clip_mode={cfg.data.clip_mode}, train_mode={t.train_mode}"]
+    lines += _data_lines(loader)
+    lines.append(f"  device: {acc.device} ({acc.num_processes} process(es), {threads} CPU thread(s)); weights "
+                 f"{cfg.model.weight_dtype}, mixed precision {t.mixed_precision}, LoRA in fp32")
+    lines.append("  " + run.summary.describe())
+    state = " + state folder" if t.save_state else ""
+    lines.append(f"  output: {run.output_dir}; a checkpoint (LoRA{state}) every {t.checkpointing_steps} steps, "
+                 f"~{_size(per)} each, ~{_size(all_)} in all ({_size(free)} free)")
+    return lines
+
+
+def checkpoint_line(run: Any, step: int, loss: float | None) -> str:
+    path = ckpt.lora_file(run.output_dir, step)
+    state = f" + {ckpt.state_dir(run.output_dir, step).name}/" if run.cfg.train.save_state else ""
+    shown = f", loss {loss:.5f}" if loss is not None else ""
+    return f"saved {path.name}{state} (step {step}{shown})"
+
+
+def settings_note(folder: Path, progress: Any, cfg: Any) -> str | None:
+    """None when the resumed run has the saved run's settings; else the keys that differ."""
+    now = cfg.flat_settings()
+    old = getattr(progress, "settings", None) or {}
+    if not old:  # a state saved before settings were recorded: only the fingerprint can tell
+        if progress.fingerprint in ("", cfg.fingerprint()):
+            return None
+        return f"note: {folder} was written with different settings (fingerprint {progress.fingerprint}); continuing"
+    changed = sorted(k for k in set(old) | set(now) if old.get(k, "<unset>") != now.get(k, "<unset>"))
+    if not changed:
+        return None
+    shown = "; ".join(f"{k}: {old.get(k, '<unset>')!r} -> {now.get(k, '<unset>')!r}" for k in changed[:8])
+    more = f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""
+    return f"note: resuming {folder.name} with changed settings: {shown}{more}"
+
+
+# ---- train-report.html ---------------------------------------------------------------------------
+
+
+def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """TensorBoard-style exponential moving average with bias correction (the first points are
+    not dragged towards 0)."""
+    out, avg, n = [], 0.0, 0
+    for v in values:
+        if not math.isfinite(v):
+            out.append(float("nan"))
+            continue
+        n += 1
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**n))
+    return out
+
+
+def _read_losses(path: Path) -> tuple[list[int], list[float], list[float]]:
+    steps, losses, lrs = [], [], []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            loss = r["loss"] if isinstance(r["loss"], (int, float)) else float("nan")
+            steps.append(int(r["step"]))
+            losses.append(float(loss))
+            lrs.append(float(r.get("lr", float("nan"))))
+    return steps, losses, lrs
+
+
+def write_train_report(run: Any, result: Any, timings: dict[str, Any]) -> Path:
+    """Write `output_dir/train-report.html` (atomic) and return its path."""
+    from ufo_video.charts import line_chart
+
+    out = run.output_dir
+    steps, losses, lrs = _read_losses(out / "losses.jsonl")
+    parts = [f"<h1>Training report: {escape(out.name)}</h1>",
+             f"<p>{'interrupted' if result.interrupted else 'finished'}: {result.steps} steps in "
+             f"{result.seconds:.1f} s; final loss {'n/a' if result.final_loss is None else f'{result.final_loss:.5f}'}; "
+             f"written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]  # fmt: skip
+    if steps:
+        series = {"loss (smoothed)": smooth(losses)}
+        if len(steps) > 1:
+            series = {"loss": losses, **series}
+        parts.append(line_chart(series, steps, "training loss", "step", "loss", markers=len(steps) <= 30, floor=0.0))
+        parts.append(line_chart({"lr": lrs}, steps, "learning rate", "step", "lr", markers=len(steps) <= 30, floor=0.0))
+    else:
+        parts.append("<p>No step completed: no loss to show.</p>")
+    rows = []
+    for step, paths in sorted(ckpt.list_steps(out).items()):
+        names = ", ".join(escape(p.name) for p in sorted(paths))
+        rows.append(f"<tr><td>{step}</td><td>{names}</td></tr>")
+    parts.append("<h2>Checkpoints</h2>" + (f"<table><tr><th>step</th><th>files</th></tr>{''.join(rows)}</table>"
+                                           if rows else "<p>none</p>"))  # fmt: skip
+    samples = sorted((out / "samples").glob("*")) if (out / "samples").is_dir() else []
+    if samples:
+        items = "".join(
+            f'<figure><video src="samples/{escape(p.name)}" controls loop muted width="256"></video>'
+            f"<figcaption>{escape(p.name)}</figcaption></figure>"
+            for p in samples if p.suffix == ".mp4"
+        )
+        parts.append(f"<h2>Validation samples</h2><div class='grid'>{items}</div>")
+    t = run.cfg.train
+    timing = {**timings, "steps": result.steps,
+              "s_per_step": round(result.seconds / result.steps, 3) if result.steps else None}  # fmt: skip
+    parts.append("<h2>Timings</h2><table>" + "".join(
+        f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>" for k, v in timing.items()) + "</table>")
+    settings = {"learning_rate": t.learning_rate, "lr_scheduler": t.lr_scheduler, "rank": run.cfg.lora.rank,
+                "network_alpha": run.cfg.lora.network_alpha, "clip_mode": run.cfg.data.clip_mode,
+                "model": run.cfg.model.pretrained_model_name_or_path}  # fmt: skip
+    parts.append("<h2>Settings</h2><table>" + "".join(
+        f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in settings.items())
+        + "</table><p>All settings: config.toml</p>")  # fmt: skip
+    html = ("<!doctype html><html><head><meta charset='utf-8'><title>ufo-video training report</title><style>"
+            "body{font-family:sans-serif;margin:1.5em;max-width:70em} td,th{padding:2px 10px;text-align:left}"
+            " .grid{display:flex;flex-wrap:wrap;gap:10px} svg{margin:4px}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")  # fmt: skip
+    path = out / REPORT_NAME
+    write_text_atomic(path, html)
+    return path

@@ -1,0 +1,65 @@
+"""Start-up stays fast: parsing (`--help`, argument errors) imports no heavy library, and the
+top-level help lists every command with the same one-line help as its module registers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ufo_video.cli import COMMANDS, build_parser
+
+HEAVY = ("torch", "transformers", "diffusers", "accelerate", "peft", "av", "cv2")
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+_PROBE = """
+import json, sys
+from ufo_video.cli import build_parser, main
+argv = json.loads(sys.argv[1])
+try:
+    main(argv)
+except SystemExit:
+    pass
+print("HEAVY=" + json.dumps([m for m in {heavy!r} if m in sys.modules]))
+"""
+
+
+def _probe(argv: list[str]) -> tuple[list[str], str]:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), json.dumps(argv)],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    line = [x for x in proc.stdout.splitlines() if x.startswith("HEAVY=")][-1]
+    return json.loads(line[len("HEAVY="):]), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["train", "--help"], ["generate", "--help"], ["data", "check", "--help"], ["eval", "--help"],
+     ["lora", "--help"], ["demo", "--help"], ["model", "--help"], ["generate", "--no-such-flag"],
+     ["nosuchcommand"], ["sweep", "--help"]],
+)
+def test_help_and_argument_errors_import_no_heavy_library(argv):
+    heavy, output = _probe(argv)
+    assert heavy == [], f"{argv} imported {heavy}"
+    assert "usage:" in output
+
+
+def test_top_level_help_lists_every_command():
+    _, output = _probe(["--help"])
+    for name in COMMANDS:
+        assert name in output
+
+
+def _help_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {c.dest: c.help for c in action._choices_actions}
+
+
+def test_placeholder_help_equals_each_modules_own_help():
+    """The table in cli.py cannot drift from what each module registers."""
+    assert _help_of(build_parser([])) == _help_of(build_parser([], full=True))
