@@ -65,9 +65,8 @@ def test_rounding_notices_use_the_models_own_numbers(capsys, monkeypatch):
     assert main(["generate", "--model", str(TINY_BASE), "--prompt", "x", "--sample-size", "70", "60",
                  "--video-length", "8", "--out", "/tmp/never-written.mp4"]) == 2  # fmt: skip
     out = capsys.readouterr().out
-    assert "sample size 70x60 does not fit this model (the VAE compresses 4x and the transformer patches 2x2" in out
-    assert "using 64x64" in out
-    assert "video_length 8 does not fit this model (its VAE compresses time 2x causally" in out and "using 9" in out
+    assert "sample size 70x60 is not a multiple of 8 (VAE 4x times patch 2); using 72x64" in out
+    assert "video_length 8 is not 2k+1 (the VAE compresses time 2x causally); using 9" in out
 
 
 # ---- data ---------------------------------------------------------------------------------------

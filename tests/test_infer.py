@@ -76,7 +76,7 @@ def test_t2v_cli_writes_video_and_sidecar(tiny_model: Path, tmp_path: Path, caps
     args[args.index("32")] = "30"  # height 30 -> rounded with a notice
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "sample size 30x32 does not fit this model (the VAE compresses 8x" in text and "using 32x32" in text
+    assert "sample size 30x32 is not a multiple of 16 (VAE 8x times patch 2)" in text and "using 32x32" in text
     frames = decode(out)
     assert frames.shape == (5, 32, 32, 3)
     meta = sidecar(out)

@@ -176,7 +176,7 @@ def test_predict_scripts_run_against_a_tiny_model(tiny_model, loras, tmp_path: P
     args = [f"model_name={tiny_model}", "video_length=6", "sample_size=[32,32]", "num_inference_steps=2",
             f"save_path={i2v}", f"validation_image_start={image}", "weight_dtype=fp32"]  # fmt: skip
     assert _run_script("predict_i2v.py", args) == 0
-    assert "video_length 6 does not fit this model (its VAE compresses time 4x" in capsys.readouterr().out
+    assert "video_length 6 is not 4k+1 (the VAE compresses time 4x causally)" in capsys.readouterr().out
     assert (i2v / "00000001.mp4").is_file()
     assert json.loads((i2v / "00000001.json").read_text())["request"]["image"] == str(image.resolve())
 

@@ -85,10 +85,6 @@ def _configured(args: argparse.Namespace):
     cfg = load_config(args.config, list(args.overrides) + threads_override(getattr(args, "threads", None)))
     apply_threads(cfg.model.threads)
     values = _given(args)
-    if "sample_size" in values or "video_length" in values:
-        from ufo_video.infer.run import round_for_model
-
-        round_for_model(values.get("model") or cfg.model.pretrained_model_name_or_path, values, print)
     return apply_values(cfg, values, print)
 
 

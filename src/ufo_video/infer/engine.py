@@ -25,6 +25,22 @@ from ufo_video.infer.settings import GenerationSettings, VideoRequest
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def task_of_request(model, model_path: str, request: VideoRequest) -> str:
+    """t2v, i2v (start image) or flf2v (start and end image), checked against the model's tasks
+    (`model` may be a shell: configs only, before anything loads)."""
+    if request.image is None:
+        if request.end_image is not None:
+            raise UfoError("--end-image needs --image (the start frame) as well")
+        task = "t2v"
+    else:
+        task = "flf2v" if request.end_image else "i2v"
+    if task not in model.tasks:
+        kind = "image-to-video" if task == "i2v" else "first+last-frame video" if task == "flf2v" else "text-to-video"
+        hint = " (image-to-video needs an inpaint / image-to-video model)" if task != "t2v" else ""
+        raise UfoError(f"{model_path} ({model.info.variant}) cannot make {kind}; it supports {', '.join(model.tasks)}{hint}")
+    return task
+
+
 class VideoGenerator:
     """Load once, generate many. Every message for the user goes through `log`."""
 
@@ -98,20 +114,7 @@ class VideoGenerator:
         return pipe
 
     def task_of(self, request: VideoRequest) -> str:
-        """t2v, i2v (start image) or flf2v (start and end image), checked against the model."""
-        if request.image is None:
-            if request.end_image is not None:
-                raise UfoError("--end-image needs --image (the start frame) as well")
-            task = "t2v"
-        else:
-            task = "flf2v" if request.end_image else "i2v"
-        if task not in self.model.tasks:
-            kind = "image-to-video" if task == "i2v" else "first+last-frame video" if task == "flf2v" else "text-to-video"
-            raise UfoError(
-                f"{self.settings.model} ({self.model.info.variant}) cannot make {kind}; it supports "
-                f"{', '.join(self.model.tasks)}" + (" (image-to-video needs an InP / I2V model)" if task != "t2v" else "")
-            )
-        return task
+        return task_of_request(self.model, self.settings.model, request)
 
     def _task_inputs(self, task: str, request: VideoRequest) -> dict[str, Any]:
         if task == "t2v":

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import yaml
 from ufo_video.config import load_config
 from ufo_video.errors import UfoError
 from ufo_video.infer.outputs import next_index_path, sidecar_path, with_format, write_video_and_sidecar
-from ufo_video.infer.settings import SIZE_MULTIPLE, GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
+from ufo_video.infer.settings import GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
 from ufo_video.writable import ensure_writable, refuse_existing
 
 Log = Callable[[str], None]
@@ -95,58 +94,17 @@ def check_before_loading(
     for spec in settings.loras:
         if not Path(spec.path).is_file():
             raise UfoError(f"LoRA file not found: {spec.path}")
-    if check_model and any(req.image for req in requests):
-        from ufo_video.models.registry import adapter_for
+    if check_model:
+        from ufo_video.infer.engine import task_of_request
+        from ufo_video.models.registry import model_shell
 
-        info = adapter_for(settings.model).inspect(Path(settings.model))
-        if info.variant != "inp":
-            raise UfoError(f"{settings.model} is a text-to-video (T2V) model; image-to-video needs an InP model "
-                           "(an inpaint variant of the model)")  # fmt: skip
+        shell = model_shell(settings.model)
+        for req in requests:
+            task_of_request(shell, settings.model, req)
     if not overwrite:
         refuse_existing([p if p.exists() or not sidecar_path(p).exists() else sidecar_path(p) for p in paths])
     for folder in sorted({p.parent for p in paths}):
         ensure_writable(folder)
-
-
-def round_for_model(model: str, values: dict[str, Any], notify: Log) -> None:
-    """Round `sample_size` / `video_length` in `values` (flags or script variables) with the
-    model's own numbers, read from its configs (no weights): sides to a multiple of the VAE's
-    spatial compression times the transformer's patch (and of 16, which the config requires),
-    frame counts to k*t+1 for the VAE's temporal compression t (and 4k+1). The notice names the
-    model's real factors. A folder that is not a model is left to the loader's own message."""
-    size, length = values.get("sample_size"), values.get("video_length")
-    if size is None and length is None:
-        return
-    from ufo_video.models.registry import adapter_for
-
-    try:
-        adapter = adapter_for(model)
-        info = adapter.inspect(Path(model))
-    except UfoError:
-        return
-    spatial = int(info.extra.get("spatial_factor", adapter.spatial_factor))
-    temporal = int(info.extra.get("temporal_factor", adapter.temporal_factor))
-    patch = int(adapter.patch_size)
-    if size is not None:
-        hw = (size, size) if isinstance(size, (int, float)) else size
-        if isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(x, (int, float)) for x in hw):
-            multiple = math.lcm(spatial * patch, SIZE_MULTIPLE)
-            new = tuple(max(multiple, multiple * math.floor(int(x) / multiple + 0.5)) for x in hw)
-            if new != tuple(int(x) for x in hw):
-                why = f"the VAE compresses {spatial}x and the transformer patches {patch}x{patch}"
-                if multiple != spatial * patch:
-                    why += f", and sizes are kept to multiples of {SIZE_MULTIPLE}"
-                notify(f"notice: sample size {int(hw[0])}x{int(hw[1])} does not fit this model ({why}); "
-                       f"using {new[0]}x{new[1]}")  # fmt: skip
-                values["sample_size"] = list(new)
-    if isinstance(length, int) and length >= 1:
-        step = math.lcm(temporal, 4)
-        lower = length - (length - 1) % step
-        new_len = lower if (length - lower) < (lower + step - length) else lower + step
-        if new_len != length:
-            notify(f"notice: video_length {length} does not fit this model (its VAE compresses time {temporal}x "
-                   f"causally; frame counts are {step}k+1); using {new_len}")  # fmt: skip
-            values["video_length"] = new_len
 
 
 # ---- predict_t2v.py / predict_i2v.py --------------------------------------------------------------
@@ -211,7 +169,6 @@ def run_predict_script(variables: dict[str, Any], argv: list[str], script: str, 
         values = {"model": v.pop("model_name"), **v}
         if values.get("negative_prompt") is None:
             values["negative_prompt"] = ""
-        round_for_model(str(values["model"]), values, log)
         apply_values(cfg, values, log)
         settings = settings_from_config(cfg)
         paths = plan_output_paths(1, None, Path(cfg.infer.save_path), "mp4")
