@@ -400,3 +400,17 @@ def test_every_command_on_ti2v_and_a14b_i2v(wan_models, dataset, tmp_path, capsy
 
     low = _train(tmp_path, wan_models["a14b-i2v"], dataset, "a14b-i2v-low", "train.expert=transformer_2")
     assert _metadata(low)["ufo_expert"] == "transformer_2"
+
+
+def test_demo_flow_runs_on_a_tiny_wan(wan_models, tmp_path):
+    """`ufo-video demo --model DIR` runs the whole flow (data, check, train, sweep over weights,
+    metrics, report) on a Wan model; a two-expert model is refused with what to do instead."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--model", str(wan_models["ti2v"]), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["base_model"]["family"] == "wan" and report["base_model"]["modes"] == ["t2v", "i2v"]
+    assert {v["mode"] for v in report["videos"]} == {"t2v", "i2v"}
+    assert (out / "report.html").is_file()
+    assert main(["demo", "--quick", "--model", str(wan_models["t2v"]), "--out", str(tmp_path / "d1")]) == 0
+    assert set(json.loads((tmp_path / "d1" / "report.json").read_text())["trend"]) == {"all", "t2v"}
+    assert main(["demo", "--quick", "--model", str(wan_models["a14b"]), "--out", str(tmp_path / "d2")]) == 2

@@ -1,6 +1,6 @@
 """`ufo-video demo [--out DIR] [--quick]`: the whole mission in miniature, on a CPU.
 
-A tiny EasyAnimate V5.1 InP base model -> a synthetic dataset (with one broken file) -> the
+A tiny base model (the shipped trained one, or `--model DIR`) -> a synthetic dataset (with one broken file) -> the
 data check -> a UFO LoRA trained on static clips by the real trainer -> t2v and i2v videos at
 several UFO weights (the LoRA loaded once, only its weight changed) -> the metrics and their
 trend over the weight -> report.html and report.json. Each step prints a numbered progress
@@ -34,10 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                       help=f"torch CPU threads (default {DEFAULT_THREADS}: the tiny models' small operations run "
                       "faster on one thread, much faster when other processes share the CPU)")  # fmt: skip
-    demo.set_defaults(func=lambda args: run_demo(args.out, quick=args.quick, threads=args.threads))
+    demo.add_argument("--model", type=Path, help="run the same flow on this model folder (any family, e.g. a tiny Wan "
+                      "from `model make-tiny --family wan`) instead of the shipped tiny base")  # fmt: skip
+    demo.set_defaults(func=lambda args: run_demo(args.out, quick=args.quick, threads=args.threads, model=args.model))
 
 
-def run_demo(out: Path, quick: bool = False, threads: int = DEFAULT_THREADS) -> int:
+def run_demo(out: Path, quick: bool = False, threads: int = DEFAULT_THREADS, model: Path | None = None) -> int:
     """Run every step with `threads` torch threads (the previous setting is restored after)."""
     import torch
 
@@ -48,12 +50,12 @@ def run_demo(out: Path, quick: bool = False, threads: int = DEFAULT_THREADS) -> 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run(Path(out), quick)
+        return _run(Path(out), quick, model)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(out: Path, quick: bool) -> int:
+def _run(out: Path, quick: bool, model: Path | None = None) -> int:
     from ufo_video.demo import findings, steps
     from ufo_video.demo.plan import FULL, QUICK
     from ufo_video.demo.report import KIND, machine_info, versions, write_html, write_json
@@ -72,7 +74,7 @@ def _run(out: Path, quick: bool) -> int:
     timer = steps.Timer(STEPS)
     print(f"ufo-video demo ({plan.name} plan) -> {out}")
     with timer.step("base_model", "base model"):
-        base = steps.base_model(out)
+        base = steps.base_model(out, model=model)
     with timer.step("dataset", "make a small dataset"):
         ds = steps.dataset(out, plan)
     with timer.step("check", "check the dataset"):

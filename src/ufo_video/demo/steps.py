@@ -23,7 +23,7 @@ from ufo_video.errors import UfoError
 
 RANDOM_BANNER = (
     "RANDOM TINY MODEL: the shipped trained tiny base model ({path}) is not present, so this demo "
-    "runs on a tiny EasyAnimate V5.1 InP model with RANDOMLY INITIALISED weights (make_tiny, seed 0). "
+    "runs on a tiny model of the first registered family with RANDOMLY INITIALISED weights (make_tiny, seed 0). "
     "Its videos are not meaningful pictures: the numbers below show the machinery (data check, UFO "
     "training, the alpha sweep, the metrics), not what UFO does to a trained model."
 )
@@ -56,30 +56,42 @@ class Timer:
 # ---------------------------------------------------------------------------- 1. base model
 
 
-def base_model(out: Path, base_dir: Path | None = None) -> dict:
-    """The shipped trained tiny base when it exists, else a random tiny model with a banner.
-    Never silent: the choice is printed and recorded. The demo needs an InP model (it trains
-    in inpaint mode and makes image-to-video)."""
-    from ufo_video.models.registry import adapter_for
+def base_model(out: Path, base_dir: Path | None = None, model: Path | None = None) -> dict:
+    """The model the demo runs on: `model` when given (any family; the demo makes the videos of
+    the tasks it supports), else the shipped trained tiny base when it exists, else a random tiny
+    model of the first registered family with a banner. Never silent: the choice is printed and
+    recorded."""
+    from ufo_video.models.registry import ADAPTERS, model_shell
 
-    base_dir = plans.TINY_BASE_DIR if base_dir is None else base_dir
-    if base_dir.is_dir():
-        path, banner = base_dir, None
-        print(f"base model: the shipped trained tiny base {path}")
+    banner = None
+    if model is not None:
+        path = Path(model)
+        if not path.is_dir():
+            raise UfoError(f"--model {path}: folder not found")
+        print(f"base model: {path} (given with --model)")
     else:
-        from ufo_video.models.tiny import make_tiny
-
-        path = out / "tiny-random"
-        if not (path / "model_index.json").is_file():
-            make_tiny(path, layout="diffusers", variant="inp", seed=0)
-        banner = RANDOM_BANNER.format(path=base_dir)
-        print("!" * 78 + f"\n{banner}\n" + "!" * 78)
-    info = adapter_for(path).inspect(path)
-    if info.variant != "inp":
-        raise UfoError(f"{path}: the demo needs an InP (inpaint) model for inpaint training and i2v; "
-                       f"this one is {info.variant}")  # fmt: skip
+        base_dir = plans.TINY_BASE_DIR if base_dir is None else base_dir
+        if base_dir.is_dir():
+            path = base_dir
+            print(f"base model: the shipped trained tiny base {path}")
+        else:
+            family = next(iter(ADAPTERS.values()))
+            path = out / "tiny-random"
+            if not (path / "model_index.json").is_file():
+                family.make_tiny(path, layout=family.tiny_choices()["layout"][0], variant=family.tiny_choices()["variant"][0])
+            banner = RANDOM_BANNER.format(path=base_dir)
+            print("!" * 78 + f"\n{banner}\n" + "!" * 78)
+    shell = model_shell(path)
+    experts = shell.experts()
+    if len(experts) > 1:
+        raise UfoError(f"{path}: the demo trains one LoRA in one run; this model has {len(experts)} experts "
+                       "(train one LoRA per expert with `ufo-video train ... train.expert=NAME`)")  # fmt: skip
+    modes = [m for m in ("t2v", "i2v") if m in shell.tasks]
+    if not modes:
+        raise UfoError(f"{path}: the demo makes text-to-video or image-to-video; this model supports {shell.tasks}")
+    info = shell.info
     return {"path": str(path), "random": banner is not None, "banner": banner, "variant": info.variant,
-            "layout": info.layout}  # fmt: skip
+            "layout": info.layout, "family": info.family, "modes": modes}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- 2-3. data
@@ -195,7 +207,7 @@ def generate(plan: DemoPlan, base: dict, trained: dict, out: Path) -> tuple[list
     gen = VideoGenerator(settings)
     records: list[dict] = []
     frames_by_id: dict[int, np.ndarray] = {}
-    for mode in plan.modes:
+    for mode in [m for m in plan.modes if m in base.get("modes", plan.modes)]:
         for k, prompt in enumerate(plan.prompts):
             folder = out / "videos" / f"{mode}-prompt{k}"
             image = str(start_image(prompt, plan.media_size, folder / "start.png")) if mode == "i2v" else None
@@ -234,5 +246,7 @@ def evaluate(plan: DemoPlan, records: list[dict], frames_by_id: dict[int, np.nda
         rec["metrics"] = evaluate_frames(frames_by_id[i], fps=plan.fps)
     trends = {"all": trend([(r["weight"], r["metrics"]) for r in records])}
     for mode in plan.modes:
-        trends[mode] = trend([(r["weight"], r["metrics"]) for r in records if r["mode"] == mode])
+        made = [(r["weight"], r["metrics"]) for r in records if r["mode"] == mode]
+        if made:  # a model without image-to-video (or t2v) makes no videos of that mode
+            trends[mode] = trend(made)
     return trends
