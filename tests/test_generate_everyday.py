@@ -61,7 +61,7 @@ def test_checks_come_before_the_model_loads(tiny_models, tmp_path, capsys, no_mo
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
     assert "--end-image needs --image" in _err(capsys, [*m, "--end-image", str(img)])
     t2v = ["generate", "--model", str(tiny_models["t2v"]), *TINY, "--prompt", "x", "--image", str(img)]
-    assert "image-to-video needs an InP model" in _err(capsys, t2v)
+    assert "cannot make image-to-video; it supports t2v" in _err(capsys, t2v)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     err = _err(capsys, [*m, "--out", str(blocker / "v.mp4")])
