@@ -112,12 +112,15 @@ def test_quick_demo_report_is_self_contained_and_shows_the_random_model_banner(q
     assert "RANDOM TINY MODEL" not in render_html(report, out)
 
 
-def test_base_model_uses_the_shipped_folder_when_present_and_requires_inp(tiny_models, tmp_path):
+def test_base_model_uses_the_shipped_folder_when_present_and_the_models_tasks(tiny_models, tmp_path):
     base = steps.base_model(tmp_path, base_dir=tiny_models["diffusers"])
     assert base["path"] == str(tiny_models["diffusers"]) and base["random"] is False and base["banner"] is None
+    assert base["modes"] == ["t2v", "i2v"]
     assert not (tmp_path / "tiny-random").exists()
-    with pytest.raises(UfoError, match="needs an InP"):
-        steps.base_model(tmp_path, base_dir=tiny_models["t2v"])
+    # a text-to-video model makes only t2v videos (no image-to-video rows)
+    assert steps.base_model(tmp_path, base_dir=tiny_models["t2v"])["modes"] == ["t2v"]
+    with pytest.raises(UfoError, match="folder not found"):
+        steps.base_model(tmp_path, model=tmp_path / "nope")
 
 
 def test_base_path_is_one_constant_under_the_package_assets():
