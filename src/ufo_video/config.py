@@ -154,6 +154,10 @@ class TrainSection(_Section):
     checkpointing_steps: int = Field(100, ge=1)
     checkpoints_total_limit: int | None = Field(None, ge=1)
     save_state: bool = False
+    save_dtype: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="dtype of the LoRA files (checkpoint-N.safetensors): bf16 halves them and is what "
+        "the reference saves; fp32 keeps the trained values exactly. The resume state is always exact."
+    )
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint path.")
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"

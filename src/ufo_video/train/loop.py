@@ -161,6 +161,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
     progress = _resume(run, out)
     if run.is_main:
         saving.trim_loss_log(loss_log, progress.step)
+    saving.check_disk_space(run, progress.step)
     if run.cfg.train.report_to == "tensorboard":
         acc.init_trackers("ufo-train", config=_hparams(cfg))
 

@@ -29,6 +29,35 @@ def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
     }
 
 
+def save_dtype(cfg) -> torch.dtype:
+    """The LoRA files' dtype (train.save_dtype; the state folder keeps exact fp32 values)."""
+    from ufo_video.train.setup import DTYPES
+
+    return DTYPES[cfg.train.save_dtype]
+
+
+def check_disk_space(run: TrainRun, step: int) -> None:
+    """Print the disk the run's checkpoints need and refuse (every process) when it is not free."""
+    from ufo_video.train import disk
+
+    out, acc = run.output_dir, run.accelerator
+    error = None
+    if acc.is_main_process:
+        existing = len(ckpt.list_steps(out))
+        plan = disk.plan_disk(run.cfg, run.params, step, run.extra["total_steps"], existing, save_dtype(run.cfg),
+                              state_bytes=run.extra.get("state_bytes"))
+        free, where = disk.free_bytes(out)
+        print(disk.describe(plan, run.cfg, free))
+        try:
+            disk.check_disk(plan, run.cfg, free, where)
+        except disk.DiskSpaceError as exc:
+            error = exc
+    flag = torch.tensor([1.0 if error else 0.0], device=acc.device)
+    if float(acc.reduce(flag, reduction="sum").item()) > 0:
+        raise error or disk.DiskSpaceError(f"train.output_dir={out}: not enough free disk for the checkpoints "
+                                           "(see the main process's message)")
+
+
 def write_resolved_config(run: TrainRun) -> Path:
     """The exact settings of the run next to its outputs (atomic)."""
     path = run.output_dir / "config.toml"
@@ -48,7 +77,7 @@ def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
     if acc.is_main_process:
         from ufo_video.lora.formats import save_lora
 
-        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=torch.float32)
+        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=save_dtype(run.cfg))
     if run.cfg.train.save_state:
         tmp = ckpt.tmp_dir(out, step)
         if acc.is_main_process:
