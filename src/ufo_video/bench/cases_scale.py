@@ -92,3 +92,64 @@ def case_load_memory(ws: Workspace) -> CaseResult:
                  "peaks_check": peaks_check, "former_ratio": old_ratio, "check_ratio": check_ratio,
                  "seconds_former": secs_old},
     )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- seeking
+
+SEEK = {"small": dict(frames=5_100, start=5_000, clip=49, gop=30), "smoke": dict(frames=160, start=100, clip=9, gop=12)}
+
+
+def _long_video(ws: Workspace, frames: int, gop: int):
+    """A long 128x128 H.264 video with a keyframe every `gop` frames (typical camera/web encodes
+    put one every 1-2 s; x264's default of 250 would make any seek cost up to 250 decodes)."""
+    key = f"long-video-{frames}-{gop}"
+    if key not in ws._cache:
+        import av
+        import numpy as np
+
+        path = ws.root / f"{key}.mp4"
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=24)
+            stream.width = stream.height = 128
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = gop
+            stream.options = {"crf": "18", "preset": "ultrafast"}
+            for i in range(frames):
+                img = np.roll(base, i, axis=1)  # moving texture: every frame differs
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        ws._cache[key] = path
+    return ws._cache[key]
+
+
+def case_seek_cost(ws: Workspace) -> CaseResult:
+    from ufo_video.bench.measure import interleave
+    from ufo_video.data import media
+
+    s = SEEK[ws.preset.name]
+    path = _long_video(ws, s["frames"], s["gop"])
+    limits = media.Limits()
+
+    def clip(start: int):
+        return lambda: media.decode_video_frames(path, list(range(start, start + s["clip"])), limits)
+
+    timing = interleave(clip(0), clip(s["start"]), ws.rounds, ws.device, inner=3, warmup=ws.warmup)
+    real = media.SEEK_MIN_FRAMES
+    media.SEEK_MIN_FRAMES = 10**12  # the former decoder: every clip from the first frame
+    try:
+        former = interleave(clip(0), clip(s["start"]), max(1, min(ws.rounds, 3)), ws.device, warmup=0)
+    finally:
+        media.SEEK_MIN_FRAMES = real
+    former_ratio = statistics.median(former.ratios)
+    return CaseResult.from_timing(
+        "seek_cost", f"decoding a {s['clip']}-frame clip at frame {s['start']} of a {s['frames']}-frame video "
+        f"(128x128 H.264, keyframe every {s['gop']} frames) vs the same clip at frame 0",
+        f"clip at frame 0", f"clip at frame {s['start']}", timing, Target("<=", 1.5),
+        notes=[f"former decoder (from frame 0 every time): ratio {former_ratio:.1f}",
+               f"after a keyframe seek up to {s['gop'] - 1} frames before the clip are decoded and dropped"],
+        details={"former_ratios": former.ratios, **s},
+    )  # fmt: skip

@@ -31,6 +31,7 @@ CASES: dict[str, Callable[[Workspace], CaseResult]] = {
     "weight_change": cases_infer.case_weight_change,
     "step_cache": cases_infer.case_step_cache,
     "load_memory": cases_scale.case_load_memory,
+    "seek_cost": cases_scale.case_seek_cost,
 }
 
 
