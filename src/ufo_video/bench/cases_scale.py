@@ -153,3 +153,77 @@ def case_seek_cost(ws: Workspace) -> CaseResult:
                f"after a keyframe seek up to {s['gop'] - 1} frames before the clip are decoded and dropped"],
         details={"former_ratios": former.ratios, **s},
     )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- planning at 100k
+
+PLAN_SIZES = {"small": (10_000, 100_000), "smoke": (200, 2_000)}
+
+
+def _synthetic_metadata(ws: Workspace, n: int):
+    """`n` entries (half videos, half images, three aspect ratios) pointing at empty files in
+    folders of 1,000, with every header memoised as if probed: planning is what is timed."""
+    import json
+
+    from ufo_video.data import plan
+    from ufo_video.data.media import MediaInfo
+    from ufo_video.data.metadata import read_records
+
+    root = ws.root / f"plan-{n}"
+    meta = root / "metadata.json"
+    if not meta.is_file():
+        records = []
+        for i in range(n):
+            kind = "video" if i % 2 else "image"
+            rel = f"d{i // 1000:03d}/{'clip' if kind == 'video' else 'img'}{i}.{'mp4' if kind == 'video' else 'png'}"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).touch()
+            records.append({"file_path": rel, "text": f"caption {i}", "type": kind})
+        meta.write_text(json.dumps(records))
+    cfg = ws.train_config(meta, data__enable_bucket=True, data__clip_mode="video", data__video_sample_n_frames=9,
+                          data__dataloader_num_workers=0, train__train_batch_size=2)
+    limits = plan.limits_of(cfg.data)
+    sizes = ((64, 64), (48, 80), (80, 48))
+    for i, e in enumerate(read_records(meta)):
+        path = root / e["file_path"]
+        st = path.stat()
+        h, w = sizes[i % 3]
+        info = (MediaInfo("video", w, h, 240, 24.0, 10.0) if e["type"] == "video" else MediaInfo("image", w, h, 1))
+        plan._PROBE_MEMO[(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, limits)] = info
+    return cfg
+
+
+def case_plan_scale(ws: Workspace) -> CaseResult:
+    from ufo_video.bench.measure import ABTiming
+    from ufo_video.data import plan
+    from ufo_video.data.loader import build_train_loader
+
+    small, large = PLAN_SIZES[ws.preset.name]
+    cfgs = {n: _synthetic_metadata(ws, n) for n in (small, large)}
+
+    def first_epoch(n: int):
+        return lambda: len(build_train_loader(cfgs[n], seed=0, epoch=0))
+
+    rounds = max(1, min(ws.rounds, 3))
+    sa, sb = [], []
+    for r in range(rounds):
+        for n, out in (((small, sa), (large, sb)) if r % 2 == 0 else ((large, sb), (small, sa))):
+            t0 = time.perf_counter()
+            first_epoch(n)()
+            out.append(time.perf_counter() - t0)
+    with plan.sample_list_per_run():  # the trainer's scope: later epochs reuse the sample list
+        first_epoch(large)()
+        t0 = time.perf_counter()
+        batches = len(build_train_loader(cfgs[large], seed=0, epoch=1))
+        later = time.perf_counter() - t0
+    plan._PROBE_MEMO.clear()
+    timing = ABTiming(sa, sb)
+    return CaseResult.from_timing(
+        "plan_scale", f"building the loader (metadata read, paths resolved and stat'ed, plan) for {large:,} entries "
+        f"vs {small:,}, headers memoised",
+        f"{small:,} entries", f"{large:,} entries", timing, Target("<=", 1.2 * large / small),
+        notes=[f"linear in N would be {large / small:g}; {large:,} entries take {statistics.median(sb):.2f} s",
+               f"a later epoch of a run (sample list reused, batch order planned): {later:.2f} s for "
+               f"{batches:,} batches"],
+        details={"later_epoch_seconds": later, "entries": [small, large]},
+    )  # fmt: skip

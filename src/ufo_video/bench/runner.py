@@ -32,6 +32,7 @@ CASES: dict[str, Callable[[Workspace], CaseResult]] = {
     "step_cache": cases_infer.case_step_cache,
     "load_memory": cases_scale.case_load_memory,
     "seek_cost": cases_scale.case_seek_cost,
+    "plan_scale": cases_scale.case_plan_scale,
 }
 
 

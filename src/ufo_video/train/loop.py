@@ -128,8 +128,11 @@ def train(cfg: UfoConfig) -> RunResult:
     started = time.perf_counter()
     out = Path(cfg.train.output_dir)
     acc = make_accelerator(cfg, out)
+    from ufo_video.data.plan import sample_list_per_run
+
     try:
-        return _train(cfg, acc, out, started)
+        with sample_list_per_run():  # metadata read and every path stat'ed once per run, not per epoch
+            return _train(cfg, acc, out, started)
     finally:
         acc.end_training()
         if acc.num_processes == 1:
