@@ -33,6 +33,7 @@ CASES: dict[str, Callable[[Workspace], CaseResult]] = {
     "load_memory": cases_scale.case_load_memory,
     "seek_cost": cases_scale.case_seek_cost,
     "plan_scale": cases_scale.case_plan_scale,
+    "caption_bytes": cases_scale.case_caption_bytes,
 }
 
 
