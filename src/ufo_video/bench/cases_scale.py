@@ -145,10 +145,13 @@ def case_seek_cost(ws: Workspace) -> CaseResult:
     finally:
         media.SEEK_MIN_FRAMES = real
     former_ratio = statistics.median(former.ratios)
+    peak_a, _ = peak_memory(clip(0), ws.device)
+    peak_b, _ = peak_memory(clip(s["start"]), ws.device)
     return CaseResult.from_timing(
         "seek_cost", f"decoding a {s['clip']}-frame clip at frame {s['start']} of a {s['frames']}-frame video "
         f"(128x128 H.264, keyframe every {s['gop']} frames) vs the same clip at frame 0",
-        f"clip at frame 0", f"clip at frame {s['start']}", timing, Target("<=", 1.5),
+        "clip at frame 0", f"clip at frame {s['start']}", timing, Target("<=", 1.5), peak_bytes_a=peak_a,
+        peak_bytes_b=peak_b,
         notes=[f"former decoder (from frame 0 every time): ratio {former_ratio:.1f}",
                f"after a keyframe seek up to {s['gop'] - 1} frames before the clip are decoded and dropped"],
         details={"former_ratios": former.ratios, **s},
@@ -216,12 +219,15 @@ def case_plan_scale(ws: Workspace) -> CaseResult:
         t0 = time.perf_counter()
         batches = len(build_train_loader(cfgs[large], seed=0, epoch=1))
         later = time.perf_counter() - t0
+    peak_a, _ = peak_memory(first_epoch(small), ws.device)
+    peak_b, _ = peak_memory(first_epoch(large), ws.device)
     plan._PROBE_MEMO.clear()
     timing = ABTiming(sa, sb)
     return CaseResult.from_timing(
         "plan_scale", f"building the loader (metadata read, paths resolved and stat'ed, plan) for {large:,} entries "
         f"vs {small:,}, headers memoised",
-        f"{small:,} entries", f"{large:,} entries", timing, Target("<=", 1.2 * large / small),
+        f"{small:,} entries", f"{large:,} entries", timing, Target("<=", 1.2 * large / small), peak_bytes_a=peak_a,
+        peak_bytes_b=peak_b,
         notes=[f"linear in N would be {large / small:g}; {large:,} entries take {statistics.median(sb):.2f} s",
                f"a later epoch of a run (sample list reused, batch order planned): {later:.2f} s for "
                f"{batches:,} batches"],
