@@ -171,6 +171,10 @@ class TrainSection(_Section):
     validation_weights: list[float] = Field(default_factory=lambda: [1.0, 0.15])
     logging_dir: str = "logs"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
+    collective_timeout_s: int = Field(
+        1800, ge=60, description="Timeout of every collective between processes (saving, validation split across "
+        "ranks, the loss all-reduce): a process that waits longer fails with the name of the collective."
+    )
 
 
 class LoraEntry(_Section):

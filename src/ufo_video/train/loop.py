@@ -152,7 +152,13 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
             f"{cfg.data.train_data_meta}: no full batch per process (train_batch_size={cfg.train.train_batch_size} "
             f"x {acc.num_processes} processes); add samples or lower the batch size"
         )
-    run = setup(cfg, acc, len(first))
+    probe = None
+    if acc.num_processes > 1:
+        it = iter(first)
+        probe = next(it)  # this process's first batch: tells DDP whether some LoRA gets no gradient
+        it.close()
+    run = setup(cfg, acc, len(first), probe_batch=probe)
+    del probe
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_tmp(out):

@@ -84,10 +84,15 @@ def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
             ckpt.begin_state(out, step)
         acc.wait_for_everyone()
         ckpt.write_rng(tmp, acc.process_index)
+        engine = uses_engine_state(run)
+        if engine:
+            # every process writes its own optimizer shard (fp32 masters and moments) through
+            # accelerate's own mechanism; the frozen base weights are not written
+            acc.save_state(str(tmp / ckpt.ENGINE_DIR), exclude_frozen_parameters=True)
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.write_main_state(
-                tmp, trainable=run.trainable_state(), optimizer=run.optimizer,
+                tmp, trainable=run.trainable_state(), optimizer=None if engine else run.optimizer,
                 lr_scheduler=run.lr_scheduler, progress=progress,
             )  # fmt: skip
             ckpt.finish_state(tmp, out, step)
@@ -97,8 +102,23 @@ def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
     return lora_path
 
 
+def uses_engine_state(run: TrainRun) -> bool:
+    """DeepSpeed keeps the optimizer state (sharded, with fp32 master weights) inside its engine:
+    it is saved and restored through accelerate's save_state/load_state on every process."""
+    from accelerate.utils import DistributedType
+
+    return run.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
 def restore(run: TrainRun, folder: Path) -> Progress:
     """Load a complete state folder into the live run (weights, optimizer, schedule, RNG)."""
+    engine = uses_engine_state(run)
+    has_engine = (folder / ckpt.ENGINE_DIR).is_dir()
+    if engine != has_engine:
+        raise TrainError(
+            f"{folder}: saved {'with' if has_engine else 'without'} DeepSpeed, resumed {'with' if engine else 'without'} "
+            "it; the optimizer state is kept differently, so resume with the same accelerate config"
+        )
     state = ckpt.read_state(folder, run.accelerator.process_index)
     progress: Progress = state["progress"]
     if progress.num_processes != run.accelerator.num_processes:
@@ -116,7 +136,12 @@ def restore(run: TrainRun, folder: Path) -> Progress:
             if saved.shape != param.shape:
                 raise TrainError(f"{folder}: {name} has shape {tuple(saved.shape)}, this run {tuple(param.shape)}")
             param.copy_(saved.to(param.device, param.dtype))
-    run.optimizer.load_state_dict(state["optimizer"])
+    if engine:
+        # weights into the engine's fp32 masters, optimizer shards per process (after the copy
+        # above, which only set the module's working copy)
+        run.accelerator.load_state(str(folder / ckpt.ENGINE_DIR), load_module_strict=False)
+    else:
+        run.optimizer.load_state_dict(state["optimizer"])
     run.lr_scheduler.load_state_dict(state["lr_scheduler"])
     from ufo_video.train.state_io import set_rng_state
 
