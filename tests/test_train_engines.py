@@ -112,3 +112,14 @@ def test_deepspeed_zero2_two_processes_resume_exactly(tiny_model, tmp_path) -> N
     assert "resumed from" in again.stdout
     assert losses(out) == straight_losses
     assert max_diff(straight, lora(out / "checkpoint-4.safetensors")) == 0.0
+
+
+def test_an_fsdp_launch_is_refused_with_the_reason(tiny_model, tmp_path, monkeypatch, capsys) -> None:
+    from ufo_video.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    data = make_dataset(tmp_path / "ds", images=1, videos=0)
+    out = tmp_path / "out"
+    assert main(["train", str(write_config(tmp_path / "c.toml", tiny_model, data, out, train_batch_size=1))]) == 2
+    err = capsys.readouterr().err
+    assert "FSDP" in err and "distributed_type: FSDP" in err and not out.exists()

@@ -90,8 +90,21 @@ def _deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+FSDP_REFUSAL = (
+    "an FSDP launch (accelerate config distributed_type: FSDP) is not supported by this trainer: the LoRA file "
+    "and the resume state would hold only each process's shard, and accelerate 1.15 enables FSDP on accelerators "
+    "only (2 CPU processes become plain DDP), so it could not be verified here. For weights that do not fit one "
+    "GPU use train.fp8_base=true and train.low_vram=true, or DeepSpeed ZeRO-2 "
+    "(configs/accelerate/deepspeed_zero2.yaml) for the optimizer state; see docs/multi-gpu.md"
+)
+
+
 def make_accelerator(cfg: UfoConfig, output_dir: Path):
+    import os
     from datetime import timedelta
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise ConfigError(FSDP_REFUSAL)
 
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
@@ -136,8 +149,8 @@ def configure_deepspeed(cfg: UfoConfig, accelerator) -> None:
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     stage = ds.get("zero_optimization", {}).get("stage", 0)
     if stage not in (0, 1, 2):
-        problems.append(f"zero_optimization.stage={stage} (ZeRO-3 shards the frozen weights: use the FSDP config, "
-                        "configs/accelerate/fsdp.yaml)")
+        problems.append(f"zero_optimization.stage={stage} (ZeRO-3 shards the weights, so the LoRA file and resume "
+                        "state would hold one process's shard; use zero_stage: 2)")
     clip = ds.get("gradient_clipping", "auto")
     if clip not in ("auto", None) and float(clip) != t.max_grad_norm:
         problems.append(f"gradient_clipping={clip} in the DeepSpeed config but train.max_grad_norm={t.max_grad_norm} "

@@ -32,19 +32,14 @@ def my_jobs(n_prompts: int, weights: list[float], rank: int, world: int) -> list
 def run_validation(run: TrainRun, step: int) -> list[Path]:
     """Render every validation prompt at every validation weight into output_dir/samples/, the
     (prompt, weight) pairs split across the processes (each writes its own files); then all meet
-    at a barrier bounded by train.collective_timeout_s.
-
-    FSDP shards the weights, so every forward is a collective: there all processes render every
-    pair together and the main process writes them."""
-    from accelerate.utils import DistributedType
-
+    at a barrier bounded by train.collective_timeout_s. Every process holds the whole weights
+    (DDP, DeepSpeed ZeRO-2), so a forward involves no other process."""
     from ufo_video.lora.apply import set_lora_weights
 
     acc = run.accelerator
-    lockstep = acc.distributed_type == DistributedType.FSDP
     cfg = run.cfg
     jobs = my_jobs(len(cfg.train.validation_prompts), list(cfg.train.validation_weights),
-                   0 if lockstep else acc.process_index, 1 if lockstep else acc.num_processes)
+                   acc.process_index, acc.num_processes)
     written: list[Path] = []
     if jobs:
         model, device = run.model, acc.device
@@ -69,8 +64,6 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
                             generator=torch.Generator(device="cpu").manual_seed(cfg.infer.seed),
                             output_type="pt",
                         )
-                    if lockstep and not acc.is_main_process:
-                        continue
                     path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
                     written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
         finally:
