@@ -67,6 +67,9 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_model, 
         env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    # one real backward before DDP wraps the model: the last block's text stream feeds nothing,
+    # so its LoRA gets no gradient and DDP must look for unused parameters (only then)
+    assert "trainable tensors get no gradient" in result.stdout and "find_unused_parameters=true" in result.stdout
     state = two / "checkpoint-4"
     assert (state / "rng-0.json").is_file() and (state / "rng-1.json").is_file()
     assert [s for s, _ in losses(two)] == [1, 2, 3, 4]
