@@ -22,7 +22,7 @@ from ufo_video.train import checkpoint as ckpt
 from ufo_video.train import saving
 from ufo_video.train.checkpoint import Progress
 from ufo_video.train.objective import clip_norm_at
-from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup
+from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup, uses_ddp
 from ufo_video.train.step import batch_loss
 from ufo_video.train.validation import run_validation, validation_due
 
@@ -153,7 +153,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float) -> RunResult:
             f"x {acc.num_processes} processes); add samples or lower the batch size"
         )
     probe = None
-    if acc.num_processes > 1:
+    if uses_ddp(acc):
         it = iter(first)
         probe = next(it)  # this process's first batch: tells DDP whether some LoRA gets no gradient
         it.close()
