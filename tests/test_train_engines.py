@@ -123,3 +123,30 @@ def test_an_fsdp_launch_is_refused_with_the_reason(tiny_model, tmp_path, monkeyp
     assert main(["train", str(write_config(tmp_path / "c.toml", tiny_model, data, out, train_batch_size=1))]) == 2
     err = capsys.readouterr().err
     assert "FSDP" in err and "distributed_type: FSDP" in err and not out.exists()
+
+
+@pytest.mark.parametrize(("targets", "unused"), [("all-linear", True), (["to_q", "to_k", "to_v"], False)])
+def test_unused_lora_found_by_one_real_backward_rng_untouched(tiny_model, tmp_path, targets, unused) -> None:
+    import torch
+    from accelerate.state import AcceleratorState
+
+    from ufo_video.config import load_config
+    from ufo_video.data.loader import build_train_loader
+    from ufo_video.train.setup import make_accelerator, setup, unused_trainable
+
+    data = make_dataset(tmp_path / "ds", images=2, videos=0)
+    cfg = load_config(write_config(tmp_path / "c.toml", tiny_model, data, tmp_path / "out", train_batch_size=1))
+    cfg.lora.target_modules = targets
+    acc = make_accelerator(cfg, tmp_path / "out")
+    try:
+        run = setup(cfg, acc, batches_per_epoch=2)
+        batch = next(iter(build_train_loader(cfg, seed=0, epoch=0)))
+        before = torch.get_rng_state()
+        names = unused_trainable(run, batch)
+        assert torch.equal(torch.get_rng_state(), before)
+        assert all(p.grad is None for p in run.params)
+        assert bool(names) == unused
+        if unused:  # EasyAnimate's last block: its text stream feeds nothing
+            assert all(n.startswith("transformer_blocks.1.") for n in names), names
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
