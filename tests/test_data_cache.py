@@ -104,8 +104,9 @@ def test_cli_cache_then_batches_equal_the_uncached_path_bitwise(tiny_model: Path
     pattern = re.compile(r"^(latent|cond|text_embeds|text_mask)-\d+(x\d+)*-(float32|int64)-[0-9a-f]{8}-\d{4}\.safetensors$")
     assert shards and all(pattern.match(n) for n in shards), shards
     assert any(n.startswith("latent-4x2x4x4-float32-") for n in shards)
-    index = json.loads((cache_dir_of(cfg) / "index.json").read_text())
-    assert set(index["items"].values()) == set(shards)
+    from ufo_video.data.cache_store import CacheStore
+
+    assert set(CacheStore(cache_dir_of(cfg), writable=False).items.values()) == set(shards)
     assert not [p for p in cache_dir_of(cfg).rglob("*") if ".tmp" in p.name]
 
 

@@ -172,3 +172,20 @@ def test_a_lease_on_a_closed_pool_fails_instead_of_waiting() -> None:
         lease.submit(0, _square, 2)
         with pytest.raises(RuntimeError, match="closed"):
             lease.result(0)
+
+
+def test_in_a_run_the_sample_list_is_built_once(tmp_path: Path, monkeypatch) -> None:
+    meta = _dataset(tmp_path)
+    cfg = cfg_for(tmp_path, meta, dataloader_num_workers=0)
+    reads: list[int] = []
+    real = plan.usable_entries
+    monkeypatch.setattr(plan, "usable_entries", lambda d: reads.append(1) or real(d))
+    outside = [_epoch(cfg, e) for e in (0, 1)]
+    assert len(reads) == 2  # outside a run: every loader reads the metadata
+    with plan.sample_list_per_run():
+        inside = [_epoch(cfg, e) for e in (0, 1, 2)]
+        assert len(reads) == 3  # once for the whole run
+        (tmp_path / "i0.png").unlink()  # nothing stats the files again within the run
+        assert len(build_train_loader(cfg, seed=3, epoch=3)) == len(outside[0])
+    for a, b in zip(outside, inside):
+        _same(a, b)

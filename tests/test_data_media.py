@@ -170,3 +170,38 @@ def test_pool_survives_hang_and_crash_and_reraises_bugs() -> None:
         pool.submit("bug", _bug)
         with pytest.raises(RuntimeError, match="a programming error"):
             pool.result("bug")
+
+
+def _numbered_video(path: Path, frames: int, gop: int) -> Path:
+    """Lossless H.264 whose frame i has the value 5 * (i % 50) everywhere (its number is readable back
+    through the colour conversion's rounding)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv444p"
+        stream.codec_context.gop_size = gop
+        stream.options = {"qp": "0", "preset": "ultrafast", "bf": "2"}
+        for i in range(frames):
+            img = np.full((32, 32, 3), 5 * (i % 50), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_late_clip_is_reached_by_seeking_and_equals_decoding_from_frame_0(tmp_path: Path, monkeypatch) -> None:
+    path = _numbered_video(tmp_path / "long.mp4", 160, gop=12)
+    indices = list(range(101, 140, 3))
+    monkeypatch.setattr(media, "_decode_from_start", lambda *a: (_ for _ in ()).throw(AssertionError("no seek")))
+    seeked = media.decode_video_frames(path, indices, L)
+    monkeypatch.undo()
+    monkeypatch.setattr(media, "SEEK_MIN_FRAMES", 10**9)  # the former path: decode from the first frame
+    from_start = media.decode_video_frames(path, indices, L)
+    assert np.array_equal(seeked, from_start)
+    assert [round(int(f[0, 0, 0]) / 5) for f in seeked] == [i % 50 for i in indices]  # these frames, not neighbours
+    with pytest.raises(media.MediaError, match="only 160 frames decodable, frame 170 needed") as err:
+        media.decode_video_frames(path, [150, 170], L)
+    assert err.value.code == "too_short"

@@ -141,6 +141,10 @@ class TrainSection(_Section):
     checkpointing_steps: int = Field(100, ge=1)
     checkpoints_total_limit: int | None = Field(None, ge=1)
     save_state: bool = False
+    save_dtype: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="dtype of the LoRA files (checkpoint-N.safetensors): bf16 halves them and is what "
+        "the reference saves; fp32 keeps the trained values exactly. The resume state is always exact."
+    )
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint path.")
     overwrite_output_dir: bool = Field(
         False, description="Start over in an output_dir that holds another run's checkpoints (deletes them); "
@@ -162,6 +166,10 @@ class TrainSection(_Section):
     validation_weights: list[float] = Field(default_factory=lambda: [1.0, 0.15])
     logging_dir: str = "logs"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
+    collective_timeout_s: int = Field(
+        1800, ge=60, description="Timeout of every collective between processes (saving, validation split across "
+        "ranks, the loss all-reduce): a process that waits longer fails with the name of the collective."
+    )
 
 
 class LoraEntry(_Section):

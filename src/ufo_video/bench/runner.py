@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ufo_video.bench import cases_data, cases_infer, cases_train
+from ufo_video.bench import cases_data, cases_infer, cases_scale, cases_train
 from ufo_video.bench.measure import memory_method, prepare_cpu_memory_accounting
 from ufo_video.bench.presets import PRESETS
 from ufo_video.bench.results import CaseResult
@@ -30,6 +30,10 @@ CASES: dict[str, Callable[[Workspace], CaseResult]] = {
     "lora_unfused": cases_infer.case_lora_unfused,
     "weight_change": cases_infer.case_weight_change,
     "step_cache": cases_infer.case_step_cache,
+    "load_memory": cases_scale.case_load_memory,
+    "seek_cost": cases_scale.case_seek_cost,
+    "plan_scale": cases_scale.case_plan_scale,
+    "caption_bytes": cases_scale.case_caption_bytes,
 }
 
 

@@ -2,7 +2,10 @@
 
 Layout of ``data.cache_dir`` (default ``<train_data_dir>/.ufo_cache``)::
 
-    index.json        {"format", "items": {key: shard file}, "failures": {clip key: reason}}
+    index.json        {"format", "items": {key: shard file}, "failures": {clip key: reason},
+                       "lengths": {key: rows before trimming}}: a snapshot
+    index.log         one JSON line per shard written since the snapshot
+                      {"shard", "items", "lengths", "failures", "cleared"}: appended, O(1) per shard
     shards/<kind>-<shape>-<dtype>-<run>-<n>.safetensors
                       e.g. latent-4x2x4x4-bfloat16-1a2b3c4d-0003.safetensors: every tensor in a
                       shard has that kind, shape and dtype, and is named by its key
@@ -10,14 +13,24 @@ Layout of ``data.cache_dir`` (default ``<train_data_dir>/.ufo_cache``)::
 
 Why this shape: shards are immutable once written (new results go to new shards), so a crash
 can at worst leave an unreferenced shard behind, never a half-written tensor that the index
-points at. Shards and the index are written atomically (temp file + fsync + rename), the index
-after the shards it names. Tensors are read lazily through memory-mapped ``safe_open``.
+points at. Shards are written atomically (temp file + fsync + rename) before the index line that
+names them; a line is appended and fsynced (a torn last line, from a crash, is ignored: its shard is
+simply unreferenced). The snapshot is rewritten (atomically, then the log emptied; replaying a
+line twice is harmless) only when the log outgrows it, so the index costs O(1) bytes per shard
+amortised, not a rewrite of every item per shard. Tensors are read lazily through ``safe_open``.
+
+Trailing zeros: a text embedding or mask whose trailing rows are all bit-for-bit zero (a mask's
+padding, or an encoder that zeroes padded positions) is stored without them (kept to a multiple of
+``TRIM_MULTIPLE`` rows so shapes stay few) and padded back with zeros on reading: bitwise the tensor
+that was put. Rows that are not exactly zero (a text encoder's hidden states at padded positions,
+which a transformer without a text mask does read) are kept: the cache never changes a value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -33,10 +46,32 @@ from ufo_video.errors import DataError
 SHARD_BYTES = 256 * 1024 * 1024  # a shard is written when its buffered tensors reach this size
 FLUSH_SECONDS = 300.0  # ...or at least this often, so an interrupted run loses little work
 MAX_OPEN_SHARDS = 64
+TRIM_KINDS = ("text_embeds", "text_mask")
+TRIM_MULTIPLE = 16
+MIN_COMPACT_BYTES = 1024 * 1024  # the log is folded into the snapshot once it is larger than both
 
 
 def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
+
+
+def trim_trailing_zeros(t: torch.Tensor, multiple: int = TRIM_MULTIPLE) -> torch.Tensor:
+    """`t` without its trailing dim-0 rows whose bytes are all zero (-0.0 is not zero here),
+    keeping a multiple of `multiple` rows (or all of them)."""
+    if t.ndim == 0 or t.shape[0] == 0:
+        return t
+    rows = t.reshape(t.shape[0], -1).contiguous().view(torch.uint8).any(dim=1)
+    nonzero = torch.nonzero(rows)
+    keep = int(nonzero[-1]) + 1 if len(nonzero) else 0
+    keep = min(t.shape[0], -(-keep // multiple) * multiple)
+    return t[:keep].clone() if keep < t.shape[0] else t
+
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """Undo `trim_trailing_zeros`: zero rows appended up to `rows`."""
+    if t.shape[0] >= rows:
+        return t
+    return torch.cat([t, t.new_zeros((rows - t.shape[0], *t.shape[1:]))])
 
 
 class CacheStore:
@@ -46,9 +81,17 @@ class CacheStore:
         self.root, self.writable = Path(root), writable
         self.shards = self.root / "shards"
         self.index_path = self.root / "index.json"
+        self.log_path = self.root / "index.log"
         self.items: dict[str, str] = {}
         self.failures: dict[str, str] = {}
+        self.lengths: dict[str, int] = {}  # key -> rows before trimming (trimmed tensors only)
+        self._persisted_failures: dict[str, str] = {}
+        self._snapshot_bytes = 0
+        self._log_bytes = 0
+        self._fresh = False  # a snapshot of another format: the first write starts a new one
         self._pending: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._pending_lengths: dict[str, int] = {}
+        self._unlogged: list[dict] = []
         self._pending_bytes: dict[tuple, int] = {}
         self._last_flush = time.monotonic()
         self._run = uuid.uuid4().hex[:8]
@@ -64,7 +107,8 @@ class CacheStore:
 
     def _load_index(self) -> None:
         try:
-            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+            raw = self.index_path.read_bytes()
+            data = json.loads(raw)
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{self.index_path}: unreadable cache index ({exc}); delete the folder "
                             f"{self.root} and run `ufo-video data cache` again") from None
@@ -72,9 +116,39 @@ class CacheStore:
             if not self.writable:
                 raise DataError(f"{self.index_path}: cache format {data.get('format')} is not the current "
                                 f"{CACHE_FORMAT}; run `ufo-video data cache CONFIG` to rebuild it")
+            self._fresh = True
             return  # a writer starts a fresh index; stale shards go with --prune
         self.items = dict(data.get("items", {}))
         self.failures = dict(data.get("failures", {}))
+        self.lengths = {k: int(v) for k, v in data.get("lengths", {}).items()}
+        self._snapshot_bytes, self._log_bytes = len(raw), 0
+        self._replay_log()
+        self._persisted_failures = dict(self.failures)
+
+    def _replay_log(self) -> None:
+        """Apply the lines appended since the snapshot; a torn last line (a crash mid-append) is skipped."""
+        try:
+            raw = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return
+        self._log_bytes = len(raw)
+        lines = raw.split(b"\n")
+        for n, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if n == len(lines) - 1:  # no newline after it: the append did not finish
+                    continue
+                raise DataError(f"{self.log_path}: line {n + 1} is corrupt; delete the folder {self.root} and run "
+                                "`ufo-video data cache` again") from None
+            for key in rec.get("items", []):
+                self.items[key] = rec["shard"]
+            self.lengths.update({k: int(v) for k, v in rec.get("lengths", {}).items()})
+            self.failures.update(rec.get("failures", {}))
+            for key in rec.get("cleared", []):
+                self.failures.pop(key, None)
 
     # ------------------------------------------------------------------ reading
 
@@ -84,7 +158,7 @@ class CacheStore:
     def get(self, key: str) -> torch.Tensor:
         for group in self._pending.values():
             if key in group:
-                return group[key]
+                return pad_rows(group[key], self._pending_lengths[key]) if key in self._pending_lengths else group[key]
         name = self.items[key]
         handle = self._open.get(name)
         if handle is None:
@@ -99,7 +173,8 @@ class CacheStore:
                 self._open.popitem(last=False)
         else:
             self._open.move_to_end(name)
-        return handle.get_tensor(key)
+        tensor = handle.get_tensor(key)
+        return pad_rows(tensor, self.lengths[key]) if key in self.lengths else tensor
 
     # ------------------------------------------------------------------ writing
 
@@ -125,6 +200,13 @@ class CacheStore:
     def put(self, key: str, kind: str, tensor: torch.Tensor) -> None:
         assert self.writable, "read-only cache"
         t = tensor.detach().to("cpu").contiguous().clone()
+        if kind in TRIM_KINDS:
+            trimmed = trim_trailing_zeros(t)
+            if trimmed.shape[0] < t.shape[0]:
+                self._pending_lengths[key] = t.shape[0]
+                t = trimmed
+            else:
+                self.lengths.pop(key, None)
         group = (kind, tuple(t.shape), _dtype_name(t))
         self._pending.setdefault(group, {})[key] = t
         self._pending_bytes[group] = self._pending_bytes.get(group, 0) + t.numel() * t.element_size()
@@ -145,14 +227,43 @@ class CacheStore:
         name = f"{kind}-{'x'.join(map(str, shape)) or 'scalar'}-{dtype}-{self._run}-{self._serial:04d}.safetensors"
         path = self.shards / name
         save_safetensors_atomic(path, tensors, metadata={"format": str(CACHE_FORMAT), "kind": kind})
+        lengths = {k: self._pending_lengths.pop(k) for k in tensors if k in self._pending_lengths}
         for key in tensors:
             self.items[key] = name
+        self.lengths.update(lengths)
+        self._unlogged.append({"shard": name, "items": list(tensors), "lengths": lengths})
 
     def _write_index(self) -> None:
+        """Append one line per shard written since the last call (plus failure changes), or fold
+        everything into a new snapshot when the log has outgrown it (amortised O(1) per shard)."""
         fsync_dir(self.shards)
-        payload = {"format": CACHE_FORMAT, "items": self.items, "failures": self.failures}
-        write_bytes_atomic(self.index_path, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+        added = {k: v for k, v in self.failures.items() if self._persisted_failures.get(k) != v}
+        cleared = [k for k in self._persisted_failures if k not in self.failures]
+        records = self._unlogged or ([{}] if added or cleared else [])
+        if records:
+            records[-1] = {**records[-1], "failures": added, "cleared": cleared}
+        payload = b"".join(json.dumps(r, separators=(",", ":")).encode("utf-8") + b"\n" for r in records)
+        if self._fresh or not self.index_path.is_file() or \
+                self._log_bytes + len(payload) > max(MIN_COMPACT_BYTES, self._snapshot_bytes):
+            self._compact()
+        elif payload:
+            with open(self.log_path, "ab") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._log_bytes += len(payload)
+        self._unlogged = []
+        self._persisted_failures = dict(self.failures)
         self._last_flush = time.monotonic()
+
+    def _compact(self) -> None:
+        """A new snapshot of everything (atomic), then an empty log."""
+        lengths = {k: v for k, v in self.lengths.items() if k in self.items}
+        data = json.dumps({"format": CACHE_FORMAT, "items": self.items, "failures": self.failures,
+                           "lengths": lengths}, separators=(",", ":")).encode("utf-8")
+        write_bytes_atomic(self.index_path, data)
+        write_bytes_atomic(self.log_path, b"")
+        self._snapshot_bytes, self._log_bytes, self._fresh = len(data), 0, False
 
     def flush(self) -> None:
         """Write every buffered tensor to shards, then the index."""
@@ -168,7 +279,9 @@ class CacheStore:
         for k in dropped:
             del self.items[k]
         self.failures = {k: v for k, v in self.failures.items() if k in keep}
-        self._write_index()
+        self.lengths = {k: v for k, v in self.lengths.items() if k in self.items}
+        self._compact()
+        self._persisted_failures = dict(self.failures)
         used = set(self.items.values())
         deleted = 0
         self._open.clear()

@@ -22,7 +22,9 @@ Contract (the trainer codes against it):
 Workers: ``data.dataloader_num_workers`` child processes (see ``workers.py``) decode with
 ``data.decode_timeout`` per sample, two batches ahead. They are started once per process and
 reused by the next epoch's loader (``workers.shared_pool``), and header probes are memoised by
-path, inode, size and mtime, so an epoch after the first costs decoding only. 0 decodes in the
+path, inode, size and mtime, so an epoch after the first costs decoding only. Inside
+``plan.sample_list_per_run()`` (the trainer's run) the sample list itself is built once: a later
+epoch's loader reads no metadata and stats no file. 0 decodes in the
 training process: no crash isolation and no timeout (debugging only).
 
 Memory of static clips: workers return ONE frame per sample; the batch is the stack of those
@@ -40,8 +42,8 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.plan import (PlannedBatch, Sample, build_samples, data_rules, describe_buckets, group_members,
-                                 limits_of, plan_batches, usable_entries)
+from ufo_video.data.plan import (PlannedBatch, Sample, data_rules, describe_buckets, group_members, limits_of,
+                                 plan_batches, run_samples)
 from ufo_video.data.sampling import do_flip, drop_text, frame_indices, rng_for, static_frame_index
 from ufo_video.data.workers import PoolLease, shared_pool
 from ufo_video.errors import DataError
@@ -64,14 +66,13 @@ class TrainLoader:
         self.batch_size = cfg.train.train_batch_size
         self.process_index, self.num_processes = process_index, num_processes
         self.workers = self.d.dataloader_num_workers
-        entries = usable_entries(self.d)
         self.rules = data_rules(cfg.model.pretrained_model_name_or_path)
-        self.samples, self.failures, self.notices = build_samples(entries, self.d, self.workers, self.rules)
-        self.failures = [(p, r.removeprefix(f"{p}: ")) for p, r in self.failures]
+        n_entries, self.samples, failures, self.notices = run_samples(self.d, self.workers, self.rules)
+        self.failures = [(p, r.removeprefix(f"{p}: ")) for p, r in failures]
         self._logged = {p for p, _ in self.failures}
         for path, reason in self.failures:
             log.warning("data: skipping %s: %s", path, reason)
-        self._check_failures(len(self.failures), len(entries), "their header check", final=True)
+        self._check_failures(len(self.failures), n_entries, "their header check", final=True)
         self.decode_attempts = self.decode_failures = 0
         if not self.samples:
             raise DataError(f"{self.d.train_data_meta}: no usable sample ({len(self.failures)} failed, "

@@ -233,27 +233,78 @@ def decode_video_frame(path: Path, index: int, limits: Limits) -> np.ndarray:
         return best.to_ndarray(format="rgb24")
 
 
+SEEK_MIN_FRAMES = 32  # below this start frame decoding from the beginning costs about one GOP anyway
+
+
+def _decode_from_start(path: Path, container, stream, wanted: list[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Frames by decode ordinal, from the first frame (the exact reference definition), and the
+    last ordinal decoded."""
+    got: dict[int, np.ndarray] = {}
+    want = set(wanted)
+    i = -1
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            if i in want:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= wanted[-1]:
+                break
+    except _decode_errors() as exc:
+        raise MediaError("unreadable", f"{path}: decoding failed after {len(got)} frames: {exc}") from None
+    return got, i
+
+
+def _decode_after_seek(path: Path, container, stream, info: MediaInfo, wanted: list[int]
+                       ) -> tuple[dict[int, np.ndarray], int] | None:
+    """Frames located by timestamp after a backward keyframe seek to the first wanted frame, so a
+    clip at frame 5,000 costs one GOP plus the clip, not 5,000 decodes. None when the stream's
+    timestamps cannot place frames (no pts, or the seek landed after the first wanted frame):
+    the caller then decodes from the start."""
+    fps = info.fps
+    if not fps or stream.time_base is None:
+        return None
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    want = set(wanted)
+    got: dict[int, np.ndarray] = {}
+    idx = -1
+    try:
+        container.seek(int((start + wanted[0] / fps) / stream.time_base), stream=stream, backward=True)
+        first = True
+        for frame in container.decode(stream):
+            idx = _frame_index(frame, stream, start, fps)
+            if idx < 0 or (first and idx > wanted[0]):
+                return None
+            first = False
+            if idx in want:
+                got[idx] = frame.to_ndarray(format="rgb24")
+            if idx >= wanted[-1]:
+                break
+    except _decode_errors() as exc:
+        raise MediaError("unreadable", f"{path}: decoding failed after {len(got)} frames: {exc}") from None
+    return got, idx
+
+
 def decode_video_frames(path: Path, indices: list[int], limits: Limits) -> np.ndarray:
     """The frames at ``indices`` (decode order, sorted ascending), uint8 [F, H, W, 3] RGB.
-    Fewer decodable frames than requested is an error, never padding."""
+    Fewer decodable frames than requested is an error, never padding.
+
+    A clip that starts late in the video is reached by a keyframe seek and timestamps
+    (``_decode_after_seek``); one that starts in the first ``SEEK_MIN_FRAMES`` frames, or a
+    stream without usable timestamps, is decoded from the first frame."""
     wanted = sorted(set(indices))
-    container = _open_video(path)
-    got: dict[int, np.ndarray] = {}
-    with container:
-        _video_info(path, container, limits)
-        stream = container.streams.video[0]
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24")
-                if i >= wanted[-1]:
-                    break
-        except _decode_errors() as exc:
-            raise MediaError("unreadable", f"{path}: decoding failed after {len(got)} frames: {exc}") from None
-    if not got:
+    found = None
+    if wanted[0] >= SEEK_MIN_FRAMES:
+        with _open_video(path) as container:
+            info = _video_info(path, container, limits)
+            found = _decode_after_seek(path, container, container.streams.video[0], info, wanted)
+    if found is None:  # a fresh demuxer: decode ordinals count from the real first frame
+        with _open_video(path) as container:
+            _video_info(path, container, limits)
+            found = _decode_from_start(path, container, container.streams.video[0], wanted)
+    got, last = found
+    if last < 0:
         raise MediaError("zero_frames", f"{path}: no frame could be decoded")
     if len(got) < len(wanted):
-        raise MediaError("too_short", f"{path}: only {max(got) + 1} frames decodable, frame {wanted[-1]} needed")
+        raise MediaError("too_short", f"{path}: only {last + 1} frames decodable, frame {wanted[-1]} needed")
     return np.stack([got[i] for i in indices])
 
 

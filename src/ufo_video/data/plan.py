@@ -9,13 +9,22 @@ is shuffled and cut into global batches of ``train_batch_size * num_processes`` 
 topped up with earlier members of the same group, so every sample is seen each epoch and all
 processes get the same number of batches); then the batch order is shuffled. Each global batch
 draws its base side (``buckets.side_choices``) from its own seeded generator.
+
+Once per run: inside ``sample_list_per_run()`` (the trainer's whole run) the sample list (the
+metadata read, every path resolved and stat'ed, headers looked up, moving-clip plans) is built
+by the first loader and reused by every later epoch's loader; only the batch order is planned per
+epoch. Outside it (``data check``, tools, tests) every loader builds its own, so an edited file is
+seen by the next loader.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 from dataclasses import dataclass
+
 import numpy as np
 
 from ufo_video.config import DataSection
@@ -142,6 +151,36 @@ def build_samples(entries: list[Entry], d: DataSection, workers: int, rules: Any
     for path, msg in notices:
         log.warning("data notice: %s: %s", path, msg)
     return samples, failures, notices
+
+
+_RUN_SAMPLES: dict[str, tuple] | None = None
+
+
+@contextlib.contextmanager
+def sample_list_per_run() -> Iterator[None]:
+    """Scope in which `run_samples` builds the sample list once per data settings (see module doc)."""
+    global _RUN_SAMPLES
+    outer = _RUN_SAMPLES
+    _RUN_SAMPLES = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _RUN_SAMPLES = outer
+
+
+def run_samples(d: DataSection, workers: int, rules: Any = None) -> tuple[int, dict[int, Sample], list, list]:
+    """(entries in the metadata, samples by index, failures, notices): built from the metadata on
+    the model's size grid `rules`, or, inside `sample_list_per_run`, the list already built for
+    the same data settings and rules."""
+    key = f"{workers}:{rules!r}:{d.model_dump_json()}"
+    if _RUN_SAMPLES is not None and key in _RUN_SAMPLES:
+        return _RUN_SAMPLES[key]
+    entries = usable_entries(d)
+    samples, failures, notices = build_samples(entries, d, workers, rules)
+    result = (len(entries), samples, failures, notices)
+    if _RUN_SAMPLES is not None:
+        _RUN_SAMPLES[key] = result
+    return result
 
 
 def _batch_bucket(group: tuple, number: int, d: DataSection, seed: int, epoch: int, rules: Any = None) -> buckets.Bucket:

@@ -140,6 +140,20 @@ def _activate(transformer: nn.Module, state: _LoraState) -> None:
             p.requires_grad_(grads[n])
 
 
+def _branch_dtype(file_dtype: torch.dtype, base_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a file's LoRA is held and computed in: the wider of the file's and the base
+    weight's (a float8 storage dtype is not a compute dtype: the file's then)."""
+    if base_dtype.itemsize < 2 or not base_dtype.is_floating_point:
+        return file_dtype
+    return torch.promote_types(file_dtype, base_dtype)
+
+
+def _stored_in_low_precision(layer: nn.Module) -> bool:
+    """True when the base weight lives in an 8-bit float (fp8 storage / layerwise casting)."""
+    weight = getattr(layer.get_base_layer(), "weight", None)
+    return weight is not None and weight.dtype.itemsize == 1 and weight.dtype.is_floating_point
+
+
 def _add_file_adapter(transformer: nn.Module, name: str, resolved: dict[str, tuple]) -> None:
     """One PEFT adapter holding a file's tensors; ranks and alphas may differ per module."""
     ranks = Counter(int(d.shape[0]) for d, _, _ in resolved.values())
@@ -157,11 +171,13 @@ def _add_file_adapter(transformer: nn.Module, name: str, resolved: dict[str, tup
     with torch.no_grad():
         for path, (down, up, a) in resolved.items():
             layer = modules[path]
-            # PEFT creates the adapter in the base weight's dtype (bf16 for a bf16 model); hold
-            # the file's own values instead, so nothing is rounded (the branch's result is cast
-            # back to the activation dtype by PEFT)
-            layer.lora_A[name].to(down.dtype)
-            layer.lora_B[name].to(up.dtype)
+            # PEFT creates the adapter in the base weight's dtype (bf16 for a bf16 model) and
+            # runs the branch in the adapter's dtype. Hold the file's values in the wider of the
+            # two: an fp32 file on a bf16 model keeps fp32; a bf16 file on an fp32 model is
+            # widened (exactly) to fp32, so the branch is not computed in, and rounded to, bf16
+            dtype = _branch_dtype(down.dtype, layer.get_base_layer().weight.dtype)
+            layer.lora_A[name].to(dtype)
+            layer.lora_B[name].to(dtype)
             layer.lora_A[name].weight.copy_(down)
             layer.lora_B[name].weight.copy_(up)
             if layer.r[name] != down.shape[0] or layer.lora_alpha[name] != a:  # pragma: no cover - PEFT contract
@@ -257,10 +273,16 @@ def _fuse_one(transformer: nn.Module, keep_original: bool) -> None:
     if state.fused:
         return
     _sync(transformer, state)
+    lora_layers = [(p, m) for p, m in transformer.named_modules() if isinstance(getattr(m, "lora_A", None), nn.ModuleDict)]
+    fp8 = [p for p, m in lora_layers if _stored_in_low_precision(m)]
+    if fp8:
+        raise LoraError(
+            f"cannot fuse LoRAs into weights stored in fp8 ({fp8[0]} ...): 3 mantissa bits round a small "
+            "weight's delta away. Drop --fuse (infer.fuse_lora) to keep the LoRA unfused on top of the fp8 "
+            "base (GPU_memory_mode=model_cpu_offload_and_qfloat8), or use another memory mode"
+        )
     with torch.no_grad():
-        for path, layer in transformer.named_modules():
-            if not isinstance(getattr(layer, "lora_A", None), nn.ModuleDict):
-                continue
+        for path, layer in lora_layers:
             delta = _fused_delta(layer, state.weights)
             if delta is None:
                 continue
@@ -293,6 +315,25 @@ def _unfuse_one(transformer: nn.Module) -> None:
     state.originals.clear()
     state.fused = False
     _activate(transformer, state)
+
+
+def unfuse_before_low_precision_storage(transformer: nn.Module) -> bool:
+    """Called before a transformer's weights are stored in fp8: fused LoRAs are unfused (the
+    originals restored bit for bit) so they run unfused, in the compute dtype, on top of the fp8
+    base; casting a fused weight to fp8 would round a small weight's delta away. True when
+    something was unfused (the caller tells the user)."""
+    state = getattr(transformer, _STATE_ATTR, None)
+    if state is None or not state.fused:
+        return False
+    unfuse_loras(_Holder(transformer))
+    return True
+
+
+class _Holder:
+    """The `model.transformer` shape the functions here take, around a bare transformer."""
+
+    def __init__(self, transformer: nn.Module) -> None:
+        self.transformer = transformer
 
 
 def remove_loras(model) -> None:

@@ -3,6 +3,11 @@
 With `--meta` nothing but configs and safetensors headers is read: the components are built on
 the meta device and the weight files' tensor names and shapes are compared with them, so a
 40 GB download can be checked in seconds without the RAM to load it.
+
+Without `--meta` the same header check runs, then every tensor of every component is read once,
+one at a time, and checked for NaN/inf (a corrupt download is named, tensor and file); nothing is
+loaded in fp32 and nothing is held twice. The text encoder, whose checkpoint names only its own
+library can map, is loaded by that library at its stored dtype to check its names and shapes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from torch import nn
 
 from ufo_video.config import MEMORY_MODES
 from ufo_video.models.registry import adapter_for
-from ufo_video.models.weights import compare_keys, count_parameters, expected_shapes
+from ufo_video.models.weights import (check_finite, compare_keys, count_parameters, expected_shapes,
+                                      find_weight_files, read_header_shapes)
 
 GIB = 1024**3
 
@@ -60,8 +66,9 @@ def _block_size(module: nn.Module) -> int:
     return max(blocks + [_leaf_sizes(module)])
 
 
-def _component_report(name: str, module: nn.Module) -> ComponentReport:
-    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in module.parameters()})
+def _component_report(name: str, module: nn.Module, dtypes: list[str] | None = None) -> ComponentReport:
+    if dtypes is None:
+        dtypes = sorted({str(p.dtype).replace("torch.", "") for p in module.parameters()})
     return ComponentReport(name, count_parameters(module), dtypes, _leaf_sizes(module), _block_size(module))
 
 
@@ -87,25 +94,58 @@ def estimate_memory_gib(components: list[ComponentReport], bytes_per_param: int 
     return {k: v / GIB for k, v in result.items()}
 
 
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
+                       "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _file_dtypes(files: list[Path]) -> list[str]:
+    found = {d for _, d in read_header_shapes(files).values()}
+    return sorted(_SAFETENSORS_DTYPES.get(d, d.lower()) for d in found)
+
+
+def _verify_weights(adapter: Any, path: Path, modules: dict[str, nn.Module]) -> dict[str, list[str]]:
+    """Names, shapes (headers) and finiteness (tensor by tensor) of every component; returns the
+    stored dtypes per component. Peak memory: one tensor, plus the text encoder at its stored
+    dtype while its own library checks its names."""
+    shapes = adapter.weight_shapes(path)
+    for comp, found in shapes.items():
+        compare_keys(expected_shapes(modules[comp]), found, str(path / comp))
+    dtypes: dict[str, list[str]] = {}
+    for comp in modules:
+        files = find_weight_files(path / comp)
+        dtypes[comp] = _file_dtypes(files)
+        if comp not in shapes:  # checkpoint names only its library can map: let it load them, as stored
+            stored = next((getattr(torch, d) for d in dtypes[comp] if d in ("bfloat16", "float16", "float32")),
+                          torch.float32)
+            loaded = adapter.load(path, dtype=stored, components=(comp,))
+            del loaded
+        check_finite(files, str(path / comp))
+    return dtypes
+
+
 def check_model(path: str | Path, meta: bool = False) -> CheckReport:
-    """Load (or, with `meta`, only describe and header-check) a model folder; raise on problems."""
+    """Describe and header-check a model folder; without `meta` also read every tensor once to
+    check it is finite. Raise on problems."""
     path = Path(path)
     adapter = adapter_for(path)
     info = adapter.inspect(path)
     report = CheckReport(str(path), info.family, info.layout, info.variant)
-    if meta:
-        modules = adapter.build_meta(path)
-        if adapter.has_weights(path):
-            for comp, shapes in adapter.weight_shapes(path).items():
-                compare_keys(expected_shapes(modules[comp]), shapes, str(path / comp))
-        else:
-            report.configs_only = True
+    modules = adapter.build_meta(path)
+    dtypes: dict[str, list[str]] = {}
+    if not adapter.has_weights(path):
+        if not meta:
+            from ufo_video.errors import ModelLoadError
+
+            raise ModelLoadError(f"{path}: no weight files (configs only); use --meta to check the configs")
+        report.configs_only = True
+    elif meta:
+        for comp, shapes in adapter.weight_shapes(path).items():
+            compare_keys(expected_shapes(modules[comp]), shapes, str(path / comp))
     else:
-        loaded = adapter.load(path, dtype=torch.float32)
-        modules = {k: getattr(loaded, k) for k in ("transformer", "vae", "text_encoder")}
-        modules.update({k: m for k, m in loaded.extra_components.items() if isinstance(m, nn.Module)})
+        dtypes = _verify_weights(adapter, path, modules)
     for name, module in modules.items():
-        report.components.append(_component_report(name, module))
+        report.components.append(_component_report(name, module, dtypes.get(name)))
     report.memory_gib = estimate_memory_gib(report.components)
     return report
 
@@ -115,7 +155,7 @@ def _weights_line(report: CheckReport, meta: bool) -> str:
         return "none present - configs only (parameter counts from configs; nothing to load yet)"
     if meta:
         return "tensor names and shapes match the configs (safetensors headers only, --meta)"
-    return "loaded strictly, every tensor present with the right shape"
+    return "checked strictly, every tensor present with the right shape and finite (read one at a time)"
 
 
 def _human_bytes(gib: float) -> str:

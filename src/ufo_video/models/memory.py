@@ -40,13 +40,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> None:
+def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> bool:
     """Store the transformer's Linear weights in float8_e4m3fn and upcast per layer for compute
-    (once: a second pipeline over the same transformer finds it already stored in fp8)."""
+    (once: a second pipeline over the same transformer finds it already stored in fp8).
+
+    LoRAs fused into the weights are unfused first and run unfused on top of the fp8 base: fp8's
+    3 mantissa bits would round a small weight's delta (UFO's 0.05-0.2) away. Returns True when
+    that happened (the caller says so)."""
+    from ufo_video.lora.apply import unfuse_before_low_precision_storage
+
     if getattr(transformer, "_ufo_fp8_storage", False):
-        return
+        return False
+    unfused = unfuse_before_low_precision_storage(transformer)
     transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
     transformer._ufo_fp8_storage = True
+    return unfused
 
 
 def denoisers(pipe: Any) -> list[torch.nn.Module]:
@@ -59,16 +67,20 @@ def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype:
     """Place a diffusers pipeline according to `mode`; returns what was done (and why, on CPU)."""
     if mode not in MEMORY_MODES:
         raise ConfigError(f"GPU_memory_mode={mode!r} is unknown; choose one of: {', '.join(MEMORY_MODES)}")
+    fused_notice = None
     if mode == "model_cpu_offload_and_qfloat8":
-        for transformer in denoisers(pipe):
-            enable_fp8_storage(transformer, compute_dtype)
+        unfused = [enable_fp8_storage(transformer, compute_dtype) for transformer in denoisers(pipe)]
+        if any(unfused):
+            fused_notice = (f"GPU_memory_mode={mode}: the fused LoRAs run unfused on top of the fp8 weights instead "
+                            "(fusing into fp8 would round a small LoRA weight away); --fuse has no effect in this mode")
     if device.type != "cuda":
         pipe.to(device)
-        notice = None
+        notice = fused_notice
         if mode not in ("model_full_load", "model_cpu_offload_and_qfloat8"):
             notice = f"GPU_memory_mode={mode}: no CUDA device, so nothing to offload; running on {device}"
         elif mode == "model_cpu_offload_and_qfloat8":
             notice = f"GPU_memory_mode={mode}: no CUDA device; fp8 weight storage applied, running on {device}"
+            notice += f"\n{fused_notice}" if fused_notice else ""
         return MemoryPlan(mode, str(device), notice)
     if mode == "model_full_load":
         pipe.to(device)
@@ -80,4 +92,4 @@ def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype:
         pipe.enable_group_offload(
             onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
         )
-    return MemoryPlan(mode, str(device), None)
+    return MemoryPlan(mode, str(device), fused_notice)

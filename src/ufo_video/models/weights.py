@@ -5,12 +5,15 @@ not find — for EasyAnimate's original layout that silently produces a broken m
 is built from its config on the meta device, the state dict is read from safetensors files only
 (never pickles), optionally renamed, compared key by key and shape by shape with the model, and
 only an exact match is accepted. Everything else is a `ModelLoadError` listing the offenders.
+
+Names and shapes are compared from the files' headers before any tensor is read; then tensors
+are streamed one by one (cast per tensor), so loading a component never holds it twice.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -119,33 +122,98 @@ def expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def _header_sources(files: Iterable[Path], rename: Callable[[str], str] | None, folder: Path
+                    ) -> dict[str, tuple[Path, str, tuple[int, ...]]]:
+    """Model key -> (file, key in the file, shape), from the safetensors headers alone."""
+    sources: dict[str, tuple[Path, str, tuple[int, ...]]] = {}
+    for path in files:
+        for key, (shape, _dtype) in read_header_shapes([path]).items():
+            new = rename(key) if rename is not None else key
+            if new in sources:
+                raise ModelLoadError(f"{folder}: two tensors map to '{new}' after renaming; the folder mixes layouts")
+            sources[new] = (path, key, shape)
+    return sources
+
+
+def stream_tensors(
+    files: Iterable[Path],
+    *,
+    device: torch.device | str | None = None,
+) -> Iterator[tuple[Path, str, torch.Tensor]]:
+    """(file, key, tensor) for every tensor of `files`, one at a time.
+
+    Read with safetensors' `pread` backend: each tensor is a fresh buffer of its own, so a tensor
+    the caller drops (after casting it, or checking it) is freed at once. With the default mmap
+    backend every tensor is a view of one mapping of the whole file, whose pages stay resident
+    until the last tensor of the file is gone: a cast load then peaks at file + result.
+    `device` (e.g. "cuda:0") lets safetensors place each tensor there directly.
+    """
+    dev = "cpu" if device is None else str(device)
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device=dev, backend="pread") as handle:
+                for key in handle.keys():
+                    yield path, key, handle.get_tensor(key)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{path}: unreadable safetensors file ({exc}); re-download or re-save it") from None
+
+
 def load_strict(
     factory: Callable[[], nn.Module],
     folder: Path,
     *,
     rename: Callable[[str], str] | None = None,
     dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
-    """Build `factory()` on meta, then fill it from `folder`'s safetensors after an exact key check."""
+    """Build `factory()` on meta, check names and shapes from the headers, then stream the tensors in.
+
+    Host memory: every tensor is read, cast to `dtype` (floating tensors only) and, with
+    `device`, placed there one at a time; the module's meta parameters are replaced in place
+    (`load_state_dict(assign=True)`), so the peak is the component in its target dtype plus
+    one tensor as stored, never the whole file twice (bench case `load_memory`).
+    """
     files = find_weight_files(folder)
     model = build_on_meta(factory)
-    state = read_state_dict(files)
-    if rename is not None:
-        renamed: dict[str, torch.Tensor] = {}
-        for key, value in state.items():
-            new = rename(key)
-            if new in renamed:
-                raise ModelLoadError(f"{folder}: two tensors map to '{new}' after renaming; the folder mixes layouts")
-            renamed[new] = value
-        state = renamed
-    compare_keys(expected_shapes(model), {k: tuple(v.shape) for k, v in state.items()}, str(folder))
-    if dtype is not None:
-        state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    sources = _header_sources(files, rename, folder)
+    compare_keys(expected_shapes(model), {k: v[2] for k, v in sources.items()}, str(folder))
+    names = {(path, key): new for new, (path, key, _) in sources.items()}
+    state: dict[str, torch.Tensor] = {}
+    for path, key, tensor in stream_tensors(files, device=device):
+        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor = tensor.to(dtype)
+        state[names[(path, key)]] = tensor
     model.load_state_dict(state, strict=True, assign=True)
+    del state
+    if device is not None:
+        model.to(device)  # buffers built with the module (e.g. rotary tables) follow the weights
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:
         raise ModelLoadError(f"{folder}: tensors left uninitialised after loading: {_limited(leftover)}")
     return model.eval()
+
+
+def check_finite(files: Iterable[Path], where: str) -> int:
+    """Read every floating tensor once (one at a time) and name those holding NaN or inf.
+
+    Returns the number of tensors checked; raises `ModelLoadError` listing every non-finite one
+    (a corrupt or half-written download). Memory: one tensor at a time.
+    """
+    bad: list[str] = []
+    count = 0
+    for path, key, tensor in stream_tensors(files):
+        count += 1
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nan = int(torch.isnan(tensor).sum())
+            inf = int(torch.isinf(tensor).sum())
+            bad.append(f"{key} in {path.name} ({nan} NaN, {inf} inf of {tensor.numel()})")
+        del tensor
+    if bad:
+        raise ModelLoadError(
+            f"{where}: {len(bad)} tensor(s) hold NaN or inf values (a corrupt download or a broken save); "
+            f"re-download these files: {_limited(bad)}"
+        )
+    return count
 
 
 def count_parameters(model: nn.Module) -> int:

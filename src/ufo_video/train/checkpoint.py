@@ -5,7 +5,9 @@ Layout in `output_dir`:
 - ``checkpoint-{step}/``              the full training state when `save_state` is on:
   ``lora.safetensors`` (trainable tensors, exact), ``optimizer.*``, ``lr_scheduler.json``,
   ``rng-{rank}.*`` (python/numpy/torch/cuda per process), ``progress.json`` (step, epoch, batch
-  in epoch, counters) and the marker ``COMPLETE``.
+  in epoch, counters) and the marker ``COMPLETE``. Under DeepSpeed the optimizer is not in
+  ``optimizer.*`` but in ``engine/``: accelerate's ``save_state`` folder, where every process
+  writes its ZeRO shard (fp32 master weights and moments); the frozen base weights are left out.
 
 A state folder is assembled under a hidden temporary name, every file fsynced, the marker written
 last, then renamed into place; so a run killed at any moment (kill -9 during a save included)
@@ -25,11 +27,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ufo_video.atomic import fsync_dir, fsync_file
+from ufo_video.atomic import fsync_dir, fsync_file, fsync_tree
 from ufo_video.errors import UfoError
 from ufo_video.train import state_io
 
 MARKER = "COMPLETE"
+ENGINE_DIR = "engine"  # DeepSpeed: accelerate's save_state folder (every process's optimizer shard)
 _STEP_RE = re.compile(r"^checkpoint-(\d+)(\.safetensors)?$")
 TMP_PREFIX = ".tmp-checkpoint-"
 
@@ -122,13 +125,15 @@ def write_main_state(
     tmp: Path,
     *,
     trainable: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     lr_scheduler,
     progress: Progress,
 ) -> None:
+    """`optimizer` None: an engine that saved its own state (DeepSpeed, see ENGINE_DIR)."""
     save_file({k: v.detach().float().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "lora.safetensors"))
     fsync_file(tmp / "lora.safetensors")
-    state_io.save_nested(optimizer.state_dict(), tmp, "optimizer")
+    if optimizer is not None:
+        state_io.save_nested(optimizer.state_dict(), tmp, "optimizer")
     state_io.save_nested(lr_scheduler.state_dict(), tmp, "lr_scheduler")
     (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
     fsync_file(tmp / "progress.json")
@@ -140,6 +145,10 @@ def write_rng(tmp: Path, rank: int) -> None:
 
 def finish_state(tmp: Path, output_dir: Path, step: int) -> Path:
     """Marker last, then the rename that makes the state visible."""
+    if (tmp / ENGINE_DIR).is_dir():  # written by DeepSpeed/accelerate without fsync
+        fsync_tree(tmp / ENGINE_DIR)
+        for sub in [tmp / ENGINE_DIR, *(d for d in (tmp / ENGINE_DIR).rglob("*") if d.is_dir())]:
+            fsync_dir(sub)
     (tmp / MARKER).write_text("ok\n")
     fsync_file(tmp / MARKER)
     fsync_dir(tmp)
@@ -158,7 +167,7 @@ def read_state(folder: Path, rank: int) -> dict:
     return {
         "progress": progress,
         "lora": load_file(str(folder / "lora.safetensors")),
-        "optimizer": state_io.load_nested(folder, "optimizer"),
+        "optimizer": state_io.load_nested(folder, "optimizer") if (folder / "optimizer.json").is_file() else None,
         "lr_scheduler": state_io.load_nested(folder, "lr_scheduler"),
         "rng": state_io.load_nested(folder, rng_name),
     }

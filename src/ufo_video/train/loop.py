@@ -22,7 +22,7 @@ from ufo_video.train import checkpoint as ckpt
 from ufo_video.train import saving
 from ufo_video.train.checkpoint import Progress
 from ufo_video.train.objective import clip_norm_at
-from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup
+from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup, uses_ddp
 from ufo_video.train.step import batch_loss
 from ufo_video.train.validation import check_validation, run_validation, validation_due
 
@@ -133,12 +133,14 @@ def train(cfg: UfoConfig) -> RunResult:
     out = Path(cfg.train.output_dir)
     threads = apply_threads(cfg.model.threads)
     acc = make_accelerator(cfg, out)
+    from ufo_video.data.plan import sample_list_per_run
+
     try:
         # the main process holds output_dir for the whole run (lock, writable, not another run's)
         claim = (claim_output_dir(out, resuming=bool(cfg.train.resume_from_checkpoint),
                                   start_over=cfg.train.overwrite_output_dir)
                  if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
-        with claim:
+        with claim, sample_list_per_run():  # metadata read and every path stat'ed once per run, not per epoch
             return _train(cfg, acc, out, started, threads)
     finally:
         acc.end_training()
@@ -165,7 +167,13 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
         )
     if acc.is_main_process:
         print(f"loading {cfg.model.pretrained_model_name_or_path} ...", flush=True)
-    run = setup(cfg, acc, len(first))
+    probe = None
+    if uses_ddp(acc):
+        it = iter(first)
+        probe = next(it)  # this process's first batch: tells DDP whether some LoRA gets no gradient
+        it.close()
+    run = setup(cfg, acc, len(first), probe_batch=probe)
+    del probe
     check_validation(run)
     setup_seconds = time.perf_counter() - started
     if run.is_main:
@@ -179,6 +187,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
     progress = _resume(run, out)
     if run.is_main:
         saving.trim_loss_log(loss_log, progress.step)
+    saving.check_disk_space(run, progress.step)
     if run.cfg.train.report_to == "tensorboard":
         acc.init_trackers("ufo-train", config=_hparams(cfg))
 

@@ -29,6 +29,35 @@ def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
     }
 
 
+def save_dtype(cfg) -> torch.dtype:
+    """The LoRA files' dtype (train.save_dtype; the state folder keeps exact fp32 values)."""
+    from ufo_video.train.setup import DTYPES
+
+    return DTYPES[cfg.train.save_dtype]
+
+
+def check_disk_space(run: TrainRun, step: int) -> None:
+    """Print the disk the run's checkpoints need and refuse (every process) when it is not free."""
+    from ufo_video.train import disk
+
+    out, acc = run.output_dir, run.accelerator
+    error = None
+    if acc.is_main_process:
+        existing = len(ckpt.list_steps(out))
+        plan = disk.plan_disk(run.cfg, run.params, step, run.extra["total_steps"], existing, save_dtype(run.cfg),
+                              state_bytes=run.extra.get("state_bytes"))
+        free, where = disk.free_bytes(out)
+        print(disk.describe(plan, run.cfg, free))
+        try:
+            disk.check_disk(plan, run.cfg, free, where)
+        except disk.DiskSpaceError as exc:
+            error = exc
+    flag = torch.tensor([1.0 if error else 0.0], device=acc.device)
+    if float(acc.reduce(flag, reduction="sum").item()) > 0:
+        raise error or disk.DiskSpaceError(f"train.output_dir={out}: not enough free disk for the checkpoints "
+                                           "(see the main process's message)")
+
+
 def write_resolved_config(run: TrainRun) -> Path:
     """The exact settings of the run next to its outputs (atomic)."""
     path = run.output_dir / "config.toml"
@@ -48,17 +77,22 @@ def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
     if acc.is_main_process:
         from ufo_video.lora.formats import save_lora
 
-        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=torch.float32)
+        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=save_dtype(run.cfg))
     if run.cfg.train.save_state:
         tmp = ckpt.tmp_dir(out, step)
         if acc.is_main_process:
             ckpt.begin_state(out, step)
         acc.wait_for_everyone()
         ckpt.write_rng(tmp, acc.process_index)
+        engine = uses_engine_state(run)
+        if engine:
+            # every process writes its own optimizer shard (fp32 masters and moments) through
+            # accelerate's own mechanism; the frozen base weights are not written
+            acc.save_state(str(tmp / ckpt.ENGINE_DIR), exclude_frozen_parameters=True)
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.write_main_state(
-                tmp, trainable=run.trainable_state(), optimizer=run.optimizer,
+                tmp, trainable=run.trainable_state(), optimizer=None if engine else run.optimizer,
                 lr_scheduler=run.lr_scheduler, progress=progress,
             )  # fmt: skip
             ckpt.finish_state(tmp, out, step)
@@ -68,8 +102,23 @@ def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
     return lora_path
 
 
+def uses_engine_state(run: TrainRun) -> bool:
+    """DeepSpeed keeps the optimizer state (sharded, with fp32 master weights) inside its engine:
+    it is saved and restored through accelerate's save_state/load_state on every process."""
+    from accelerate.utils import DistributedType
+
+    return run.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
 def restore(run: TrainRun, folder: Path) -> Progress:
     """Load a complete state folder into the live run (weights, optimizer, schedule, RNG)."""
+    engine = uses_engine_state(run)
+    has_engine = (folder / ckpt.ENGINE_DIR).is_dir()
+    if engine != has_engine:
+        raise TrainError(
+            f"{folder}: saved {'with' if has_engine else 'without'} DeepSpeed, resumed {'with' if engine else 'without'} "
+            "it; the optimizer state is kept differently, so resume with the same accelerate config"
+        )
     state = ckpt.read_state(folder, run.accelerator.process_index)
     progress: Progress = state["progress"]
     if progress.num_processes != run.accelerator.num_processes:
@@ -87,7 +136,12 @@ def restore(run: TrainRun, folder: Path) -> Progress:
             if saved.shape != param.shape:
                 raise TrainError(f"{folder}: {name} has shape {tuple(saved.shape)}, this run {tuple(param.shape)}")
             param.copy_(saved.to(param.device, param.dtype))
-    run.optimizer.load_state_dict(state["optimizer"])
+    if engine:
+        # weights into the engine's fp32 masters, optimizer shards per process (after the copy
+        # above, which only set the module's working copy)
+        run.accelerator.load_state(str(folder / ckpt.ENGINE_DIR), load_module_strict=False)
+    else:
+        run.optimizer.load_state_dict(state["optimizer"])
     run.lr_scheduler.load_state_dict(state["lr_scheduler"])
     from ufo_video.train.state_io import set_rng_state
 

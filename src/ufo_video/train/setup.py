@@ -84,20 +84,121 @@ def check_inputs(cfg: UfoConfig) -> None:
         )
 
 
+def _deepspeed_launch() -> bool:
+    """`accelerate launch` with a DeepSpeed config (it sets this variable for every process)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+FSDP_REFUSAL = (
+    "an FSDP launch (accelerate config distributed_type: FSDP) is not supported by this trainer: the LoRA file "
+    "and the resume state would hold only each process's shard, and accelerate 1.15 enables FSDP on accelerators "
+    "only (2 CPU processes become plain DDP), so it could not be verified here. For weights that do not fit one "
+    "GPU use train.fp8_base=true and train.low_vram=true, or DeepSpeed ZeRO-2 "
+    "(configs/accelerate/deepspeed_zero2.yaml) for the optimizer state; see docs/multi-gpu.md"
+)
+
+
 def make_accelerator(cfg: UfoConfig, output_dir: Path):
+    import os
+    from datetime import timedelta
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise ConfigError(FSDP_REFUSAL)
+
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
 
     project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / cfg.train.logging_dir))
+    group = {"timeout": timedelta(seconds=cfg.train.collective_timeout_s)}
+    deepspeed = _deepspeed_launch()
+    if deepspeed and not torch.cuda.is_available():
+        # accelerate 1.15 starts DeepSpeed only off the CPU (`cpu=True` turns it off, and without CUDA
+        # it picks no backend, i.e. one process): naming gloo makes DeepSpeed's CPU accelerator run
+        # (the 2-process ZeRO-2 test needs it; on GPUs nothing changes)
+        group["backend"] = "gloo"
     return Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         log_with="tensorboard" if cfg.train.report_to == "tensorboard" else None,
         project_config=project,
-        cpu=cfg.model.device == "cpu",
-        # the text stream of the last block feeds nothing, so a LoRA there gets no gradient;
-        # DDP must be told that some trainable parameters can go unused in a step
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        cpu=cfg.model.device == "cpu" and not deepspeed,
+        # find_unused_parameters is decided in `setup` by looking at one real backward pass
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False), InitProcessGroupKwargs(**group)],
     )
+
+
+def configure_deepspeed(cfg: UfoConfig, accelerator) -> None:
+    """Make the DeepSpeed config say what this trainer does, or refuse what it cannot honour.
+
+    The trainer prepares no dataloader, so the micro-batch (accelerate's "auto") is set here;
+    DeepSpeed clips by itself (at train.max_grad_norm, constant) and steps inside backward, so the
+    clip warm-up and skipping a non-finite step cannot be honoured and are refused by name."""
+    t = cfg.train
+    problems = []
+    if t.gradient_accumulation_steps > 1:
+        problems.append("train.gradient_accumulation_steps > 1 (set gradient_accumulation_steps in the accelerate "
+                        "config and keep train.gradient_accumulation_steps=1: DeepSpeed steps inside backward)")
+    if t.max_grad_norm_warmup_steps > 0:
+        problems.append("train.max_grad_norm_warmup_steps > 0 (DeepSpeed clips at one constant gradient_clipping; "
+                        "set max_grad_norm_warmup_steps=0)")
+    if t.nan_policy == "skip":
+        problems.append("train.nan_policy=skip (DeepSpeed updates the weights inside backward, so a non-finite "
+                        "gradient cannot be dropped; use nan_policy=stop)")
+    if t.fp8_base:
+        problems.append("train.fp8_base=true (DeepSpeed casts the whole module to its compute dtype)")
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2):
+        problems.append(f"zero_optimization.stage={stage} (ZeRO-3 shards the weights, so the LoRA file and resume "
+                        "state would hold one process's shard; use zero_stage: 2)")
+    clip = ds.get("gradient_clipping", "auto")
+    if clip not in ("auto", None) and float(clip) != t.max_grad_norm:
+        problems.append(f"gradient_clipping={clip} in the DeepSpeed config but train.max_grad_norm={t.max_grad_norm} "
+                        "(make them equal, or set gradient_clipping: auto)")
+    if problems:
+        raise ConfigError("DeepSpeed cannot run this config as asked: " + "; ".join(problems))
+    ga = ds.get("gradient_accumulation_steps", 1)
+    if ga not in ("auto", 1):
+        raise ConfigError(f"DeepSpeed gradient_accumulation_steps={ga}: this trainer runs 1 (exact resume and "
+                          "equal batches per process rely on it); set it to 1 in the accelerate config")
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_micro_batch_size_per_gpu"] = t.train_batch_size
+    ds["train_batch_size"] = t.train_batch_size * accelerator.num_processes
+    ds["gradient_clipping"] = t.max_grad_norm
+
+
+def uses_ddp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.num_processes > 1 and accelerator.distributed_type not in (
+        DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.NO)
+
+
+def unused_trainable(run: "TrainRun", batch: dict) -> list[str]:
+    """Trainable parameters that get no gradient from one real forward/backward (before DDP wraps
+    the model), with every RNG restored afterwards so the run is unchanged. DDP is told to look for
+    unused parameters (a graph walk every step) only when this list is not empty."""
+    from ufo_video.train import state_io
+    from ufo_video.train.step import batch_loss
+
+    rng = state_io.rng_state()
+    epoch = run.extra.get("epoch")
+    run.extra["epoch"] = 0
+    try:
+        with run.accelerator.autocast():
+            loss = batch_loss(run, batch, 0)
+        loss.backward()
+        return [n for n, p in run.transformer.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        for p in run.params:
+            p.grad = None
+        run.extra.pop("mask_kinds", None)
+        if epoch is None:
+            run.extra.pop("epoch", None)
+        else:
+            run.extra["epoch"] = epoch
+        state_io.set_rng_state(rng)
 
 
 def make_optimizer(cfg: UfoConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -157,8 +258,11 @@ def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
     return names
 
 
-def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
-    """Load the model, add the LoRA, apply memory options and build the optimizer (every process)."""
+def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict | None = None) -> TrainRun:
+    """Load the model, add the LoRA, apply memory options and build the optimizer (every process).
+
+    `probe_batch` (this process's first batch): with DDP, one forward/backward on it tells whether
+    some trainable parameters get no gradient (DDP's find_unused_parameters, only then)."""
     from accelerate.utils import DistributedType
     from diffusers.optimization import get_scheduler
 
@@ -166,11 +270,8 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     from ufo_video.models.memory import enable_fp8_storage
     from ufo_video.models.registry import load_model
 
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.train.gradient_accumulation_steps > 1:
-        raise ConfigError(
-            "with DeepSpeed set gradient_accumulation_steps in the accelerate config and keep "
-            "train.gradient_accumulation_steps=1 (DeepSpeed steps inside backward)"
-        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(cfg, accelerator)
     output_dir = Path(cfg.train.output_dir)
     weight_dtype = DTYPES[cfg.model.weight_dtype]
     if cfg.train.mixed_precision == "fp16" and weight_dtype == torch.bfloat16:
@@ -210,14 +311,23 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int) -> TrainRun:
     lr_scheduler = get_scheduler(
         cfg.train.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.train.lr_warmup_steps, num_training_steps=steps
     )
-    # The LR scheduler is stepped by us once per optimizer step (not prepared: accelerate would
-    # step it once per process, which changes the schedule with the number of GPUs).
-    trained, optimizer = accelerator.prepare(transformer, optimizer)
-    return TrainRun(
-        cfg=cfg, accelerator=accelerator, model=model, transformer=transformer, trained=trained,
+    run = TrainRun(
+        cfg=cfg, accelerator=accelerator, model=model, transformer=transformer, trained=transformer,
         optimizer=optimizer, lr_scheduler=lr_scheduler, params=params, summary=summary,
         output_dir=output_dir, weight_dtype=weight_dtype, extra={"total_steps": steps, "expert": expert},
     )  # fmt: skip
+    if uses_ddp(accelerator) and probe_batch is not None:
+        unused = unused_trainable(run, probe_batch)
+        flag = torch.tensor([float(len(unused))], device=device)
+        any_unused = float(accelerator.reduce(flag, reduction="sum").item()) > 0
+        accelerator.ddp_handler.find_unused_parameters = any_unused
+        if accelerator.is_main_process:
+            print(f"DDP: {len(unused)} trainable tensors get no gradient (e.g. {unused[0]}): find_unused_parameters=true"
+                  if unused else "DDP: every trainable tensor gets a gradient: find_unused_parameters=false")
+    # The LR scheduler is stepped by us once per optimizer step (not prepared: accelerate would
+    # step it once per process, which changes the schedule with the number of GPUs).
+    run.trained, run.optimizer = accelerator.prepare(transformer, optimizer)
+    return run
 
 
 @contextlib.contextmanager

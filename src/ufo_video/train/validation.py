@@ -2,7 +2,8 @@
 
 UFO is trained at weight 1.0 and used at ~0.15, so each prompt is rendered at every weight of
 `train.validation_weights` by changing the adapter's scale (no copies, no reload). Errors are
-not swallowed: a validation that fails stops the run with its real error.
+not swallowed: a validation that fails stops the run with its real error. With several processes
+the (prompt, weight) pairs are split across them (see `run_validation`).
 """
 
 from __future__ import annotations
@@ -56,14 +57,28 @@ def validation_due(run: TrainRun, step: int) -> bool:
     return bool(t.validation_steps and t.validation_prompts and step % t.validation_steps == 0)
 
 
+def my_jobs(n_prompts: int, weights: list[float], rank: int, world: int) -> list[tuple[int, float]]:
+    """(prompt index, weight) pairs this process renders: every prompt x weight, dealt round-robin,
+    so with N processes each renders about 1/N of them and no process waits for all of them."""
+    jobs = [(i, w) for i in range(n_prompts) for w in weights]
+    return jobs[rank::world]
+
+
 @torch.no_grad()
 def run_validation(run: TrainRun, step: int) -> list[Path]:
-    """Render every validation prompt at every validation weight (main process) into output_dir/samples/."""
+    """Render every validation prompt at every validation weight into output_dir/samples/, the
+    (prompt, weight) pairs split across the processes (each writes its own files); then all meet
+    at a barrier bounded by train.collective_timeout_s. Every process holds the whole weights
+    (DDP, DeepSpeed ZeRO-2), so a forward involves no other process."""
     from ufo_video.lora.apply import set_lora_weights
 
+    acc = run.accelerator
+    cfg = run.cfg
+    jobs = my_jobs(len(cfg.train.validation_prompts), list(cfg.train.validation_weights),
+                   acc.process_index, acc.num_processes)
     written: list[Path] = []
-    if run.is_main:
-        cfg, model, device = run.cfg, run.model, run.accelerator.device
+    if jobs:
+        model, device = run.model, acc.device
         grads = {n: p.requires_grad for n, p in run.transformer.named_parameters()}
         run.transformer.eval()
         task, task_inputs = validation_task(cfg, model)
@@ -72,28 +87,27 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
         low_vram = cfg.train.low_vram
         try:
             with on_device(model.vae, device, low_vram), on_device(model.text_encoder, device, low_vram):
-                for i, prompt in enumerate(cfg.train.validation_prompts):
-                    for weight in cfg.train.validation_weights:
-                        set_lora_weights(model, {ADAPTER_NAME: weight})
-                        with run.accelerator.autocast():
-                            result = pipe(
-                                prompt=prompt,
-                                negative_prompt=model.pipeline_negative_prompt(cfg.infer.negative_prompt),
-                                num_frames=cfg.data.video_sample_n_frames,
-                                height=cfg.data.video_sample_size,
-                                width=cfg.data.video_sample_size,
-                                num_inference_steps=cfg.infer.num_inference_steps,
-                                guidance_scale=cfg.infer.guidance_scale,
-                                generator=torch.Generator(device="cpu").manual_seed(cfg.infer.seed),
-                                output_type="pt",
-                                **task_inputs,
-                            )
-                        path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
-                        written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
+                for i, weight in jobs:
+                    set_lora_weights(model, {ADAPTER_NAME: weight})
+                    with acc.autocast():
+                        result = pipe(
+                            prompt=cfg.train.validation_prompts[i],
+                            negative_prompt=model.pipeline_negative_prompt(cfg.infer.negative_prompt),
+                            num_frames=cfg.data.video_sample_n_frames,
+                            height=cfg.data.video_sample_size,
+                            width=cfg.data.video_sample_size,
+                            num_inference_steps=cfg.infer.num_inference_steps,
+                            guidance_scale=cfg.infer.guidance_scale,
+                            generator=torch.Generator(device="cpu").manual_seed(cfg.infer.seed),
+                            output_type="pt",
+                            **task_inputs,
+                        )
+                    path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
+                    written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
         finally:
             set_lora_weights(model, {ADAPTER_NAME: 1.0})
             for n, p in run.transformer.named_parameters():  # adapter switching must not change what trains
                 p.requires_grad_(grads[n])
             run.transformer.train()
-    run.accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return written

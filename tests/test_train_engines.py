@@ -1,0 +1,152 @@
+"""Multi-process engines: DeepSpeed ZeRO-2 configured for this trainer (micro-batch, clipping) or
+refused by name, its state saved and restored through accelerate (exact resume, 2 CPU processes),
+validation split across ranks, DDP's find_unused_parameters decided from a real backward."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from test_train_helpers import losses, lora, make_dataset, max_diff, write_config
+from ufo_video.config import build_config
+from ufo_video.errors import ConfigError
+from ufo_video.train.setup import configure_deepspeed
+from ufo_video.train.validation import my_jobs
+
+BIN = Path(sys.executable).parent
+DS_YAML = """compute_environment: LOCAL_MACHINE
+distributed_type: DEEPSPEED
+deepspeed_config:
+  zero_stage: 2
+  offload_optimizer_device: none
+  offload_param_device: none
+  gradient_accumulation_steps: 1
+  gradient_clipping: {clip}
+  zero3_init_flag: false
+mixed_precision: 'no'
+machine_rank: 0
+num_machines: 1
+num_processes: 2
+main_training_function: main
+rdzv_backend: static
+same_network: true
+use_cpu: false
+"""
+
+
+def _fake_accelerator(ds: dict, processes: int = 2):
+    return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)),
+                           num_processes=processes)
+
+
+def test_deepspeed_config_gets_the_micro_batch_and_clip() -> None:
+    cfg = build_config({"train": {"train_batch_size": 3, "max_grad_norm": 0.05}})
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 1, "gradient_clipping": "auto",
+          "zero_optimization": {"stage": 2}}
+    configure_deepspeed(cfg, _fake_accelerator(ds, processes=4))
+    assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["train_batch_size"] == 12
+    assert ds["gradient_clipping"] == 0.05
+
+
+@pytest.mark.parametrize(("train", "ds_extra", "named"), [
+    ({"max_grad_norm_warmup_steps": 1000}, {}, "train.max_grad_norm_warmup_steps"),
+    ({"nan_policy": "skip"}, {}, "train.nan_policy=skip"),
+    ({"gradient_accumulation_steps": 2}, {}, "train.gradient_accumulation_steps"),
+    ({}, {"gradient_clipping": 1.0}, "gradient_clipping=1.0 in the DeepSpeed config"),
+    ({}, {"zero_optimization": {"stage": 3}}, "zero_optimization.stage=3"),
+])
+def test_deepspeed_refuses_what_it_cannot_honour(train, ds_extra, named) -> None:
+    cfg = build_config({"train": train})
+    ds = {"gradient_accumulation_steps": 1, "zero_optimization": {"stage": 2}, **ds_extra}
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.").replace("=", "=").replace("(", r"\(")):
+        configure_deepspeed(cfg, _fake_accelerator(ds))
+
+
+def test_validation_pairs_are_dealt_across_ranks() -> None:
+    all_pairs = my_jobs(3, [1.0, 0.15], 0, 1)
+    split = [my_jobs(3, [1.0, 0.15], r, 2) for r in range(2)]
+    assert sorted(split[0] + split[1]) == sorted(all_pairs) and len(all_pairs) == 6
+    assert [len(s) for s in split] == [3, 3]
+    assert my_jobs(1, [1.0], 1, 2) == []  # a rank with nothing to render goes straight to the barrier
+
+
+def _launch(yaml_path: Path, cfg: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    return subprocess.run([str(BIN / "accelerate"), "launch", "--config_file", str(yaml_path), "-m", "ufo_video",
+                           "train", str(cfg), *overrides], env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="deepspeed not installed (pip install -e '.[deepspeed]')")
+def test_deepspeed_zero2_two_processes_resume_exactly(tiny_model, tmp_path) -> None:
+    """ZeRO-2 on 2 CPU processes (gloo): each rank's optimizer shard is saved; a resume from
+    step 2 continues to the same losses and bitwise the same LoRA as the straight run; the two
+    validation prompts are rendered one per rank."""
+    data = make_dataset(tmp_path / "ds")
+    yaml_path = tmp_path / "ds.yaml"
+    yaml_path.write_text(DS_YAML.format(clip=0.05))
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", tiny_model, data, out, max_train_steps=4, checkpointing_steps=2,
+                       train_batch_size=1, save_dtype="fp32", validation_steps=4, validation_prompts=["a", "b"],
+                       validation_weights=[1.0])  # fmt: skip
+    run = _launch(yaml_path, cfg, "infer.num_inference_steps=1")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    engine = out / "checkpoint-2" / "engine" / "pytorch_model"
+    shards = sorted(p.name for p in engine.iterdir() if "optim_states" in p.name)
+    assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000004-prompt0-w1.mp4",
+                                                                   "step-000004-prompt1-w1.mp4"]
+    straight, straight_losses = lora(out / "checkpoint-4.safetensors"), losses(out)
+    shutil.rmtree(out / "checkpoint-4")
+    (out / "checkpoint-4.safetensors").unlink()
+    again = _launch(yaml_path, cfg, "infer.num_inference_steps=1", "resume_from_checkpoint=latest")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stdout
+    assert losses(out) == straight_losses
+    assert max_diff(straight, lora(out / "checkpoint-4.safetensors")) == 0.0
+
+
+def test_an_fsdp_launch_is_refused_with_the_reason(tiny_model, tmp_path, monkeypatch, capsys) -> None:
+    from ufo_video.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    data = make_dataset(tmp_path / "ds", images=1, videos=0)
+    out = tmp_path / "out"
+    assert main(["train", str(write_config(tmp_path / "c.toml", tiny_model, data, out, train_batch_size=1))]) == 2
+    err = capsys.readouterr().err
+    assert "FSDP" in err and "distributed_type: FSDP" in err and not out.exists()
+
+
+@pytest.mark.parametrize(("targets", "unused"), [("all-linear", True), (["to_q", "to_k", "to_v"], False)])
+def test_unused_lora_found_by_one_real_backward_rng_untouched(tiny_model, tmp_path, targets, unused) -> None:
+    import torch
+    from accelerate.state import AcceleratorState
+
+    from ufo_video.config import load_config
+    from ufo_video.data.loader import build_train_loader
+    from ufo_video.train.setup import make_accelerator, setup, unused_trainable
+
+    data = make_dataset(tmp_path / "ds", images=2, videos=0)
+    cfg = load_config(write_config(tmp_path / "c.toml", tiny_model, data, tmp_path / "out", train_batch_size=1))
+    cfg.lora.target_modules = targets
+    acc = make_accelerator(cfg, tmp_path / "out")
+    try:
+        run = setup(cfg, acc, batches_per_epoch=2)
+        batch = next(iter(build_train_loader(cfg, seed=0, epoch=0)))
+        before = torch.get_rng_state()
+        names = unused_trainable(run, batch)
+        assert torch.equal(torch.get_rng_state(), before)
+        assert all(p.grad is None for p in run.params)
+        assert bool(names) == unused
+        if unused:  # EasyAnimate's last block: its text stream feeds nothing
+            assert all(n.startswith("transformer_blocks.1.") for n in names), names
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
