@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ufo_video.eval.cli",
     "ufo_video.lora.cli",
     "ufo_video.bench.cli",
+    "ufo_video.ui.cli",
 )
 
 

@@ -1,0 +1,119 @@
+"""What the page sends, checked: every bad value becomes a `gr.Error` that names its input.
+
+Handlers raise `UfoError` (the library's own errors pass through unchanged: they already name the
+file or field); `user_errors` turns them into `gr.Error`, which the page shows in a red box while
+the app keeps running. Tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ufo_video.errors import UfoError
+
+MAX_LORAS = 6  # LoRA rows in the page (the CLI takes any number)
+DEFAULT_WEIGHT = 0.15
+MODES = ("t2v", "i2v")
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Run a handler; a `UfoError` becomes a visible `gr.Error` with the same message."""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UfoError as exc:
+            raise gr.Error(str(exc), title="ufo-video", print_exception=False) from None
+
+    return wrapper
+
+
+def number(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
+           integer: bool = False) -> float | int:  # fmt: skip
+    """A finite number within bounds, or a UfoError naming the input."""
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UfoError(f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise UfoError(f"{name}: {value!r} is not a finite number")
+    if minimum is not None and x < minimum:
+        raise UfoError(f"{name}: {value!r} is below the minimum {minimum:g}")
+    if maximum is not None and x > maximum:
+        raise UfoError(f"{name}: {value!r} is above the maximum {maximum:g}")
+    if integer:
+        if x != int(x):
+            raise UfoError(f"{name}: {value!r} must be a whole number")
+        return int(x)
+    return x
+
+
+def existing_file(value: Any, name: str, suffixes: tuple[str, ...] = ()) -> Path:
+    text = str(value or "").strip()
+    if not text:
+        raise UfoError(f"{name}: give a file path")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise UfoError(f"{name}: file not found: {path}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UfoError(f"{name}: {path.name} is not a {' / '.join(suffixes)} file")
+    return path
+
+
+def image_file(value: Any, name: str) -> str:
+    """An image the browser uploaded (or a path): it must open as an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = existing_file(value, name)
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UfoError(f"{name}: {path.name} is not an image PNG/JPEG/WebP can read ({exc.__class__.__name__})") from None
+    return str(path)
+
+
+def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
+    """[path1, weight1, path2, weight2, ...] from the LoRA rows; empty paths are unused rows."""
+    out = []
+    for i in range(0, len(values), 2):
+        path, weight = values[i], values[i + 1]
+        if not str(path or "").strip():
+            continue
+        n = i // 2 + 1
+        out.append((existing_file(path, f"LoRA {n}", (".safetensors",)),
+                    float(number(weight, f"LoRA {n} weight", minimum=0.0, maximum=2.0))))  # fmt: skip
+    return out
+
+
+@functools.cache
+def _weight_slider_class() -> type:
+    import gradio as gr
+from gradio.events import Dependency
+
+    class WeightSlider(gr.Slider):
+        """gr.Slider whose bad values (text or out of range, possible through the API) are
+        reported by the slider's label instead of Gradio's generic comparison error."""
+
+        is_template = True  # the same front-end as gr.Slider
+
+        def preprocess(self, payload: Any) -> float:
+            try:
+                return float(number(payload, str(self.label or "weight"), minimum=0.0, maximum=2.0))
+            except UfoError as exc:
+                raise gr.Error(str(exc), title="ufo-video", print_exception=False) from None
+
+    return WeightSlider
+
+
+def weight_slider(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
+    """A LoRA weight slider, 0-2 (UFO's useful range is 0.05-0.2; default 0.15)."""
+    return _weight_slider_class()(0.0, 2.0, value=value, step=0.01, label=label, **kwargs)
