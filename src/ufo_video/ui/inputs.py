@@ -116,3 +116,29 @@ def _weight_slider_class() -> type:
 def weight_slider(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
     """A LoRA weight slider, 0-2 (UFO's useful range is 0.05-0.2; default 0.15)."""
     return _weight_slider_class()(0.0, 2.0, value=value, step=0.01, label=label, **kwargs)
+
+
+@functools.cache
+def _image_class() -> type:
+    import gradio as gr
+
+    class NamedImage(gr.Image):
+        """gr.Image whose unreadable uploads (a text file named .png) are reported by the input's
+        label, instead of Gradio's generic "could not preprocess input component at index N"."""
+
+        is_template = True  # the same front-end as gr.Image
+
+        def preprocess(self, payload: Any) -> Any:
+            try:
+                return super().preprocess(payload)
+            except Exception as exc:  # PIL raises several types for a file that is not an image
+                name = payload.get("orig_name") if isinstance(payload, dict) else getattr(payload, "orig_name", None)
+                raise gr.Error(f"{self.label}: {name or 'the file'} is not an image that can be read ({exc.__class__.__name__}); "
+                               "upload a PNG, JPEG or WebP", title="ufo-video", print_exception=False) from None
+
+    return NamedImage
+
+
+def image_input(label: str, **kwargs: Any):
+    """An image upload (kept as a file path) whose bad uploads name `label`."""
+    return _image_class()(type="filepath", label=label, sources=["upload"], **kwargs)

@@ -37,9 +37,18 @@ def check(ctx: UiContext, meta: Any, root: Any, config: Any, previews: Any) -> t
     if bad_file:
         raise UfoError(f"metadata file: {meta_path} is not a usable metadata file: {bad_file[0].message}")
     rows = [[p.index, p.file_path, p.problem, p.message] for p in report.problems]
-    shown = write_previews(ctx, cfg, n) if n and report.ok else []
     summary = f"**{report.entries} entries, {report.ok} ok, {len(report.problems)} problem{'s' if len(report.problems) != 1 else ''}**"
-    if n and not report.ok:
+    shown: list[str] = []
+    if n and report.ok:
+        # previews come from the entries that load; the trainer itself stops when more than
+        # data.max_failed_fraction of them fail, which the summary says
+        limit = cfg.data.max_failed_fraction
+        cfg.data.max_failed_fraction = 1.0
+        shown = write_previews(ctx, cfg, n)
+        if report.problems:
+            summary += (f"  \nPreviews skip the entries with problems; fix or remove them before training "
+                        f"(the trainer stops when more than data.max_failed_fraction={limit:g} of the samples fail).")
+    elif n:
         summary += " (no usable entry to preview)"
     return summary, rows, shown
 

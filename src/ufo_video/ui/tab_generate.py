@@ -14,7 +14,7 @@ from typing import Any
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
 from ufo_video.ui.app import DEVICE, UiContext
-from ufo_video.ui.inputs import MAX_LORAS, MODES, image_file, lora_rows, number, user_errors, weight_slider
+from ufo_video.ui.inputs import MAX_LORAS, MODES, image_file, image_input, lora_rows, number, user_errors, weight_slider
 
 # order of the shared settings components (handlers receive their values in this order)
 SETTING_NAMES = ("model", "height", "width", "frames", "fps", "steps", "guidance", "dtype", "memory_mode", "cache")
@@ -120,8 +120,8 @@ def build(ctx: UiContext) -> Common:
             prompt = gr.Textbox(label="prompt", lines=2, elem_id="ufo-prompt")
             negative = gr.Textbox(label="negative prompt", lines=1)
             with gr.Row():
-                image = gr.Image(type="filepath", label="start image (i2v)", sources=["upload"], height=160)
-                end_image = gr.Image(type="filepath", label="end image (i2v, optional)", sources=["upload"], height=160)
+                image = image_input("start image (i2v)", height=160)
+                end_image = image_input("end image (i2v, optional)", height=160)
             gr.Markdown("**LoRAs** (UFO's useful weights: 0.05-0.2)")
             rows, lora_inputs = [], []
             for i in range(MAX_LORAS):
