@@ -126,7 +126,8 @@ def build(ctx: UiContext) -> Common:
             rows, lora_inputs = [], []
             for i in range(MAX_LORAS):
                 with gr.Row(visible=i == 0) as row:
-                    path = gr.Textbox(label=f"LoRA {i + 1} file", placeholder="path/to/ufo.safetensors", scale=3)
+                    path = gr.Textbox(label=f"LoRA {i + 1} file", placeholder="path/to/ufo.safetensors", scale=3,
+                                      elem_id=f"ufo-lora-{i + 1}")
                     weight = weight_slider(f"LoRA {i + 1} weight", elem_id=f"ufo-weight-{i + 1}", scale=2)
                 rows.append(row)
                 lora_inputs += [path, weight]
@@ -136,7 +137,7 @@ def build(ctx: UiContext) -> Common:
                 model = gr.Textbox(value=ctx.model, label="model folder")
                 with gr.Row():
                     seed = gr.Number(value=43, label="seed")
-                    steps = gr.Number(value=25, label="steps")
+                    steps = gr.Number(value=25, label="steps", elem_id="ufo-steps")
                     guidance = gr.Number(value=6.0, label="guidance scale")
                 with gr.Row():
                     height = gr.Number(value=64, label="height")

@@ -76,16 +76,16 @@ def build(ctx: UiContext, common: Any) -> None:
                 "share of the base model's motion.")  # fmt: skip
     with gr.Row():
         loras = gr.Textbox(label="checkpoints: LoRA files or a training output_dir (all its checkpoint-N.safetensors), "
-                           "one per line", lines=3, scale=3)  # fmt: skip
+                           "one per line", lines=3, scale=3, elem_id="ufo-sweep-loras")  # fmt: skip
         with gr.Column(scale=2):
             weights = gr.Textbox(value="0,0.05,0.1,0.2", label="weights (comma-separated; include 0, the base)")
             keep = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="keep at least this share of the base's motion")
             consistency = gr.Dropdown(list(CONSISTENCY_CHOICES), value="warp_error", label="consistency metric")
     with gr.Row():
-        prompt = gr.Textbox(label="prompt", lines=2, scale=3)
+        prompt = gr.Textbox(label="prompt", lines=2, scale=3, elem_id="ufo-sweep-prompt")
         seed = gr.Number(value=43, label="seed", scale=1)
-    run = gr.Button("Sweep", variant="primary")
-    recommendation = gr.HTML(label="recommendation")
+    run = gr.Button("Sweep", variant="primary", elem_id="ufo-sweep-run")
+    recommendation = gr.HTML(label="recommendation", elem_id="ufo-sweep-recommendation")
     with gr.Row():
         grid = gr.Video(label="grid: one row per checkpoint, weight grows to the right", autoplay=True, loop=True)
         plot = gr.HTML(label="consistency and motion against the weight")
