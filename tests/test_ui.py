@@ -165,6 +165,8 @@ def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path)
     assert Path(grid).suffix == ".mp4"
     with pytest.raises(AppError, match="weights"):
         client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, *SETTINGS, api_name="/sweep")
+    with pytest.raises(AppError, match="keep at least this share"):
+        client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, *SETTINGS, api_name="/sweep")
 
 
 def test_data_check_lists_problems_and_previews_clips(app, tmp_path: Path) -> None:

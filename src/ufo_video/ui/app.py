@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ufo_video.ui.session import ModelSession
 
@@ -54,7 +55,7 @@ class UiContext:
     model: str
     out_dir: Path
     session: ModelSession = field(default_factory=ModelSession)
-    messages: list[str] = field(default_factory=list)
+    train_job: Any = None  # the Train tab's `TrainJob`
 
     def folder(self, name: str) -> Path:
         path = self.out_dir / name
@@ -72,8 +73,7 @@ def build_app(model: str | Path, out_dir: str | Path):
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ctx = UiContext(str(model), out)
-    ctx.session.log = ctx.messages.append
-    with gr.Blocks(title="ufo-video") as app:
+    with gr.Blocks(title="ufo-video", analytics_enabled=False) as app:
         gr.Markdown("## ufo-video: generate with UFO LoRAs, compare weights, choose a checkpoint, check data, watch training")
         with gr.Tab("Generate"):
             common = tab_generate.build(ctx)

@@ -95,10 +95,10 @@ def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
 
 
 @functools.cache
-def _weight_slider_class() -> type:
+def _slider_class() -> type:
     import gradio as gr
 
-    class WeightSlider(gr.Slider):
+    class NamedSlider(gr.Slider):
         """gr.Slider whose bad values (text or out of range, possible through the API) are
         reported by the slider's label instead of Gradio's generic comparison error."""
 
@@ -106,16 +106,20 @@ def _weight_slider_class() -> type:
 
         def preprocess(self, payload: Any) -> float:
             try:
-                return float(number(payload, str(self.label or "weight"), minimum=0.0, maximum=2.0))
+                return float(number(payload, str(self.label or "value"), minimum=self.minimum, maximum=self.maximum))
             except UfoError as exc:
                 raise gr.Error(str(exc), title="ufo-video", print_exception=False) from None
 
-    return WeightSlider
+    return NamedSlider
+
+
+def slider(minimum: float, maximum: float, value: float, label: str, step: float = 0.01, **kwargs: Any):
+    return _slider_class()(minimum, maximum, value=value, step=step, label=label, **kwargs)
 
 
 def weight_slider(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
     """A LoRA weight slider, 0-2 (UFO's useful range is 0.05-0.2; default 0.15)."""
-    return _weight_slider_class()(0.0, 2.0, value=value, step=0.01, label=label, **kwargs)
+    return slider(0.0, 2.0, value, label, **kwargs)
 
 
 @functools.cache

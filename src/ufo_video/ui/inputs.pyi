@@ -137,3 +137,21 @@ class NamedImage(gr.Image):
         from gradio.components.base import Component
 
     
+class NamedSlider(gr.Slider):
+        """gr.Slider whose bad values (text or out of range, possible through the API) are
+        reported by the slider's label instead of Gradio's generic comparison error."""
+
+        is_template = True  # the same front-end as gr.Slider
+
+        def preprocess(self, payload: Any) -> float:
+            try:
+                return float(number(payload, str(self.label or "value"), minimum=self.minimum, maximum=self.maximum))
+            except UfoError as exc:
+                raise gr.Error(str(exc), title="ufo-video", print_exception=False) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    

@@ -13,7 +13,7 @@ from ufo_video.errors import UfoError
 from ufo_video.infer.settings import LoraSpec
 from ufo_video.ui.app import DEVICE, UiContext
 from ufo_video.ui.inputs import existing_file, number, user_errors, weight_slider
-from ufo_video.ui.tab_generate import SETTING_NAMES, Progress, request_from_values, settings_from_values
+from ufo_video.ui.tab_generate import SETTING_NAMES, StepProgress, request_from_values, settings_from_values
 
 METRIC_COLUMNS = ("ssim", "psnr_db", "warp_error", "brightness_flicker", "sharpness_flicker", "flow_px", "dynamic_pairs")
 
@@ -40,7 +40,7 @@ def compare(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str,
     request = request_from_values(prompt, negative, seed)
     folder = ctx.folder("compare")
     ctx.session.log = notes.append
-    bar = Progress(progress, videos=2)
+    bar = StepProgress(progress, videos=2)
     outputs = []
     for i, (path, weight) in enumerate(sides):
         bar.video = i

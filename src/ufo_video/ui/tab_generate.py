@@ -76,7 +76,7 @@ def request_from_values(prompt: Any, negative: Any, seed: Any, mode: str = "t2v"
     return VideoRequest(str(prompt), str(negative or ""), seed, start, end)
 
 
-class Progress:
+class StepProgress:
     """Denoising steps (and videos, for several) onto a Gradio progress bar."""
 
     def __init__(self, progress: Any, videos: int = 1):
@@ -101,7 +101,7 @@ def generate(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str
     paths = plan_output_paths(1, None, ctx.folder("generate"), "mp4")
     ctx.session.log = notes.append
     loads = ctx.session.loads
-    bar = Progress(progress)
+    bar = StepProgress(progress)
     with ctx.session.use(settings, bar.step) as gen:
         [(video, sidecar)] = generate_videos(settings, [request], paths, "mp4", log=notes.append, generator=gen)
     notes.append("model loaded for this video" if ctx.session.loads != loads else "model kept loaded (no reload)")
@@ -167,6 +167,4 @@ def build(ctx: UiContext) -> Common:
 
     run.click(on_generate, inputs=[mode, image, end_image, prompt, negative, seed, *settings, *lora_inputs],
               outputs=[video, sidecar, log], api_name="generate", **DEVICE)  # fmt: skip
-    common = Common(settings, negative)
-    common.seed = seed
-    return common
+    return Common(settings, negative)

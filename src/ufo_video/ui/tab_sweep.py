@@ -10,7 +10,7 @@ from typing import Any
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import LoraSpec
 from ufo_video.ui.app import DEVICE, UiContext
-from ufo_video.ui.inputs import number, user_errors
+from ufo_video.ui.inputs import number, slider, user_errors
 from ufo_video.ui.tab_generate import SETTING_NAMES, request_from_values, settings_from_values
 
 CONSISTENCY_CHOICES = ("warp_error", "ssim", "psnr_db", "brightness_flicker", "sharpness_flicker")
@@ -79,7 +79,7 @@ def build(ctx: UiContext, common: Any) -> None:
                            "one per line", lines=3, scale=3, elem_id="ufo-sweep-loras")  # fmt: skip
         with gr.Column(scale=2):
             weights = gr.Textbox(value="0,0.05,0.1,0.2", label="weights (comma-separated; include 0, the base)")
-            keep = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="keep at least this share of the base's motion")
+            keep = slider(0.0, 1.0, 0.8, "keep at least this share of the base's motion", step=0.05)
             consistency = gr.Dropdown(list(CONSISTENCY_CHOICES), value="warp_error", label="consistency metric")
     with gr.Row():
         prompt = gr.Textbox(label="prompt", lines=2, scale=3, elem_id="ufo-sweep-prompt")
