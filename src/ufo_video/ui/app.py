@@ -95,6 +95,6 @@ def launch(app, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
     ctx = app.ufo_context
     return app.launch(
         server_name=host, server_port=port, share=share, allowed_paths=[str(ctx.out_dir)],
-        prevent_thread_lock=not block, quiet=not block, show_error=True, head=SYNC_JS, css=CSS,
+        prevent_thread_lock=not block, quiet=not share, show_error=True, head=SYNC_JS, css=CSS,
         footer_links=["api"], ssr_mode=False,
     )  # fmt: skip

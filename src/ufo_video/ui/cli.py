@@ -47,4 +47,8 @@ def _ui(args: argparse.Namespace) -> int:
     app = build_app(args.model, args.out)
     print(f"ufo-video ui: http://{args.host}:{args.port}  (outputs in {args.out.resolve()}; Ctrl-C stops)")
     launch(app, args.host, args.port, share=args.share, block=True)
+    job = app.ufo_context.train_job
+    if job is not None and job.running():
+        print(f"stopping the training started from the page (it saves a checkpoint): {job.output_dir}")
+        job.stop(wait=120)
     return 0
