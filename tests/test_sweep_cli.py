@@ -70,11 +70,15 @@ def test_sweep_two_checkpoints_writes_table_recommendation_and_html(run_dir: Pat
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape == (2 * (14 + 14 + 64), 3 * 64 + 2 * 2, 3)  # two rows, each: name band, weight band, videos
     html = (out / "sweep.html").read_text()
-    assert "Recommended:" in html and "<svg" in html and "expected UFO trend" in html and "2 denoising steps" in html
+    assert "Recommended:" in html and "<svg" in html and "expected UFO trend" in html and "only 2 denoising steps" in html
+    assert ">step 100</text>" in html and ">step 200</text>" in html  # chart legends
     # a second sweep into the same folder is refused unless told
     assert main(["sweep", "--model", str(TINY_BASE), "--prompt", "x", "--lora", str(run_dir), "--weights", "0,1",
                  "--out-dir", str(out)]) == 2  # fmt: skip
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["sweep", "--model", str(TINY_BASE), "--prompt", "x", *FAST, "--lora", str(run_dir / "checkpoint-200.safetensors"),
+                 "--weights", "0,1", "--out-dir", str(out), "--overwrite"]) == 0  # fmt: skip
+    assert json.loads((out / "sweep.json").read_text())["checkpoints"] == ["checkpoint-200"]
 
 
 @pytest.mark.parametrize(
@@ -93,3 +97,10 @@ def test_sweep_bad_input_is_one_line_naming_it(extra, message, run_dir: Path, tm
     assert main(["sweep", "--model", str(TINY_BASE), "--prompt", "x", *extra, "--out-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_legend_names_fit_and_stay_unique() -> None:
+    from ufo_video.infer.sweep_report import legend_names
+
+    assert legend_names(["checkpoint-100", "a/checkpoint-100", "my-long-lora-name", "short"]) == {
+        "checkpoint-100": "step 100", "a/checkpoint-100": "2: step 100", "my-long-lora-name": "my-long-l~", "short": "short"}

@@ -178,7 +178,8 @@ def _sweep(args: argparse.Namespace) -> int:
     fmt = output_format(None, args.format)
     check_out_dir(args.out_dir, args.overwrite)
     specs = [LoraSpec(str(p), cfg.infer.lora_weight) for p in paths]
-    record = run_sweep(settings, request_from_config(cfg), specs, weights, args.out_dir, fmt, rule=rule)
+    record = run_sweep(settings, request_from_config(cfg), specs, weights, args.out_dir, fmt, rule=rule,
+                       overwrite=args.overwrite)
     print()
     print(format_sweep_table(json.loads(record.read_text())))
     return 0

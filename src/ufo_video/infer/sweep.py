@@ -142,13 +142,14 @@ def run_sweep(
     rule=None,
     generator=None,
     on_video: OnVideo | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write every (checkpoint, weight) video, the grid, sweep.json and sweep.html; returns sweep.json.
 
     `generator`: an already loaded `VideoGenerator` holding exactly these LoRAs, in this order,
     unfused (the web UI keeps one); otherwise the model is loaded here. `rule`: an
-    `ufo_video.eval.choose.ChoiceRule` (default rule when None)."""
+    `ufo_video.eval.choose.ChoiceRule` (default rule when None). An earlier sweep in `out_dir` is
+    replaced only with `overwrite`."""
     from ufo_video.eval.choose import ChoiceRule, recommend
     from ufo_video.eval.metrics import evaluate_frames
 

@@ -8,6 +8,7 @@ paths so the page works when the folder is moved.
 
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from ufo_video.atomic import write_text_atomic
 from ufo_video.demo.report import CSS
 from ufo_video.demo.svg import line_chart
 
-# below this many denoising steps the videos are mostly noise, and so is any trend measured on them
-FEW_STEPS = 20
+# below this many denoising steps the videos are mostly noise, and so is any trend measured on
+# them (the demo's quick plan uses 2; its full plan's 12 already give clean tiny-base videos)
+FEW_STEPS = 10
+LEGEND_CHARS = 10  # what fits in the charts' legend
 CHARTED = (("ssim", "SSIM between frames (higher = consistent)"),
            ("warp_error", "warp error (lower = consistent)"),
            ("flow_px", "optical flow, px/frame (motion)"))  # fmt: skip
@@ -34,13 +37,24 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def legend_names(labels: list[str]) -> dict[str, str]:
+    """Short names for the legend: "step N" for checkpoint-N files, else the label cut to fit."""
+    short = {}
+    for label in labels:
+        m = re.fullmatch(r"(?:.*/)?checkpoint-(\d+)", label)
+        name = f"step {m[1]}" if m else label if len(label) <= LEGEND_CHARS else label[: LEGEND_CHARS - 1] + "~"
+        short[label] = name if name not in short.values() else f"{len(short) + 1}: {name}"
+    return short
+
+
 def charts(record: dict) -> str:
     """SVG line charts of each CHARTED metric against the weight, one series per checkpoint."""
     weights = record["weights"]
     by = {(e["checkpoint"], e["weight"]): e["metrics"] for e in record["videos"]}
+    names = legend_names(record["checkpoints"])
     out = []
     for metric, title in CHARTED:
-        series = {c: [float(by[(c, w)][metric]) for w in weights] for c in record["checkpoints"]}
+        series = {names[c]: [float(by[(c, w)][metric]) for w in weights] for c in record["checkpoints"]}
         out.append(line_chart(series, weights, title, "LoRA weight (evenly spaced)", metric, categorical=True))
     return '<div class="charts">' + "".join(out) + "</div>"
 
@@ -68,8 +82,8 @@ def verdict_html(record: dict) -> str:
     steps = record["settings"]["num_inference_steps"]
     note = ""
     if steps < FEW_STEPS:
-        note = (f'<p class="muted">These videos had {steps} denoising steps: a quick run is mostly noise, so it '
-                "cannot show the trend either way; judge it on a run with the model's usual steps.</p>")
+        note = (f'<p class="muted">These videos had only {steps} denoising steps: such a quick run is mostly noise, '
+                "so it cannot show the trend either way; judge it on a run with the model's usual steps.</p>")
     return "\n".join([
         f'<div class="{"ok" if v["holds"] else "bad"}"><p>{escape(v["statement"])}</p></div>', note,
         _table(["videos", "metric", "expected as weight grows", "holds", "at min weight", "at max weight"], rows),
