@@ -223,3 +223,12 @@ def test_ui_command_help_and_bad_port(capsys) -> None:
 
     assert main(["ui", "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+
+
+def test_page_starts_from_the_tiny_base_size_or_the_reference_values(tmp_path: Path) -> None:
+    from ufo_video.ui.tab_generate import page_defaults
+
+    tiny = page_defaults(str(TINY_BASE))
+    assert (tiny["height"], tiny["width"], tiny["frames"], tiny["steps"]) == (64, 64, 9, 12)
+    real = page_defaults(str(tmp_path / "EasyAnimateV5.1-12b-zh-InP"))
+    assert (real["height"], real["width"], real["frames"], real["steps"], real["seed"]) == (384, 672, 49, 50, 43)

@@ -55,6 +55,8 @@ def check(ctx: UiContext, meta: Any, root: Any, config: Any, previews: Any) -> t
 
 def write_previews(ctx: UiContext, cfg: Any, n: int) -> list[str]:
     """The first `n` training clips (after bucketing, cropping and frame sampling) as mp4/png."""
+    from PIL import Image
+
     from ufo_video.data.loader import build_train_loader
     from ufo_video.media_write import write_video
 
@@ -67,7 +69,12 @@ def write_previews(ctx: UiContext, cfg: Any, n: int) -> list[str]:
     for batch in loader:
         for clip in batch["pixel_values"]:
             frames = ((clip + 1) / 2).permute(1, 0, 2, 3).clamp(0, 1)  # [F, 3, H, W] in [0, 1]
-            path = write_video(frames, out / f"clip-{len(written):02d}.mp4", fps=cfg.infer.fps)
+            if frames.shape[0] == 1:  # an image sample: one frame
+                path = out / f"clip-{len(written):02d}.png"
+                pixels = (frames[0].permute(1, 2, 0) * 255).round().byte().numpy()
+                Image.fromarray(pixels).save(path)
+            else:
+                path = write_video(frames, out / f"clip-{len(written):02d}.mp4", fps=cfg.infer.fps)
             written.append(str(path))
             if len(written) >= n:
                 return written

@@ -108,11 +108,34 @@ def generate(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str
     return str(video), str(sidecar), "\n".join(notes)
 
 
+# the shipped tiny base draws 64x64, 9 frames (docs/tiny-base-model.md); the demo uses 12 steps
+TINY_DEFAULTS = {"height": 64, "width": 64, "frames": 9, "steps": 12}
+
+
+def page_defaults(model: str) -> dict[str, Any]:
+    """Starting values of the settings: the config's (the reference's predict values) for a real
+    model, the tiny base's own size for it; fp32 on a CPU (bf16 there is slow), else the config's."""
+    import torch
+
+    from ufo_video.config import UfoConfig
+    from ufo_video.ui.cli import DEFAULT_MODEL
+
+    inf, mod = UfoConfig().infer, UfoConfig().model
+    values = {"height": inf.sample_size[0], "width": inf.sample_size[1], "frames": inf.video_length,
+              "steps": inf.num_inference_steps, "fps": inf.fps, "guidance": inf.guidance_scale, "seed": inf.seed,
+              "dtype": mod.weight_dtype if torch.cuda.is_available() else "fp32"}  # fmt: skip
+    if Path(model).resolve() == DEFAULT_MODEL.resolve():
+        values.update(TINY_DEFAULTS)
+    return values
+
+
 def build(ctx: UiContext) -> Common:
     import gradio as gr
 
     from ufo_video.config import MEMORY_MODES
     from ufo_video.infer.settings import CACHE_KINDS
+
+    d = page_defaults(ctx.model)
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -136,16 +159,16 @@ def build(ctx: UiContext) -> Common:
             with gr.Accordion("video settings (also used by Compare and Sweep)", open=True):
                 model = gr.Textbox(value=ctx.model, label="model folder")
                 with gr.Row():
-                    seed = gr.Number(value=43, label="seed")
-                    steps = gr.Number(value=25, label="steps", elem_id="ufo-steps")
-                    guidance = gr.Number(value=6.0, label="guidance scale")
+                    seed = gr.Number(value=d["seed"], label="seed")
+                    steps = gr.Number(value=d["steps"], label="steps", elem_id="ufo-steps")
+                    guidance = gr.Number(value=d["guidance"], label="guidance scale")
                 with gr.Row():
-                    height = gr.Number(value=64, label="height")
-                    width = gr.Number(value=64, label="width")
-                    frames = gr.Number(value=9, label="frames (4k+1)")
-                    fps = gr.Number(value=8, label="fps")
+                    height = gr.Number(value=d["height"], label="height")
+                    width = gr.Number(value=d["width"], label="width")
+                    frames = gr.Number(value=d["frames"], label="frames (4k+1)")
+                    fps = gr.Number(value=d["fps"], label="fps")
                 with gr.Row():
-                    dtype = gr.Dropdown(["bf16", "fp16", "fp32"], value="fp32", label="dtype")
+                    dtype = gr.Dropdown(["bf16", "fp16", "fp32"], value=d["dtype"], label="dtype")
                     memory = gr.Dropdown(list(MEMORY_MODES), value="model_full_load", label="memory mode")
                     cache = gr.Dropdown(list(CACHE_KINDS), value="none", label="step cache")
             run = gr.Button("Generate", variant="primary", elem_id="ufo-generate")
