@@ -100,6 +100,33 @@ def test_each_denoising_step_is_reported() -> None:
     assert steps == [(1, 3), (2, 3), (3, 3)]
 
 
+def test_jobs_wait_their_turn_with_a_position_and_report_each_step(app) -> None:
+    """A compare sent while a generation runs waits in the one device queue (its place shown);
+    the generation reports its denoising steps as progress."""
+    from gradio_client.utils import Status
+
+    _, client, _ = app
+    slow = SETTINGS[:5] + [12] + SETTINGS[6:]
+    first = client.submit(*gen_args("a red square moves right", settings=slow), api_name="/generate")
+    second = client.submit("a blue circle", "", 5, "", 0.0, "", 0.0, *SETTINGS, api_name="/compare")
+    seen_steps, queued = set(), []
+    while not second.done():
+        progress = first.status().progress_data
+        if progress and progress[0].unit == "steps":
+            seen_steps.add((progress[0].index, progress[0].length))
+        status = second.status()
+        if status.code == Status.IN_QUEUE and status.rank is not None:
+            queued.append(status.rank)
+        time.sleep(0.02)
+    first.result(), second.result()
+    assert queued, "the second job never waited in the queue"
+    demo = app[0]
+    device_jobs = {f.api_name: (f.concurrency_id, f.concurrency_limit) for f in demo.fns.values()
+                   if f.api_name in ("generate", "compare", "sweep", "data_check", "train_start")}  # fmt: skip
+    assert len(device_jobs) == 5 and set(device_jobs.values()) == {("device", 1)}
+    assert len(seen_steps) >= 2 and all(total == 12 for _, total in seen_steps), seen_steps
+
+
 def test_bad_inputs_show_an_error_naming_the_input_and_the_app_keeps_running(app, run_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import save_file
     import torch
