@@ -34,15 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def lora_rows(*rows: tuple[str, float]) -> list:
+def lora_rows(*rows: tuple[str, float], more: str = "") -> list:
     flat: list = []
     for path, weight in rows:
         flat += [str(path), weight]
-    return flat + ["", 0.15] * (MAX_LORAS - len(rows))
+    return flat + ["", 0.15] * (MAX_LORAS - len(rows)) + [more]
 
 
-def gen_args(prompt: str, *loras: tuple[str, float], mode: str = "t2v", image=None, settings=SETTINGS, seed=43) -> list:
-    return [mode, image, None, prompt, "", seed, *settings, *lora_rows(*loras)]
+def gen_args(prompt: str, *loras: tuple[str, float], mode: str = "t2v", image=None, settings=SETTINGS, seed=43,
+             more: str = "") -> list:  # fmt: skip
+    return [mode, image, None, prompt, "", seed, *settings, *lora_rows(*loras, more=more)]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_generate_keeps_one_model_across_weights_and_loras(app, run_dir: Path) -
     assert first["frames_shape"] == [9, 64, 64, 3] and len(list((out / "generate").glob("*.mp4"))) == 1
     loads = ctx.session.loads
     _, side2, log2 = client.predict(*gen_args("a red square moves right", (a, 0.5)), api_name="/generate")
-    _, side3, _ = client.predict(*gen_args("a red square moves right", (a, 0.5), (b, 1.0)), api_name="/generate")
+    _, side3, _ = client.predict(*gen_args("a red square moves right", (a, 0.5), more=f"{b}:1.0"), api_name="/generate")
     assert ctx.session.loads == loads and "model kept loaded" in log2  # weights and LoRAs changed, no reload
     hashes = {sidecar(s)["frames_sha256"] for s in (side, side2, side3)}
     assert len(hashes) == 3
@@ -149,6 +150,8 @@ def test_bad_inputs_show_an_error_naming_the_input_and_the_app_keeps_running(app
         (gen_args("x", (lora, 3.0)), "LoRA 1 weight"),
         (gen_args("x", (tmp_path / "missing.safetensors", 0.1)), "LoRA 1: file not found"),
         (gen_args("x", (other, 0.1)), "transformer_blocks"),
+        (gen_args("x", more=f"{lora}:heavy"), "more LoRAs, line 1 weight: 'heavy' is not a number"),
+        (gen_args("x", more=f"\n{lora}:5"), "more LoRAs, line 2 weight"),
         (gen_args("x", mode="i2v", image=handle_file(str(not_image))), "start image"),
         (gen_args("x", mode="i2v"), "start image"),
         (gen_args("  "), "prompt"),

@@ -82,15 +82,26 @@ def image_file(value: Any, name: str) -> str:
 
 
 def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
-    """[path1, weight1, path2, weight2, ...] from the LoRA rows; empty paths are unused rows."""
+    """[path1, weight1, path2, weight2, ..., more] from the LoRA rows (empty paths are unused
+    rows) and the "more LoRAs" text: one `PATH:WEIGHT` (or `PATH`, at the default weight) per line."""
+    rows, more = values[:-1], values[-1]
     out = []
-    for i in range(0, len(values), 2):
-        path, weight = values[i], values[i + 1]
+    for i in range(0, len(rows), 2):
+        path, weight = rows[i], rows[i + 1]
         if not str(path or "").strip():
             continue
         n = i // 2 + 1
         out.append((existing_file(path, f"LoRA {n}", (".safetensors",)),
                     float(number(weight, f"LoRA {n} weight", minimum=0.0, maximum=2.0))))  # fmt: skip
+    for k, line in enumerate(str(more or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        text = line.strip()
+        path, sep, tail = text.rpartition(":")
+        if not sep or not path or Path(text).expanduser().is_file():
+            path, tail = text, str(DEFAULT_WEIGHT)  # a path alone (it may hold a colon)
+        name = f"more LoRAs, line {k}"
+        out.append((existing_file(path, name, (".safetensors",)), float(number(tail, f"{name} weight", minimum=0.0, maximum=2.0))))
     return out
 
 

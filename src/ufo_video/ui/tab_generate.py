@@ -89,7 +89,7 @@ class StepProgress:
 
 
 def generate(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str, str]:
-    """values: mode, image, end image, prompt, negative, seed, *settings, *LoRA rows."""
+    """values: mode, image, end image, prompt, negative, seed, *settings, *LoRA rows, more LoRAs."""
     from ufo_video.infer.run import generate_videos, plan_output_paths
 
     mode, image, end_image, prompt, negative, seed = values[:6]
@@ -155,7 +155,9 @@ def build(ctx: UiContext) -> Common:
                 rows.append(row)
                 lora_inputs += [path, weight]
             shown = gr.State(1)
-            add = gr.Button(f"+ add a LoRA row (up to {MAX_LORAS})", size="sm")
+            add = gr.Button(f"+ add a LoRA row (up to {MAX_LORAS}; more below)", size="sm")
+            with gr.Accordion("more LoRAs", open=False):
+                more = gr.Textbox(label="more LoRAs: one PATH:WEIGHT per line (weight 0-2; PATH alone = 0.15)", lines=2)
             with gr.Accordion("video settings (also used by Compare and Sweep)", open=True):
                 model = gr.Textbox(value=ctx.model, label="model folder")
                 with gr.Row():
@@ -188,6 +190,6 @@ def build(ctx: UiContext) -> Common:
     def on_generate(progress=gr.Progress(), *values):  # noqa: B008 - Gradio's way to ask for a progress bar
         return generate(ctx, progress, list(values))
 
-    run.click(on_generate, inputs=[mode, image, end_image, prompt, negative, seed, *settings, *lora_inputs],
+    run.click(on_generate, inputs=[mode, image, end_image, prompt, negative, seed, *settings, *lora_inputs, more],
               outputs=[video, sidecar, log], api_name="generate", **DEVICE)  # fmt: skip
     return Common(settings, negative)
