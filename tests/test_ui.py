@@ -256,6 +256,9 @@ def test_ui_command_help_and_bad_port(capsys) -> None:
 
     assert main(["ui", "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+    # Gradio writes a .pyi stub beside any module that subclasses a component: the page must not
+    ui_dir = Path(__file__).resolve().parent.parent / "src" / "ufo_video" / "ui"
+    assert not list(ui_dir.glob("*.pyi"))
 
 
 def test_page_starts_from_the_tiny_base_size_or_the_reference_values(tmp_path: Path) -> None:

@@ -105,27 +105,31 @@ def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
     return out
 
 
-@functools.cache
-def _slider_class() -> type:
+def _named_preprocess(component: Any, convert: Callable[[Any], Any]) -> Any:
+    """Replace one component's `preprocess` (on the instance: a subclass would make Gradio write a
+    .pyi stub beside this file) so a bad value raises a `gr.Error` naming the component's label
+    instead of Gradio's generic "could not preprocess input component at index N"."""
     import gradio as gr
 
-    class NamedSlider(gr.Slider):
-        """gr.Slider whose bad values (text or out of range, possible through the API) are
-        reported by the slider's label instead of Gradio's generic comparison error."""
+    def preprocess(payload: Any) -> Any:
+        try:
+            return convert(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:  # PIL and others raise several types for a bad file
+            message = str(exc) if isinstance(exc, UfoError) else f"{component.label}: cannot be read ({exc.__class__.__name__})"
+            raise gr.Error(message, title="ufo-video", print_exception=False) from None
 
-        is_template = True  # the same front-end as gr.Slider
-
-        def preprocess(self, payload: Any) -> float:
-            try:
-                return float(number(payload, str(self.label or "value"), minimum=self.minimum, maximum=self.maximum))
-            except UfoError as exc:
-                raise gr.Error(str(exc), title="ufo-video", print_exception=False) from None
-
-    return NamedSlider
+    component.preprocess = preprocess
+    return component
 
 
 def slider(minimum: float, maximum: float, value: float, label: str, step: float = 0.01, **kwargs: Any):
-    return _slider_class()(minimum, maximum, value=value, step=step, label=label, **kwargs)
+    """A gr.Slider whose bad values (text or out of range, possible through the API) are named."""
+    import gradio as gr
+
+    s = gr.Slider(minimum, maximum, value=value, step=step, label=label, **kwargs)
+    return _named_preprocess(s, lambda payload: float(number(payload, label, minimum=minimum, maximum=maximum)))
 
 
 def weight_slider(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
@@ -133,27 +137,20 @@ def weight_slider(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
     return slider(0.0, 2.0, value, label, **kwargs)
 
 
-@functools.cache
-def _image_class() -> type:
+def image_input(label: str, **kwargs: Any):
+    """An image upload (kept as a file path) whose unreadable uploads (a text file named .png)
+    are reported by `label`."""
     import gradio as gr
 
-    class NamedImage(gr.Image):
-        """gr.Image whose unreadable uploads (a text file named .png) are reported by the input's
-        label, instead of Gradio's generic "could not preprocess input component at index N"."""
+    image = gr.Image(type="filepath", label=label, sources=["upload"], **kwargs)
+    original = image.preprocess
 
-        is_template = True  # the same front-end as gr.Image
+    def convert(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except Exception as exc:
+            name = payload.get("orig_name") if isinstance(payload, dict) else getattr(payload, "orig_name", None)
+            raise UfoError(f"{label}: {name or 'the file'} is not an image that can be read ({exc.__class__.__name__}); "
+                           "upload a PNG, JPEG or WebP") from None
 
-        def preprocess(self, payload: Any) -> Any:
-            try:
-                return super().preprocess(payload)
-            except Exception as exc:  # PIL raises several types for a file that is not an image
-                name = payload.get("orig_name") if isinstance(payload, dict) else getattr(payload, "orig_name", None)
-                raise gr.Error(f"{self.label}: {name or 'the file'} is not an image that can be read ({exc.__class__.__name__}); "
-                               "upload a PNG, JPEG or WebP", title="ufo-video", print_exception=False) from None
-
-    return NamedImage
-
-
-def image_input(label: str, **kwargs: Any):
-    """An image upload (kept as a file path) whose bad uploads name `label`."""
-    return _image_class()(type="filepath", label=label, sources=["upload"], **kwargs)
+    return _named_preprocess(image, convert)
