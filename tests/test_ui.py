@@ -234,6 +234,8 @@ def test_train_tab_watches_starts_and_stops_a_training(app, tmp_path: Path, tiny
     while not (out / "losses.jsonl").is_file() or not (out / "losses.jsonl").read_text().strip():
         assert job.running() and time.time() < deadline, job.log_tail()
         time.sleep(0.5)
+    with pytest.raises(AppError, match="busy with the training"):  # one job at a time on the device
+        client.predict(*gen_args("x"), api_name="/generate")
     client.predict(api_name="/train_stop")
     assert job.proc.wait(60) == 130, job.log_tail()
     ckpts = sorted(out.glob("checkpoint-*.safetensors"))

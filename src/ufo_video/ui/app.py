@@ -57,6 +57,15 @@ class UiContext:
     session: ModelSession = field(default_factory=ModelSession)
     train_job: Any = None  # the Train tab's `TrainJob`
 
+    def device_free(self) -> None:
+        """Jobs use the device one at a time; a training started from the page is one of them."""
+        from ufo_video.errors import UfoError
+
+        job = self.train_job
+        if job is not None and job.running():
+            raise UfoError(f"the device is busy with the training started in the Train tab (output_dir {job.output_dir}); "
+                           "stop it there or wait for it to finish")  # fmt: skip
+
     def folder(self, name: str) -> Path:
         path = self.out_dir / name
         path.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ def compare(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str,
     from ufo_video.infer.run import generate_videos, plan_output_paths
 
     prompt, negative, seed, path_a, weight_a, path_b, weight_b = values[:7]
+    ctx.device_free()
     sides = []
     for name, path, weight in (("A", path_a, weight_a), ("B", path_b, weight_b)):
         w = float(number(weight, f"{name} weight", minimum=0.0, maximum=2.0))

@@ -97,6 +97,7 @@ def generate(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str
     loras = lora_rows(list(values[6 + len(SETTING_NAMES) :]))
     notes: list[str] = []
     settings = settings_from_values(settings_values, loras, notes)
+    ctx.device_free()
     request = request_from_values(prompt, negative, seed, mode, image, end_image)
     paths = plan_output_paths(1, None, ctx.folder("generate"), "mp4")
     ctx.session.log = notes.append

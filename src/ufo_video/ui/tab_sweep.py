@@ -33,6 +33,7 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
     from ufo_video.infer.sweep_report import charts, recommendation_html
 
     lora_text, weights_text, keep, consistency, prompt, negative, seed = values[:7]
+    ctx.device_free()
     items = [line.strip() for line in str(lora_text or "").splitlines() if line.strip()]
     if not items:
         raise UfoError("checkpoints: give LoRA files or a training output_dir, one per line")
