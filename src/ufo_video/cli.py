@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lora": ("ufo_video.lora.cli", "inspect, convert, combine LoRA files; bake them into a model"),
     "bench": ("ufo_video.bench.cli",
               "measure the performance targets (trainer overhead, cache, loader, LoRA, step cache)"),
+    "ui": ("ufo_video.ui.cli", "a local web app: generate, compare weights, sweep and choose, data, training"),
 }  # fmt: skip
 
 

@@ -64,11 +64,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --out file (and its sidecar)")
     gen.set_defaults(func=_generate)
 
-    sw = sub.add_parser("sweep", help="one LoRA at several weights, same prompt and seed, plus a labelled grid")
+    sw = sub.add_parser(
+        "sweep", help="LoRA checkpoints x weights, same prompt and seed: grid, metrics, recommended checkpoint",
+        description="Render the prompt at every weight with every LoRA (loaded once), score each video, and "
+        "recommend a (checkpoint, weight) by a stated rule: the best consistency among settings that keep "
+        "--keep-motion of the base model's motion. Writes videos, grid, sweep.json and sweep.html.",
+    )  # fmt: skip
     _common(sw)
-    sw.add_argument("--lora", required=True, metavar="PATH")
+    sw.add_argument("--lora", required=True, action="append", metavar="PATH",
+                    help="a LoRA file, or a training output_dir (all its checkpoint-N.safetensors); repeat for several")  # fmt: skip
     sw.add_argument("--weights", default="0,0.05,0.1,0.2,0.5,1.0", help="comma-separated (default 0,0.05,0.1,0.2,0.5,1.0)")
     sw.add_argument("--out-dir", type=Path, default=Path("samples/ufo-sweep"))
+    sw.add_argument("--overwrite", action="store_true", help="replace an earlier sweep in --out-dir")
+    sw.add_argument("--keep-motion", type=float, default=0.8,
+                    help="rule: keep at least this share of the base's motion (default 0.8)")  # fmt: skip
+    sw.add_argument("--consistency-metric", default="warp_error",
+                    help="rule: consistency metric (default warp_error; or ssim, psnr_db, brightness_flicker ...)")  # fmt: skip
+    sw.add_argument("--motion-metric", default="flow_px", help="rule: motion metric (default flow_px)")
     sw.set_defaults(func=_sweep)
 
 
@@ -164,16 +176,23 @@ def _from_sidecar(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from ufo_video.eval.choose import ChoiceRule
     from ufo_video.infer.outputs import output_format
-    from ufo_video.infer.settings import parse_lora_arg, request_from_config, settings_from_config
-    from ufo_video.infer.sweep import parse_weights, run_sweep
+    from ufo_video.infer.settings import LoraSpec, request_from_config, settings_from_config
+    from ufo_video.infer.sweep import check_out_dir, expand_lora_paths, format_sweep_table, parse_weights, run_sweep
 
     weights = parse_weights(args.weights)
+    rule = ChoiceRule(args.consistency_metric, args.motion_metric, args.keep_motion)
     cfg = _configured(args)
-    lora = parse_lora_arg(args.lora, cfg.infer.lora_weight)
-    if not Path(lora.path).is_file():
-        raise UfoError(f"LoRA file not found: {lora.path}")
+    paths = expand_lora_paths(args.lora)
     settings = settings_from_config(cfg, loras=[], **_cache_args(args))
     fmt = output_format(None, args.format)
-    run_sweep(settings, request_from_config(cfg), lora, weights, args.out_dir, fmt)
+    check_out_dir(args.out_dir, args.overwrite)
+    specs = [LoraSpec(str(p), cfg.infer.lora_weight) for p in paths]
+    record = run_sweep(settings, request_from_config(cfg), specs, weights, args.out_dir, fmt, rule=rule,
+                       overwrite=args.overwrite)
+    print()
+    print(format_sweep_table(json.loads(record.read_text())))
     return 0

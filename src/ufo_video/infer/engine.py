@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 
 from ufo_video.errors import UfoError
 from ufo_video.infer.outputs import load_image
-from ufo_video.infer.settings import GenerationSettings, VideoRequest
+from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -56,6 +57,7 @@ class VideoGenerator:
         self._pipes: dict[str, Any] = {}
         self._placed: type | None = None
         self.progress_label: str | None = None  # set (e.g. "video 2/5"): a tqdm bar with ETA over the denoising steps
+        self.on_step: Callable[[int, int], None] | None = None  # (steps done, steps in all), e.g. a web page's bar
         self.adapter_names: list[str] = []
         if settings.loras:
             from ufo_video.lora.apply import load_loras
@@ -82,6 +84,38 @@ class VideoGenerator:
         for name, param in self.model.transformer.named_parameters():
             if "lora_" in name:
                 param.data = param.data.to(self.dtype)
+
+    # what may change between videos without a reload
+    RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse")
+
+    def update_settings(self, settings: GenerationSettings) -> None:
+        """New per-video settings (size, frames, steps, guidance, fps, LoRA weights) for the loaded
+        model; a change that needs a new load (model, dtype, device, memory mode, step cache) or
+        other LoRA files (`replace_loras`) is refused."""
+        changed = [f for f in self.RELOAD_FIELDS if getattr(settings, f) != getattr(self.settings, f)]
+        if changed:
+            raise UfoError(f"these settings need a new VideoGenerator (a model load): {', '.join(changed)}")
+        if [s.path for s in settings.loras] != [s.path for s in self.settings.loras]:
+            raise UfoError("other LoRA files: use replace_loras")
+        self.settings = settings
+        if self.adapter_names:
+            self.set_lora_weights([spec.weight for spec in settings.loras])
+
+    def replace_loras(self, specs: tuple[LoraSpec, ...]) -> None:
+        """Swap the attached LoRA files on the loaded model (unfused), without reloading it. Only
+        where placement cannot go stale: the CPU, or `model_full_load` (offload hooks wrap the
+        modules present when they were installed)."""
+        from ufo_video.lora.apply import load_loras, remove_loras
+
+        if self.settings.fuse:
+            raise UfoError("LoRAs merged with --fuse cannot be swapped; load the model again")
+        if not (self.settings.memory_mode == "model_full_load" or
+                (self.device.type == "cpu" and self.settings.memory_mode != "model_cpu_offload_and_qfloat8")):  # fmt: skip
+            raise UfoError(f"LoRAs cannot be swapped under GPU_memory_mode={self.settings.memory_mode}; load the model again")
+        remove_loras(self.model)
+        self.adapter_names = []
+        self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight) for spec in specs]))
+        self.settings = replace(self.settings, loras=tuple(specs))
 
     def set_lora_weights(self, weights: list[float]) -> None:
         """New weights for the attached (unfused) LoRAs, in the order they were given."""
@@ -128,6 +162,17 @@ class VideoGenerator:
         frames = self.generate_float(request)
         return (frames * 255).round().to(torch.uint8).numpy()
 
+    def _step_callback(self, bar: Any, total: int) -> Callable:
+        """diffusers' `callback_on_step_end`: advance the progress bar and tell `on_step`."""
+
+        def callback(_pipe: Any, step: int, _t: Any, tensors: dict) -> dict:
+            bar.update(1)
+            if self.on_step is not None:
+                self.on_step(step + 1, total)
+            return tensors
+
+        return callback
+
     @torch.no_grad()
     def generate_float(self, request: VideoRequest) -> torch.Tensor:
         """One video as float32 frames [F, H, W, 3] in [0, 1], before 8-bit rounding."""
@@ -146,7 +191,7 @@ class VideoGenerator:
                    disable=self.progress_label is None, dynamic_ncols=True, mininterval=0)  # fmt: skip
         with self.cache.session() if self.cache else nullcontext(), bar:
             result = pipe(
-                callback_on_step_end=lambda _pipe, _i, _t, tensors: (bar.update(1), tensors)[1],
+                callback_on_step_end=self._step_callback(bar, s.num_inference_steps),
                 prompt=request.prompt,
                 negative_prompt=self.model.pipeline_negative_prompt(request.negative_prompt),
                 num_frames=s.video_length,

@@ -1,0 +1,109 @@
+"""The page: five tabs over one kept model, one job at a time, served on localhost.
+
+`build_app` makes the `gr.Blocks`; `launch` serves it. Every job that uses the device (generate,
+compare, sweep, data check, starting a training) shares one queue slot (`concurrency_id="device"`,
+limit 1), so a second job waits and the page shows its place in the queue. Light events (adding
+a LoRA row, refreshing the training view) do not wait for it.
+
+Only the output folder is added to Gradio's allowed paths; files the handlers return are written
+there (training samples and dataset previews are copied in), uploads live in Gradio's own cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ufo_video.ui.session import ModelSession
+
+DEVICE = {"concurrency_id": "device", "concurrency_limit": 1}
+
+# keeps two (or more) <video> elements of one group playing in step: play, pause and seek on one
+# are applied to the others (media events do not bubble, hence the capture listener)
+SYNC_JS = """
+<script>
+(() => {
+  let busy = false;
+  const group = (v) => v.closest('.ufo-sync-group');
+  for (const type of ['play', 'pause', 'seeked', 'ratechange']) {
+    document.addEventListener(type, (e) => {
+      const v = e.target;
+      if (busy || !(v instanceof HTMLVideoElement) || !group(v)) return;
+      busy = true;
+      for (const other of group(v).querySelectorAll('video')) {
+        if (other === v) continue;
+        if (Math.abs(other.currentTime - v.currentTime) > 0.05) other.currentTime = v.currentTime;
+        other.playbackRate = v.playbackRate;
+        if (type === 'play' && other.paused) other.play().catch(() => {});
+        if (type === 'pause' && !other.paused) other.pause();
+      }
+      setTimeout(() => { busy = false; }, 0);
+    }, true);
+  }
+})();
+</script>
+"""
+
+CSS = ".ufo-note{color:#666;font-size:13px} .ufo-sync-group video{image-rendering:pixelated}"
+
+
+@dataclass
+class UiContext:
+    """What every tab shares: the default model, the output folder and the one loaded model."""
+
+    model: str
+    out_dir: Path
+    session: ModelSession = field(default_factory=ModelSession)
+    train_job: Any = None  # the Train tab's `TrainJob`
+
+    def device_free(self) -> None:
+        """Jobs use the device one at a time; a training started from the page is one of them."""
+        from ufo_video.errors import UfoError
+
+        job = self.train_job
+        if job is not None and job.running():
+            raise UfoError(f"the device is busy with the training started in the Train tab (output_dir {job.output_dir}); "
+                           "stop it there or wait for it to finish")  # fmt: skip
+
+    def folder(self, name: str) -> Path:
+        path = self.out_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def build_app(model: str | Path, out_dir: str | Path):
+    """The Blocks app (not launched). `model`: the default model folder; `out_dir`: where every
+    output goes (videos, sidecars, sweeps, previews)."""
+    import gradio as gr
+
+    from ufo_video.ui import tab_compare, tab_data, tab_generate, tab_sweep, tab_train
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = UiContext(str(model), out)
+    with gr.Blocks(title="ufo-video", analytics_enabled=False) as app:
+        gr.Markdown("## ufo-video: generate with UFO LoRAs, compare weights, choose a checkpoint, check data, watch training")
+        with gr.Tab("Generate"):
+            common = tab_generate.build(ctx)
+        with gr.Tab("Compare"):
+            tab_compare.build(ctx, common)
+        with gr.Tab("Sweep and choose"):
+            tab_sweep.build(ctx, common)
+        with gr.Tab("Data"):
+            tab_data.build(ctx)
+        with gr.Tab("Train"):
+            tab_train.build(ctx)
+    app.queue(default_concurrency_limit=1)
+    app.ufo_context = ctx  # for tests and the CLI
+    return app
+
+
+def launch(app, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
+    """Serve on `host:port` (localhost unless told otherwise); no public link unless `share`."""
+    ctx = app.ufo_context
+    return app.launch(
+        server_name=host, server_port=port, share=share, allowed_paths=[str(ctx.out_dir)],
+        prevent_thread_lock=not block, quiet=not share, show_error=True, head=SYNC_JS, css=CSS,
+        footer_links=["api"], ssr_mode=False,
+    )  # fmt: skip

@@ -1,0 +1,150 @@
+"""A training output_dir, read while it runs or after; and one training run as a subprocess.
+
+Reading never writes into the run's folder: losses.jsonl (a last line still being written is
+skipped), `checkpoint-N.safetensors` LoRAs and `checkpoint-N/` states, `samples/*.mp4`.
+
+`TrainJob` runs `python -m ufo_video train CONFIG key=value...` with its output in a log file.
+`stop()` sends SIGINT to the trainer process alone, exactly what Ctrl-C delivers to it: the
+trainer saves a checkpoint and exits (its data workers are not signalled, so they print nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ufo_video.errors import UfoError
+
+_CKPT = re.compile(r"^checkpoint-(\d+)(\.safetensors)?$")
+
+
+@dataclass
+class LossLog:
+    steps: list[int]
+    losses: list[float]
+    lrs: list[float]
+
+
+def read_losses(output_dir: Path) -> LossLog:
+    log = LossLog([], [], [])
+    path = output_dir / "losses.jsonl"
+    if not path.is_file():
+        return log
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            step, loss, lr = int(rec["step"]), float(rec["loss"]), float(rec.get("lr", math.nan))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line being written, or a non-finite loss written as text
+        log.steps.append(step)
+        log.losses.append(loss)
+        log.lrs.append(lr)
+    return log
+
+
+def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing)."""
+    out, avg, n = [], 0.0, 0
+    for v in values:
+        if not math.isfinite(v):
+            out.append(out[-1] if out else v)
+            continue
+        n += 1
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**n))
+    return out
+
+
+def checkpoints(output_dir: Path) -> list[list]:
+    """[step, LoRA file, MB, full state saved, age] per step, oldest step first."""
+    found: dict[int, dict] = {}
+    if output_dir.is_dir():
+        for entry in output_dir.iterdir():
+            m = _CKPT.match(entry.name)
+            if not m:
+                continue
+            rec = found.setdefault(int(m[1]), {"file": "", "mb": 0.0, "state": "no", "mtime": 0.0})
+            if entry.is_file():
+                rec.update(file=entry.name, mb=round(entry.stat().st_size / 2**20, 2))
+            else:
+                rec["state"] = "yes"
+            rec["mtime"] = max(rec["mtime"], entry.stat().st_mtime)
+    now = time.time()
+    return [[step, r["file"], r["mb"], r["state"], f"{(now - r['mtime']) / 60:.1f} min ago"] for step, r in sorted(found.items())]
+
+
+def samples(output_dir: Path, limit: int = 12) -> list[Path]:
+    """Validation clips, newest step first."""
+    folder = output_dir / "samples"
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.mp4"), key=lambda p: p.name, reverse=True)[:limit]
+
+
+class TrainJob:
+    """At most one training subprocess, started from a config file."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.output_dir: Path | None = None
+        self.command: list[str] = []
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, config: Path, overrides: list[str], log_dir: Path) -> Path:
+        """Validate the config (as `train` will), then start; returns the run's output_dir."""
+        from ufo_video.config import load_config
+
+        if self.running():
+            raise UfoError(f"a training is already running (output_dir {self.output_dir}); stop it first")
+        cfg = load_config(config, overrides)
+        self.output_dir = Path(cfg.train.output_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        self.command = [sys.executable, "-m", "ufo_video", "train", str(config), *overrides]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        src = str(Path(__file__).resolve().parents[2])  # this package's own source, also for the child
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with self.log_path.open("w") as log:
+            log.write("$ " + shlex.join(self.command) + "\n")
+            log.flush()
+            # its own process group: Ctrl-C in the UI's terminal does not reach it; stop() does
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)  # fmt: skip
+        return self.output_dir
+
+    def stop(self, wait: float = 0.0) -> int | None:
+        """SIGINT to the trainer (it saves a checkpoint); optionally wait up to `wait` s for it to exit."""
+        if not self.running():
+            raise UfoError("no training is running")
+        self.proc.send_signal(signal.SIGINT)
+        if wait:
+            try:
+                return self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                return None
+        return None
+
+    def status(self) -> str:
+        if self.proc is None:
+            return "no training started from this page"
+        code = self.proc.poll()
+        state = "running" if code is None else f"exited with status {code}" + (" (stopped, checkpoint saved)" if code == 130 else "")
+        return f"training {state}: pid {self.proc.pid}, output_dir {self.output_dir}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])

@@ -1,0 +1,272 @@
+"""`ufo-video ui` through gradio_client against the running app on the shipped tiny base: each
+tab's function, errors shown by name while the app keeps running, one model load for many
+weights and LoRAs, per-step progress, and the Train tab's watch / start / stop."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_sweep_cli import TINY_BASE, make_run_checkpoints
+from test_train_helpers import make_dataset, write_config
+
+import gradio_client  # noqa: E402  (gradio is a dependency of ufo-video)
+from gradio_client import handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from ufo_video.ui.inputs import MAX_LORAS  # noqa: E402
+
+# model, height, width, frames, fps, steps, guidance, dtype, memory mode, step cache
+SETTINGS = [str(TINY_BASE), 64, 64, 9, 8, 2, 6.0, "fp32", "model_full_load", "none"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lora_rows(*rows: tuple[str, float], more: str = "") -> list:
+    flat: list = []
+    for path, weight in rows:
+        flat += [str(path), weight]
+    return flat + ["", 0.15] * (MAX_LORAS - len(rows)) + [more]
+
+
+def gen_args(prompt: str, *loras: tuple[str, float], mode: str = "t2v", image=None, settings=SETTINGS, seed=43,
+             more: str = "") -> list:  # fmt: skip
+    return [mode, image, None, prompt, "", seed, *settings, *lora_rows(*loras, more=more)]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory):
+    from ufo_video.ui.app import build_app, launch
+
+    out = tmp_path_factory.mktemp("ui-out")
+    demo = build_app(TINY_BASE, out)
+    port = free_port()
+    launch(demo, "127.0.0.1", port, block=False)
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(out.parent / "dl"))
+    yield demo, client, out
+    job = demo.ufo_context.train_job
+    if job.running():
+        job.proc.kill()
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run_checkpoints(tmp_path_factory.mktemp("run") / "ufo-run")
+
+
+def sidecar(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def test_generate_keeps_one_model_across_weights_and_loras(app, run_dir: Path) -> None:
+    demo, client, out = app
+    ctx = demo.ufo_context
+    a, b = run_dir / "checkpoint-100.safetensors", run_dir / "checkpoint-200.safetensors"
+    video, side, log = client.predict(*gen_args("a red square moves right", (a, 0.15)), api_name="/generate")
+    assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0
+    first = sidecar(side)
+    assert first["settings"]["loras"] == [{"path": str(a.resolve()), "weight": 0.15}]
+    assert first["frames_shape"] == [9, 64, 64, 3] and len(list((out / "generate").glob("*.mp4"))) == 1
+    loads = ctx.session.loads
+    _, side2, log2 = client.predict(*gen_args("a red square moves right", (a, 0.5)), api_name="/generate")
+    _, side3, _ = client.predict(*gen_args("a red square moves right", (a, 0.5), more=f"{b}:1.0"), api_name="/generate")
+    assert ctx.session.loads == loads and "model kept loaded" in log2  # weights and LoRAs changed, no reload
+    hashes = {sidecar(s)["frames_sha256"] for s in (side, side2, side3)}
+    assert len(hashes) == 3
+    assert [x["weight"] for x in sidecar(side3)["settings"]["loras"]] == [0.5, 1.0]
+
+
+def test_each_denoising_step_is_reported() -> None:
+    from ufo_video.infer.settings import GenerationSettings, VideoRequest
+    from ufo_video.ui.session import ModelSession
+
+    steps: list[tuple[int, int]] = []
+    session = ModelSession(log=lambda _: None)
+    settings = GenerationSettings(str(TINY_BASE), (64, 64), 9, 8, 3, 6.0, "model_full_load", "fp32")
+    with session.use(settings, lambda done, total: steps.append((done, total))) as gen:
+        gen.generate(VideoRequest("a blue circle", "", 1))
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_jobs_wait_their_turn_with_a_position_and_report_each_step(app) -> None:
+    """A generation and a compare sent together: one runs while the other waits in the one device
+    queue with its place shown; the generation reports each denoising step as progress."""
+    from gradio_client.utils import Status
+
+    demo, client, _ = app
+    slow = SETTINGS[:5] + [12] + SETTINGS[6:]
+    jobs = [client.submit(*gen_args("a red square moves right", settings=slow), api_name="/generate"),
+            client.submit("a blue circle", "", 5, "", 0.0, "", 0.0, *SETTINGS, api_name="/compare")]  # fmt: skip
+    running = (Status.PROCESSING, Status.PROGRESS)
+    seen_steps, waited, codes = set(), [], []
+    while not all(job.done() for job in jobs):
+        status = [job.status() for job in jobs]
+        codes.append([(s.code.value, s.rank) for s in status])
+        for me, other in ((0, 1), (1, 0)):
+            if status[me].code == Status.IN_QUEUE and status[me].rank is not None and status[other].code in running:
+                waited.append(status[me].rank)
+        progress = status[0].progress_data
+        if progress and progress[0].unit == "steps":
+            seen_steps.add((progress[0].index, progress[0].length))
+        time.sleep(0.02)
+    for job in jobs:
+        job.result()
+    assert waited, f"neither job waited in the queue while the other ran: {codes}"
+    assert len(seen_steps) >= 2 and all(total == 12 for _, total in seen_steps), seen_steps
+    device_jobs = {f.api_name: (f.concurrency_id, f.concurrency_limit) for f in demo.fns.values()
+                   if f.api_name in ("generate", "compare", "sweep", "data_check", "train_start")}  # fmt: skip
+    assert len(device_jobs) == 5 and set(device_jobs.values()) == {("device", 1)}
+
+
+def test_bad_inputs_show_an_error_naming_the_input_and_the_app_keeps_running(app, run_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    import torch
+
+    _, client, _ = app
+    lora = run_dir / "checkpoint-100.safetensors"
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
+    other = tmp_path / "other-model.safetensors"
+    key = "lora_unet__transformer_blocks_9_attn1_to_q"  # the tiny base has fewer blocks
+    save_file({f"{key}.lora_down.weight": torch.zeros(4, 32), f"{key}.lora_up.weight": torch.zeros(32, 4),
+               f"{key}.alpha": torch.tensor(4.0)}, str(other))  # fmt: skip
+    bad_model = [str(tmp_path)] + SETTINGS[1:]
+    cases = [
+        (gen_args("x", settings=bad_model), "model folder"),
+        (gen_args("x", (lora, "abc")), "LoRA 1 weight"),
+        (gen_args("x", (lora, 3.0)), "LoRA 1 weight"),
+        (gen_args("x", (tmp_path / "missing.safetensors", 0.1)), "LoRA 1: file not found"),
+        (gen_args("x", (other, 0.1)), "transformer_blocks"),
+        (gen_args("x", more=f"{lora}:heavy"), "more LoRAs, line 1 weight: 'heavy' is not a number"),
+        (gen_args("x", more=f"\n{lora}:5"), "more LoRAs, line 2 weight"),
+        (gen_args("x", mode="i2v", image=handle_file(str(not_image))), "start image"),
+        (gen_args("x", mode="i2v"), "start image"),
+        (gen_args("  "), "prompt"),
+        (gen_args("x", seed="forty"), "seed"),
+    ]
+    for args, named in cases:
+        with pytest.raises(AppError, match=named):
+            client.predict(*args, api_name="/generate")
+    image = tmp_path / "start.png"
+    Image.fromarray(np.full((64, 64, 3), (200, 30, 30), np.uint8)).save(image)
+    video, side, _ = client.predict(*gen_args("a red square", (lora, 0.1), mode="i2v", image=handle_file(str(image))),
+                                    api_name="/generate")  # fmt: skip
+    assert Path(video).is_file() and sidecar(side)["request"]["image"]
+
+
+def test_compare_two_weights_side_by_side_with_metrics(app, run_dir: Path) -> None:
+    _, client, out = app
+    lora = str(run_dir / "checkpoint-200.safetensors")
+    video_a, video_b, table, log = client.predict("a green ball bounces", "", 7, "", 0.0, lora, 1.0, *SETTINGS,
+                                                  api_name="/compare")  # fmt: skip
+    rows = table["data"]
+    assert [r[:3] for r in rows] == [["A", "base (no LoRA)", 0.0], ["B", "checkpoint-200.safetensors", 1.0]]
+    assert rows[0][3:] != rows[1][3:] and all(isinstance(v, float) for v in rows[0][3:])
+    assert Path(video_a).is_file() and Path(video_b).is_file()
+    sides = [out / "compare" / Path(v).with_suffix(".json").name for v in (video_a, video_b)]
+    assert [sidecar(str(s))["settings"]["loras"] for s in sides] == [[], [{"path": lora, "weight": 1.0}]]
+    with pytest.raises(AppError, match="B LoRA file"):
+        client.predict("x", "", 7, "", 0.0, "", 0.5, *SETTINGS, api_name="/compare")
+
+
+def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path) -> None:
+    _, client, out = app
+    grid, table, plot, recommendation, report, log = client.predict(
+        str(run_dir), "0,0.5,1", 0.0, "warp_error", "a red square moves right", "", 3, *SETTINGS, api_name="/sweep")
+    rows = table["data"]
+    assert [(r[0], r[1]) for r in rows] == [(c, w) for c in ("checkpoint-100", "checkpoint-200") for w in (0.0, 0.5, 1.0)]
+    record = json.loads(next((out / "sweeps").glob("*/sweep.json")).read_text())
+    rec = record["recommendation"]
+    warp = {(r[0], r[1]): r[3] for r in rows}
+    best = min((k for k in warp if k[1] > 0), key=lambda k: (warp[k], k[1]))
+    expected = best if warp[best] < warp[("checkpoint-100", 0.0)] else (None, 0.0)
+    assert (rec["checkpoint"], rec["weight"]) == expected
+    assert "Recommended" in recommendation and plot.count("<svg") == 3 and Path(report).name == "sweep.html"
+    assert Path(grid).suffix == ".mp4"
+    with pytest.raises(AppError, match="weights"):
+        client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, *SETTINGS, api_name="/sweep")
+    with pytest.raises(AppError, match="keep at least this share"):
+        client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, *SETTINGS, api_name="/sweep")
+
+
+def test_data_check_lists_problems_and_previews_clips(app, tmp_path: Path) -> None:
+    _, client, _ = app
+    root = make_dataset(tmp_path / "ds")
+    meta = json.loads((root / "metadata.json").read_text())
+    meta.append({"file_path": "train/missing.mp4", "text": "gone", "type": "video"})
+    (root / "metadata.json").write_text(json.dumps(meta))
+    summary, problems, gallery = client.predict(str(root / "metadata.json"), "", "", 2, api_name="/data_check")
+    assert "7 entries, 6 ok, 1 problem" in summary
+    assert [r[1:3] for r in problems["data"]] == [["train/missing.mp4", "missing_file"]]
+    assert len(gallery) == 2
+    (root / "notes.json").write_text("this is not json")
+    with pytest.raises(AppError, match="metadata file"):
+        client.predict(str(root / "notes.json"), "", "", 0, api_name="/data_check")
+
+
+def test_train_tab_watches_starts_and_stops_a_training(app, tmp_path: Path, tiny_model: Path) -> None:
+    from ufo_video.media_write import write_video
+
+    demo, client, _ = app
+    with pytest.raises(AppError, match="output_dir"):
+        client.predict(str(tmp_path / "nope"), api_name="/train_watch")
+    data = make_dataset(tmp_path / "ds")
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "t.toml", tiny_model, data, out, max_train_steps=10000, checkpointing_steps=10000,
+                       save_state=False)  # fmt: skip
+    watched, log = client.predict(str(cfg), "learning_rate=1e-4", api_name="/train_start")
+    assert Path(watched) == out and "ufo_video train" in log
+    job = demo.ufo_context.train_job
+    deadline = time.time() + 120
+    while not (out / "losses.jsonl").is_file() or not (out / "losses.jsonl").read_text().strip():
+        assert job.running() and time.time() < deadline, job.log_tail()
+        time.sleep(0.5)
+    with pytest.raises(AppError, match="busy with the training"):  # one job at a time on the device
+        client.predict(*gen_args("x"), api_name="/generate")
+    client.predict(api_name="/train_stop")
+    assert job.proc.wait(60) == 130, job.log_tail()
+    ckpts = sorted(out.glob("checkpoint-*.safetensors"))
+    assert ckpts, job.log_tail()  # stopping saved a checkpoint, as Ctrl-C does
+    write_video(np.zeros((5, 32, 32, 3), np.uint8), out / "samples" / "step-000001-prompt0-w0.1.mp4", fps=8)
+    status, loss, lr, table, gallery, tail = client.predict(str(out), api_name="/train_watch")
+    steps = [json.loads(x)["step"] for x in (out / "losses.jsonl").read_text().splitlines()]
+    assert f"step {steps[-1]}" in status and "exited with status 130" in status
+    assert "<svg" in loss and "<svg" in lr and "interrupted" in tail
+    assert [r[0] for r in table["data"]] == [int(c.stem.split("-")[1]) for c in ckpts]
+    assert len(gallery) == 1
+    with pytest.raises(AppError, match="no training is running"):
+        client.predict(api_name="/train_stop")
+
+
+def test_ui_command_help_and_bad_port(capsys) -> None:
+    proc = subprocess.run([sys.executable, "-m", "ufo_video", "ui", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--host" in proc.stdout and "127.0.0.1" in proc.stdout
+    from ufo_video.cli import main
+
+    assert main(["ui", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+    # Gradio writes a .pyi stub beside any module that subclasses a component: the page must not
+    ui_dir = Path(__file__).resolve().parent.parent / "src" / "ufo_video" / "ui"
+    assert not list(ui_dir.glob("*.pyi"))
+
+
+def test_page_starts_from_the_tiny_base_size_or_the_reference_values(tmp_path: Path) -> None:
+    from ufo_video.ui.tab_generate import page_defaults
+
+    tiny = page_defaults(str(TINY_BASE))
+    assert (tiny["height"], tiny["width"], tiny["frames"], tiny["steps"]) == (64, 64, 9, 12)
+    real = page_defaults(str(tmp_path / "EasyAnimateV5.1-12b-zh-InP"))
+    assert (real["height"], real["width"], real["frames"], real["steps"], real["seed"]) == (384, 672, 49, 50, 43)
