@@ -82,3 +82,11 @@ def test_interleave_alternates_order_and_counts_calls():
                         device=torch.device("cpu"), inner=2, warmup=1)
     assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"] + ["a", "a", "b", "b"]
     assert len(timing.a_seconds) == len(timing.b_seconds) == 3
+
+
+def test_cli_case_names_match_the_runner():
+    """`bench --help` lists the cases without importing torch; the list must be the runner's."""
+    from ufo_video.bench.cli import CASE_NAMES
+    from ufo_video.bench.runner import CASES
+
+    assert CASE_NAMES == tuple(CASES)

@@ -41,7 +41,7 @@ def _probe(argv: list[str]) -> tuple[list[str], str]:
     "argv",
     [["--help"], ["train", "--help"], ["generate", "--help"], ["data", "check", "--help"], ["eval", "--help"],
      ["lora", "--help"], ["demo", "--help"], ["model", "--help"], ["generate", "--no-such-flag"],
-     ["nosuchcommand"], ["sweep", "--help"]],
+     ["nosuchcommand"], ["sweep", "--help"], ["bench", "--help"], ["ui", "--help"]],
 )
 def test_help_and_argument_errors_import_no_heavy_library(argv):
     heavy, output = _probe(argv)

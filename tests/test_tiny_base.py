@@ -12,7 +12,7 @@ import torch
 
 from ufo_video.eval import metrics as M
 from ufo_video.models.registry import load_model
-from ufo_video.models.tiny_base_training import scenes
+from ufo_video import scenes
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "ufo_video" / "assets" / "tiny-base"
 FRAMES, SIZE, STEPS, GUIDANCE = 9, 64, 12, 6.0  # the demo's generation settings

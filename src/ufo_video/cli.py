@@ -27,12 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("ufo_video.data.cli", "check, preview and summarise a training dataset"),
     "train": ("ufo_video.train.cli", "train a UFO (or ordinary) LoRA"),
     "generate": ("ufo_video.infer.cli", "text/image-to-video with optional LoRAs (UFOs)"),
-    "sweep": ("ufo_video.infer.cli", "one LoRA at several weights, same prompt and seed, plus a labelled grid"),
+    "sweep": ("ufo_video.infer.cli", "LoRA checkpoints x weights, same prompt and seed: grid, metrics, recommended checkpoint"),
     "eval": ("ufo_video.eval.cli", "score videos: temporal consistency, flicker and motion (CPU, no weights)"),
     "lora": ("ufo_video.lora.cli", "inspect, convert, combine LoRA files; bake them into a model"),
     "bench": ("ufo_video.bench.cli",
               "measure the performance targets (trainer overhead, cache, loader, LoRA, step cache)"),
-    "ui": ("ufo_video.ui.cli", "a local web app: generate, compare weights, sweep and choose, data, training"),
+    "ui": ("ufo_video.ui.cli", "local web app: generate, compare weights, sweep checkpoints, check data, watch training"),
 }  # fmt: skip
 
 

@@ -12,12 +12,10 @@ folder writer) so the bench loads exactly what users load, through `load_model`.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ufo_video.errors import UfoError
 from ufo_video.media_write import write_video
@@ -74,29 +72,19 @@ PRESETS: dict[str, Preset] = {
 }  # fmt: skip
 
 
+MODEL_SIZE_FIELDS = ("heads", "head_dim", "layers", "time_embed_dim", "latent", "vae_block_out", "vae_groups",
+                     "text_hidden", "text_layers")
+
+
 def write_model(preset: Preset, out: Path, seed: int = 0) -> Path:
-    """A random EasyAnimate V5.1 InP model folder of the preset's size (diffusers layout)."""
-    from diffusers import AutoencoderKLMagvit
+    """A random model folder of the preset's size: the first registered family's tiny builder
+    (the family the CPU bench's presets are sized for), its default (first) variant and layout."""
+    from ufo_video.models.registry import ADAPTERS
 
-    from ufo_video.models.easyanimate import UfoEasyAnimateTransformer
-    from ufo_video.models.tiny import (
-        tiny_text_encoder, tiny_transformer_config, tiny_vae_config, write_model_folder, write_tokenizer,
-    )
-
-    torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = write_tokenizer(Path(tmp) / "tokenizer")
-        te = tiny_text_encoder(vocab, hidden=preset.text_hidden, layers=preset.text_layers)
-        transformer = UfoEasyAnimateTransformer(**tiny_transformer_config(
-            "inp", latent=preset.latent, text_dim=preset.text_hidden, num_attention_heads=preset.heads,
-            attention_head_dim=preset.head_dim, num_layers=preset.layers, mmdit_layers=preset.layers,
-            time_embed_dim=preset.time_embed_dim,
-        ))  # fmt: skip
-        vae = AutoencoderKLMagvit(**tiny_vae_config(
-            latent=preset.latent, block_out_channels=list(preset.vae_block_out), norm_num_groups=preset.vae_groups,
-        ))  # fmt: skip
-        return write_model_folder(out, transformer=transformer, vae=vae, text_encoder=te,
-                                  tokenizer_dir=Path(tmp) / "tokenizer")
+    family = next(iter(ADAPTERS.values()))
+    choices = family.tiny_choices()
+    sizes = {name: getattr(preset, name) for name in MODEL_SIZE_FIELDS}
+    return family.make_tiny(out, layout=choices["layout"][0], variant=choices["variant"][0], seed=seed, sizes=sizes)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int = 8) -> None:

@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                       help=f"torch CPU threads (default {DEFAULT_THREADS}: the tiny models' small operations run "
                       "faster on one thread, much faster when other processes share the CPU)")  # fmt: skip
-    demo.add_argument("--model", type=Path, help="run the same flow on this model folder (any family, e.g. a tiny Wan "
-                      "from `model make-tiny --family wan`) instead of the shipped tiny base")  # fmt: skip
+    demo.add_argument("--model", type=Path, help="run the same flow on this model folder (any supported family, e.g. "
+                      "one made by `model make-tiny --family NAME`) instead of the shipped tiny base")  # fmt: skip
     demo.set_defaults(func=lambda args: run_demo(args.out, quick=args.quick, threads=args.threads, model=args.model))
 
 

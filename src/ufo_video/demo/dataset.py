@@ -1,7 +1,7 @@
 """A small synthetic dataset in the guide's layout: PNG images and short mp4 videos of coloured
 shapes moving over textured backgrounds, with captions and a metadata.json.
 
-The scenes and captions come from `ufo_video.models.tiny_base_training.scenes`, the data the
+The scenes and captions come from `ufo_video.scenes`, the data the
 shipped tiny base model was trained on, so the UFO LoRA learns "keep still" on pictures the base
 model can draw, and the captions are in its vocabulary. Images are a scene's first frame;
 videos are whole scenes (the trainer takes their middle frame for static clips).
@@ -23,7 +23,7 @@ from PIL import Image
 from ufo_video.atomic import write_text_atomic
 from ufo_video.demo.plan import DemoPlan, Prompt
 from ufo_video.media_write import write_video
-from ufo_video.models.tiny_base_training import scenes
+from ufo_video import scenes
 
 BROKEN_FILE = "videos/broken.mp4"
 

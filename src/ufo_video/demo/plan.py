@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ufo_video.models.tiny_base_training.scenes import Scene
+from ufo_video.scenes import Scene
 
 # The one place that names the shipped tiny base model (a trained tiny EasyAnimate V5.1 InP in
 # the diffusers layout). When the folder is absent the demo says so loudly and uses a random

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -339,8 +339,9 @@ class ModelAdapter(ABC):
         raise NotImplementedError(f"{cls.family} has no tiny-model builder")
 
     @classmethod
-    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0) -> Path:
-        """Write a tiny random model folder of this family (the same seed, the same tensors)."""
+    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
+        """Write a tiny random model folder of this family (the same seed, the same tensors);
+        `sizes` widens it where the family supports that (the CPU bench's presets)."""
         raise NotImplementedError(f"{cls.family} has no tiny-model builder")
 
     # ---- pipelines -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from torch import nn
 from ufo_video.errors import ModelLoadError
 from ufo_video.models import easyanimate_layout as layout
 from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
 from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules, TextEmbeds
 from ufo_video.models.weights import (
     build_on_meta,
@@ -177,12 +178,7 @@ class EasyAnimateAdapter(ModelAdapter):
 
     @classmethod
     def has_weights(cls, path: Path) -> bool:
-        present = {c: any((Path(path) / c).glob("*.safetensors")) for c in ("transformer", "vae", "text_encoder")}
-        if not any(present.values()):
-            return False
-        for comp in present:
-            find_weight_files(Path(path) / comp)  # names the component and what is wrong with it
-        return True
+        return folder_has_weights(Path(path), ("transformer", "vae", "text_encoder"))
 
     @classmethod
     def weight_shapes(cls, path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -227,33 +223,14 @@ class EasyAnimateAdapter(ModelAdapter):
 
     @staticmethod
     def _load_text_encoder(folder: Path, dtype: torch.dtype) -> nn.Module:
-        """Qwen2-VL through transformers (which knows its checkpoint key conventions), refusing
-        any missing or mis-shaped tensor that transformers would otherwise initialise randomly."""
+        """Qwen2-VL through transformers, strictly."""
         from transformers import AutoModelForImageTextToText
 
-        find_weight_files(folder)  # safetensors only, clear message otherwise
-        try:
-            model, info = AutoModelForImageTextToText.from_pretrained(
-                str(folder), dtype=dtype, output_loading_info=True, use_safetensors=True
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{folder}: cannot load the text encoder ({exc})") from None
-        problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
-        if problems:
-            details = "; ".join(f"{k}: {', '.join(map(str, sorted(v)[:20]))}" for k, v in problems.items())
-            raise ModelLoadError(f"{folder}: text encoder weights do not match its config ({details})")
-        return model.eval()
+        return load_transformers_strict(folder, AutoModelForImageTextToText, dtype, "text encoder")
 
     @staticmethod
     def _load_tokenizer(folder: Path) -> Any:
-        from transformers import AutoTokenizer
-
-        if not folder.is_dir():
-            raise ModelLoadError(f"missing folder: {folder}")
-        try:
-            tok = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{folder}: cannot load the tokenizer ({exc})") from None
+        tok = load_tokenizer(folder)
         if not getattr(tok, "chat_template", None):
             raise ModelLoadError(f"{folder}: the tokenizer has no chat_template (EasyAnimate prompts use Qwen2-VL's)")
         return tok
@@ -415,10 +392,10 @@ class EasyAnimateAdapter(ModelAdapter):
         return {"layout": ("diffusers", "original"), "variant": ("inp", "t2v")}
 
     @classmethod
-    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0) -> Path:
+    def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
         from ufo_video.models.tiny import make_tiny
 
-        return make_tiny(path, layout=layout, variant=variant, seed=seed)  # type: ignore[arg-type]
+        return make_tiny(path, layout=layout, variant=variant, seed=seed, sizes=sizes)  # type: ignore[arg-type]
 
     @classmethod
     def names_model_path(cls) -> Path:

@@ -16,10 +16,8 @@ The key renames are an explicit table applied per module path segment — never 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.configs import init_kwargs as diffusers_init_kwargs  # noqa: F401  (re-exported)

@@ -231,8 +231,12 @@ def make_tiny(
     layout: Literal["diffusers", "original"] = "diffusers",
     variant: Literal["inp", "t2v"] = "inp",
     seed: int = 0,
+    sizes: dict[str, Any] | None = None,
 ) -> Path:
-    """`ufo-video model make-tiny`: a random tiny EasyAnimate V5.1 model folder, ready to load."""
+    """`ufo-video model make-tiny`: a random tiny EasyAnimate V5.1 model folder, ready to load.
+
+    `sizes` (the bench's presets) widens it: heads, head_dim, layers, time_embed_dim, latent,
+    vae_block_out, vae_groups, text_hidden, text_layers."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UfoError(f"{out} exists and is not empty; choose a new folder")
@@ -241,9 +245,21 @@ def make_tiny(
 
     with tempfile.TemporaryDirectory() as tmp:
         vocab_size = write_tokenizer(Path(tmp) / "tokenizer")
-        text_encoder = tiny_text_encoder(vocab_size)
-        transformer = UfoEasyAnimateTransformer(**tiny_transformer_config(variant, text_dim=16))
-        vae = AutoencoderKLMagvit(**tiny_vae_config())
+        if sizes is None:
+            text_encoder = tiny_text_encoder(vocab_size)
+            transformer = UfoEasyAnimateTransformer(**tiny_transformer_config(variant, text_dim=16))
+            vae = AutoencoderKLMagvit(**tiny_vae_config())
+        else:
+            z = dict(sizes)
+            text_encoder = tiny_text_encoder(vocab_size, hidden=z["text_hidden"], layers=z["text_layers"])
+            transformer = UfoEasyAnimateTransformer(**tiny_transformer_config(
+                variant, latent=z["latent"], text_dim=z["text_hidden"], num_attention_heads=z["heads"],
+                attention_head_dim=z["head_dim"], num_layers=z["layers"], mmdit_layers=z["layers"],
+                time_embed_dim=z["time_embed_dim"],
+            ))  # fmt: skip
+            vae = AutoencoderKLMagvit(**tiny_vae_config(
+                latent=z["latent"], block_out_channels=list(z["vae_block_out"]), norm_num_groups=z["vae_groups"],
+            ))  # fmt: skip
         return write_model_folder(
             out, transformer=transformer, vae=vae, text_encoder=text_encoder,
             tokenizer_dir=Path(tmp) / "tokenizer", layout=layout,

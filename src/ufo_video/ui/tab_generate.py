@@ -39,7 +39,7 @@ def settings_from_values(values: list[Any], loras: list[tuple[Path, float]], not
         raise UfoError("model folder: give the folder of a diffusers model (e.g. the shipped tiny base)")
     if not (model / "model_index.json").is_file():
         raise UfoError(f"model folder: {model} is not a model folder (no model_index.json); "
-                       "give e.g. src/ufo_video/assets/tiny-base or an EasyAnimate V5.1 folder")  # fmt: skip
+                       "give e.g. src/ufo_video/assets/tiny-base or a downloaded model folder")  # fmt: skip
     height = number(v["height"], "height", minimum=16, maximum=4096, integer=True)
     width = number(v["width"], "width", minimum=16, maximum=4096, integer=True)
     size = round_size(int(height), int(width), notes.append)

@@ -30,7 +30,7 @@ import torch
 from ufo_video.models.easyanimate import UfoEasyAnimateTransformer
 from ufo_video.models.registry import load_model
 from ufo_video.models.tiny import tiny_text_encoder, tiny_transformer_config, write_model_folder, write_tokenizer
-from ufo_video.models.tiny_base_training import scenes
+from ufo_video import scenes
 from ufo_video.models import easyanimate_masks as masks
 from ufo_video.train import objective
 

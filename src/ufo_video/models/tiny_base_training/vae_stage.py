@@ -35,7 +35,7 @@ from diffusers import AutoencoderKLMagvit
 
 from ufo_video.eval.metrics import evaluate_frames
 from ufo_video.media_write import to_uint8_frames
-from ufo_video.models.tiny_base_training import scenes
+from ufo_video import scenes
 
 #: 3 blocks: 4x spatial and 2x temporal compression (diffusers: 2^(blocks-1), 2^(blocks-2))
 BLOCKS = [16, 16, 16]
