@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ufo_video.bench import gpu_flops, gpu_models, gpu_report
+from ufo_video.bench.measure import host_cpu_name
 from ufo_video.bench.gpu_plan import PRESETS, Budget, Entry, GpuPreset, load_entries, size_label, unavailable_reason
 from ufo_video.bench.gpu_report import GpuCase
 from ufo_video.errors import UfoError
@@ -164,16 +165,6 @@ def _device_info(device: torch.device) -> dict[str, Any]:
     return {"type": "cpu", "name": "cpu", "memory_gb": "n/a"}
 
 
-def _host_cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _versions() -> dict[str, str]:
     import accelerate
     import diffusers
@@ -218,7 +209,7 @@ def run_gpu_suite(out: Path, preset_name: str = "real", models: list[str] | None
     header = {
         "suite": "gpu", "preset": preset.name, "command": command, "started_utc": started,
         "seconds": budget.elapsed(), "budget_s": preset.budget_s, "device": _device_info(device),
-        "host_cpu": _host_cpu(), "versions": _versions(), "calibration_n": preset.calibration_n,
+        "host_cpu": host_cpu_name(), "versions": _versions(), "calibration_n": preset.calibration_n,
         "peak_tflops": runner.peak_flops / 1e12, "flop_formula": gpu_flops.FORMULA,
         "nominal_formula": gpu_flops.NOMINAL_FORMULA, "entries": [e.name for e in entries],
     }  # fmt: skip

@@ -199,3 +199,17 @@ def interleave(a: Callable[[], object], b: Callable[[], object], rounds: int, de
         for fn, out in order:
             out.append(sum(timed(fn, device) for _ in range(inner)) / inner)
     return ABTiming(sa, sb)
+
+
+def host_cpu_name() -> str:
+    """The CPU model name (for the machine line of both suites' reports)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

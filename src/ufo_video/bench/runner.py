@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ufo_video.bench import cases_data, cases_infer, cases_scale, cases_train
-from ufo_video.bench.measure import memory_method, prepare_cpu_memory_accounting
+from ufo_video.bench.measure import host_cpu_name, memory_method, prepare_cpu_memory_accounting
 from ufo_video.bench.presets import PRESETS
 from ufo_video.bench.results import CaseResult
 from ufo_video.bench.workspace import Workspace
@@ -46,16 +46,6 @@ def select(only: list[str] | None) -> list[str]:
     return [n for n in CASES if n in only]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     import accelerate
     import av
@@ -63,7 +53,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     import peft
     import transformers
 
-    machine = {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    machine = {"cpu": host_cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "platform": platform.platform(), "device": str(device)}
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
