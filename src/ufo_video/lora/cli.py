@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-FORMAT_NAMES = ("kohya", "musubi", "comfy", "peft")  # lora.formats.FORMATS, without importing torch here
+FORMAT_NAMES = ("kohya", "musubi", "comfy", "peft")
+THREADS_HELP = "torch CPU threads (default: free CPUs by the load average)"  # lora.formats.FORMATS, without importing torch here
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MODEL_HELP = (
@@ -44,12 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     comb.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     comb.add_argument("--model", type=Path, help=MODEL_HELP)
     comb.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    comb.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     comb.set_defaults(func=_combine)
 
     bake = lsub.add_parser("bake", help="write a model folder with LoRAs merged into the transformer")
     bake.add_argument("--model", type=Path, required=True, help="input model folder (either layout)")
     bake.add_argument("--lora", action="append", required=True, metavar="FILE[:WEIGHT]", help="repeatable")
     bake.add_argument("--out", type=Path, required=True, help="new model folder (must not exist or be empty)")
+    bake.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     bake.set_defaults(func=_bake)
 
 
@@ -73,6 +76,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _combine(args: argparse.Namespace) -> int:
+    from ufo_video.threads import apply_threads
+
+    apply_threads(args.threads)
     import torch
 
     from ufo_video.errors import LoraError
@@ -98,6 +104,9 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _bake(args: argparse.Namespace) -> int:
+    from ufo_video.threads import apply_threads
+
+    apply_threads(args.threads)
     from ufo_video.lora.tools import bake_model, parse_lora_spec
 
     specs = [parse_lora_spec(s) for s in args.lora]

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("dir", type=Path)
     check.add_argument("--meta", action="store_true", help="configs and weight headers only; no weights loaded")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--threads", type=int, metavar="N",
+                       help="torch CPU threads (default: free CPUs by the load average)")
     check.set_defaults(func=_check)
 
 
@@ -38,6 +40,9 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from ufo_video.threads import apply_threads
+
+    apply_threads(args.threads)
     from ufo_video.models.check import check_model, format_report
 
     report = check_model(args.dir, meta=args.meta)
