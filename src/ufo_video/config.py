@@ -117,7 +117,10 @@ class TrainSection(_Section):
     )
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
-    timestep_shift: float = Field(3.0, gt=0)
+    timestep_shift: float = Field(
+        3.0, gt=0, description="weighting_scheme=shift: sigma' = shift*s/(1+(shift-1)*s); a fixed shift, which matches "
+        "the sampler only when set to its scheduler's own (e.g. a flow_shift of 3.0)",
+    )
     train_batch_size: int = Field(1, ge=1, le=1024)
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
     learning_rate: float = Field(1e-4, gt=0, le=1.0)

@@ -9,7 +9,9 @@ Sigma sampling ("weighting_scheme"):
   its training grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
 - logit_normal: sigma = sigmoid(N(logit_mean, logit_std)) (SD3-style, continuous).
 - shift: the uniform grid, then sigma' = shift * s / (1 + (shift - 1) * s), which moves weight to
-  high noise (what the sampler does at inference).
+  high noise. This is a fixed shift; the inference schedulers shift their own way (a fixed
+  `flow_shift`, or dynamic shifting by resolution: see the model's scheduler config), so a
+  `timestep_shift` only approximates the sampler's schedule unless it is set to that value.
 
 Every random draw takes an explicit generator, so the trainer can seed each sample by its
 dataset index: the same sample gets the same noise whether it is trained on one process or
