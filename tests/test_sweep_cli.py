@@ -53,6 +53,8 @@ def test_sweep_two_checkpoints_writes_table_recommendation_and_html(run_dir: Pat
     files = [v["file"] for v in rec["videos"]]
     assert files[:3] == ["checkpoint-100/alpha_0.0.mp4", "checkpoint-100/alpha_0.5.mp4", "checkpoint-100/alpha_2.0.mp4"]
     assert all((out / f).is_file() for f in files)
+    sidecar = json.loads((out / files[1]).with_suffix(".json").read_text())
+    assert sidecar["runtime"]["threads"] >= 1  # results can differ with the thread count: recorded
     by = {(v["checkpoint"], v["weight"]): v["metrics"] for v in rec["videos"]}
     # weight 0 is the base model for both checkpoints: generated once, same numbers
     assert by[("checkpoint-100", 0.0)] == by[("checkpoint-200", 0.0)]

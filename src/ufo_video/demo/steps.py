@@ -194,6 +194,8 @@ def generate(plan: DemoPlan, base: dict, trained: dict, out: Path) -> tuple[list
     weight changes between videos (`set_lora_weights`). Per (mode, prompt): one mp4 + sidecar
     per weight and a labelled grid (mp4 and gif). Returns (video records, frames by record id)."""
     from ufo_video.infer.engine import VideoGenerator
+    import torch
+
     from ufo_video.infer.outputs import write_output, write_video_and_sidecar
     from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
     from ufo_video.infer.sweep import label_grid, weight_name
@@ -219,7 +221,8 @@ def generate(plan: DemoPlan, base: dict, trained: dict, out: Path) -> tuple[list
                 frames = gen.generate(request)
                 seconds = time.perf_counter() - t0
                 run_settings = replace(settings, loras=(replace(lora, weight=weight),))
-                path, _ = write_video_and_sidecar(frames, folder / f"{weight_name(weight)}.mp4", "mp4", run_settings, request)
+                path, _ = write_video_and_sidecar(frames, folder / f"{weight_name(weight)}.mp4", "mp4", run_settings, request,
+                                                  {"threads": torch.get_num_threads()})
                 print(f"{mode} prompt {k} alpha {weight:g}: {path} ({seconds:.1f} s)")
                 frames_by_id[len(records)] = frames
                 records.append({"mode": mode, "prompt": prompt.text, "prompt_index": k, "seed": prompt.seed,

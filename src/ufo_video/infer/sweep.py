@@ -150,6 +150,8 @@ def run_sweep(
     unfused (the web UI keeps one); otherwise the model is loaded here. `rule`: an
     `ufo_video.eval.choose.ChoiceRule` (default rule when None). An earlier sweep in `out_dir` is
     replaced only with `overwrite`."""
+    import torch
+
     from ufo_video.eval.choose import ChoiceRule, recommend
     from ufo_video.eval.metrics import evaluate_frames
 
@@ -186,7 +188,9 @@ def run_sweep(
                     base_frames = (frames, metrics)
             run_settings = replace(settings, loras=(replace(spec, weight=weight),))
             name = weight_name(weight)
-            out, side = write_video_and_sidecar(frames, folder / (name if fmt == "png" else f"{name}.{fmt}"), fmt, run_settings, request)
+            runtime = {"threads": torch.get_num_threads()}  # in each sidecar, as `generate` records it
+            out, side = write_video_and_sidecar(frames, folder / (name if fmt == "png" else f"{name}.{fmt}"), fmt,
+                                                run_settings, request, runtime)
             log(f"{label} weight {weight:g}: wrote {out}")
             entries.append({"checkpoint": label, "lora": str(Path(spec.path).resolve()), "weight": weight,
                             "file": str(out.relative_to(out_dir)), "sidecar": str(side.relative_to(out_dir)),
