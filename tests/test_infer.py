@@ -237,3 +237,28 @@ def test_config_file_drives_generate_and_flags_win(tiny_model: Path, tmp_path: P
     meta = sidecar(out)
     assert meta["request"]["prompt"] == "a lighthouse" and meta["request"]["seed"] == 6
     assert (meta["settings"]["fps"], meta["settings"]["guidance_scale"], meta["settings"]["num_inference_steps"]) == (12, 1.5, 1)
+
+
+def test_step_cache_block_registration_is_still_needed() -> None:
+    """infer/cache.py registers a family's block class with diffusers' TransformerBlockRegistry
+    (a private module) only because diffusers lacks it: when diffusers registers the block itself,
+    this fails and the registration (the adapter's `step_cache_blocks`) should go."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from diffusers.hooks._helpers import TransformerBlockRegistry\n"
+        "from ufo_video.models.registry import ADAPTERS\n"
+        "needed = []\n"
+        "for cls in ADAPTERS.values():\n"
+        "    spec = cls.step_cache_blocks(None)\n"
+        "    if spec is None:\n"
+        "        continue\n"
+        "    try:\n"
+        "        TransformerBlockRegistry.get(spec[0])\n"
+        "    except ValueError:\n"
+        "        needed.append(spec[0].__name__)\n"
+        "print(needed)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "EasyAnimateTransformerBlock" in out
