@@ -122,12 +122,8 @@ class ModelAdapter(ABC):
     spatial_factor: int
     temporal_factor: int
     patch_size: ClassVar[int]
-    #: components a loaded model may hold (optional ones are absent in some variants)
-    components: ClassVar[tuple[str, ...]] = COMPONENTS
     #: the LoRA file format `save_lora` writes by default (a key of `lora.formats.FORMATS`)
     default_lora_format: ClassVar[str] = "kohya"
-    #: what `train.train_mode = "inpaint"` means for this family, for messages
-    conditioning_doc: ClassVar[str] = ""
 
     def __init__(self, info: ModelInfo, components: dict[str, Any]):
         self.info = info
@@ -356,13 +352,6 @@ class ModelAdapter(ABC):
     def pipeline_negative_prompt(self, negative_prompt: str | None) -> str | None:
         """What to pass as `negative_prompt` for "none given" (a family may need "" instead of None)."""
         return negative_prompt
-
-    def check_task(self, task: str) -> None:
-        """A clear error when the model cannot do `task` (before any work)."""
-        if task not in self.info.tasks:
-            from ufo_video.errors import UfoError
-
-            raise UfoError(f"{self.info.path} ({self.info.variant}) cannot do {task}; it supports: {', '.join(self.info.tasks)}")
 
     def step_cache_blocks(self) -> Any:
         """Register the transformer block class with diffusers' cache hooks when diffusers lacks it

@@ -83,7 +83,6 @@ class EasyAnimateAdapter(ModelAdapter):
 
     family = "easyanimate"
     display_name = "EasyAnimate V5.1"
-    conditioning_doc = "random inpaint masks (t2v, first frame, first+last, box, span)"
     spatial_factor = 8
     temporal_factor = 4
     patch_size = 2

@@ -34,7 +34,7 @@ from torch import nn
 
 from ufo_video.errors import UfoError
 from ufo_video.models import wan_layout
-from ufo_video.models.base import COMPONENTS, Conditioning, Expert, ModelAdapter, TextEmbeds
+from ufo_video.models.base import Conditioning, Expert, ModelAdapter, TextEmbeds
 from ufo_video.models.wan_folders import MAX_SEQUENCE_LENGTH, WanFolders
 
 
@@ -54,11 +54,9 @@ class WanAdapter(WanFolders, ModelAdapter):
 
     family = "wan"
     display_name = "Wan 2.1/2.2"
-    conditioning_doc = "the first frame (image-to-video models); text-to-video models take none"
     spatial_factor = 8
     temporal_factor = 4
     patch_size = 2
-    components = (*COMPONENTS, "transformer_2", "image_encoder", "image_processor")
     default_lora_format = "comfy"
 
     # ---- the components this instance holds ----------------------------------------------------
