@@ -175,7 +175,9 @@ def test_missing_cache_locked_cache_and_t2v_model(tiny_models: dict, tmp_path: P
     _cache(cfg, epochs=1)
     batch = next(iter(build_cached_loader(cfg, seed=SEED, epoch=0)))
     assert batch["cond"] == {} and batch["latents"].shape == (2, 4, 2, 4, 4)  # t2v: no inpaint conditioning
-    assert set(batch) == {"latents", "text_embeds", "text_mask", "cond", "texts", "indices", "is_static", "pixel_shape"}
+    assert set(batch) == {"latents", "latents_std", "text_embeds", "text_mask", "cond", "texts", "indices", "is_static",
+                          "pixel_shape"}  # fmt: skip
+    assert batch["latents_std"].shape == batch["latents"].shape and (batch["latents_std"] > 0).all()
 
 
 def test_fixed_masks_match_the_trainer_masks() -> None:

@@ -218,3 +218,26 @@ def test_clip_norm_warmup_schedule_by_hand() -> None:
     assert clip_norm_at(1000, 0.05, 1000, 5.0) == 0.05
     assert clip_norm_at(5000, 0.05, 1000, 5.0) == 0.05
     assert clip_norm_at(0, 0.05, 0, 5.0) == 0.05
+
+
+def test_posterior_sample_is_mean_plus_std_times_the_samples_own_noise():
+    """train.vae_latents = "sample": each clip's latents are mean + std * eps, eps drawn first from
+    that sample's generator (hand-computed here), so the cached path (mean, std stored) and the
+    encoding path draw the same latents."""
+    mean = torch.tensor([[[1.0, 2.0]], [[-1.0, 0.0]]])  # [B=2, 1, 2]
+    std = torch.tensor([[[0.5, 0.0]], [[2.0, 1.0]]])
+    gens = [torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)]
+    eps = [torch.randn((1, 2), generator=torch.Generator().manual_seed(s)) for s in (3, 4)]
+    out = objective.sample_posterior(mean, std, gens)
+    assert torch.equal(out[0], mean[0] + std[0] * eps[0]) and torch.equal(out[1], mean[1] + std[1] * eps[1])
+    assert out[0, 0, 1] == 2.0  # std 0 keeps the mean
+
+
+def test_vae_posterior_mean_is_encode_video_and_mode_setting_is_deterministic(tiny_model):
+    from ufo_video.models.registry import load_model
+
+    model = load_model(tiny_model, components=("vae",))
+    pixels = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        mean, std = model.encode_video_posterior(pixels)
+        assert torch.equal(mean, model.encode_video(pixels)) and (std > 0).all()

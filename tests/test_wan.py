@@ -414,3 +414,13 @@ def test_demo_flow_runs_on_a_tiny_wan(wan_models, tmp_path):
     assert main(["demo", "--quick", "--model", str(wan_models["t2v"]), "--out", str(tmp_path / "d1")]) == 0
     assert set(json.loads((tmp_path / "d1" / "report.json").read_text())["trend"]) == {"all", "t2v"}
     assert main(["demo", "--quick", "--model", str(wan_models["a14b"]), "--out", str(tmp_path / "d2")]) == 2
+
+
+def test_wan_posterior_mean_is_encode_video(wan_models):
+    from ufo_video.models.registry import load_model
+
+    model = load_model(wan_models["t2v"], components=("vae",))
+    pixels = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        mean, std = model.encode_video_posterior(pixels)
+        assert torch.equal(mean, model.encode_video(pixels)) and (std > 0).all()

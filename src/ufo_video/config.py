@@ -115,6 +115,11 @@ class TrainSection(_Section):
     weighting_scheme: Literal["uniform", "logit_normal", "shift"] = Field(
         "uniform", description="Timestep sampling for flow matching."
     )
+    vae_latents: Literal["sample", "mode"] = Field(
+        "sample", description="Clean latents: a sample of the VAE posterior per step (the reference's "
+        "`.sample()`), or its mean (`.mode()`, deterministic). The latent cache stores mean and std and "
+        "samples per step, so both paths give the same latents.",
+    )
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     timestep_shift: float = Field(

@@ -5,7 +5,8 @@ costs time and memory (both encoders must sit next to the transformer). The cach
 distinct clip and caption once, so training can run with the transformer alone.
 
 What is cached (all through the ``ModelAdapter``, exactly the calls the trainer makes):
-- per clip: ``encode_video(pixels)`` (the latents), and the adapter's per-clip conditioning
+- per clip: ``encode_video(pixels)`` (the latents; with ``train.vae_latents = "sample"`` also the
+  posterior std, so the trainer draws a posterior sample per step), and the adapter's per-clip conditioning
   items (``cache_conditioning_items``: e.g. an inpaint model's first-frame and first+last-frame
   inpaint latents, or an image-to-video model's first-frame latents and image embedding);
 - per pixel shape: the adapter's shared items (``cache_shared_items``: e.g. the all-masked
@@ -48,6 +49,8 @@ from ufo_video.data.plan import PlannedBatch
 from ufo_video.data.sampling import drop_text, rng_for
 from ufo_video.errors import DataError
 
+#: the per-clip item holding the VAE posterior's std (`train.vae_latents = "sample"`)
+LATENT_STD_ITEM = "latent_std"
 DEFAULT_CACHE_SUBDIR = ".ufo_cache"
 
 
@@ -67,7 +70,8 @@ def cache_items(cfg: UfoConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     shell = model_shell(cfg.model.pretrained_model_name_or_path)
     mode = cfg.train.train_mode
-    return shell.cache_conditioning_items(mode), shell.cache_shared_items(mode)
+    std = (LATENT_STD_ITEM,) if cfg.train.vae_latents == "sample" else ()
+    return (*std, *shell.cache_conditioning_items(mode)), shell.cache_shared_items(mode)
 
 
 def text_items(text_fp: str, text: str) -> tuple[str, str]:
@@ -194,7 +198,11 @@ class CachedLoader(TrainLoader):
             shared = get(key)
             out["cond"][item] = shared.unsqueeze(0).expand(len(used), *shared.shape)  # a view: one copy in memory
         for item in self.clip_items[1:]:
-            out["cond"][item] = torch.stack([get(item_key(c, item)) for c in clips])
+            stacked = torch.stack([get(item_key(c, item)) for c in clips])
+            if item == LATENT_STD_ITEM:
+                out["latents_std"] = stacked
+            else:
+                out["cond"][item] = stacked
         return out
 
 
@@ -203,6 +211,7 @@ def build_cached_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: 
     """Like ``build_train_loader`` (same arguments, same batch order), yielding cached tensors:
 
     - ``latents`` [B, C, f, h, w]: ``encode_video`` output (dtype model.weight_dtype);
+    - ``latents_std`` (with ``train.vae_latents = "sample"``): the posterior std, same shape;
     - ``text_embeds`` [B, L, D] and ``text_mask`` [B, L]: ``encode_text`` of each (possibly dropped) caption;
     - ``cond``: the adapter's cached conditioning items -> [B, ...] (shared items are expanded
       views of one tensor); the adapter's ``conditioning_from_cache`` picks per sample;

@@ -21,7 +21,7 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.cache import CachedLoader, cache_dir_of, cache_items, text_items
+from ufo_video.data.cache import LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, text_items
 from ufo_video.data.cache_keys import Fingerprints, item_key, model_fingerprints, shared_key
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.plan import PlannedBatch, limits_of
@@ -92,9 +92,12 @@ class ClipEncoder:
         m = self.model
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         out = {}
-        if "latent" in items:
+        if LATENT_STD_ITEM in items:  # the posterior's mean (= encode_video's latents) and std
+            mean, std = m.encode_video_posterior(pixels)
+            out["latent"], out[LATENT_STD_ITEM] = mean[0], std[0]
+        elif "latent" in items:
             out["latent"] = m.encode_video(pixels)[0]
-        cond_items = tuple(i for i in items if i != "latent")
+        cond_items = tuple(i for i in items if i not in ("latent", LATENT_STD_ITEM))
         if cond_items:
             out.update(m.encode_cache_conditioning(pixels, cond_items))
         return out

@@ -208,6 +208,12 @@ class ModelAdapter(ABC):
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels [B, 3, F, H, W] in [-1, 1] -> normalised latents [B, C, f, h, w]."""
 
+    def encode_video_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior's mean and standard deviation, both normalised as `encode_video`'s
+        latents are (the mean IS `encode_video`'s output): `mean + std * eps` is a posterior sample
+        in latent units (`train.vae_latents = "sample"`, as the reference trains)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its VAE posterior")
+
     @abstractmethod
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> pixels in [-1, 1]."""

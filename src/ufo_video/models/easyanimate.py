@@ -277,6 +277,13 @@ class EasyAnimateAdapter(ModelAdapter):
         latents = [self.vae.encode(pixels[i : i + 1])[0].mode() for i in range(pixels.shape[0])]
         return torch.cat(latents) * self.scaling_factor
 
+    def encode_video_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.vae is not None, "VAE not loaded"
+        pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
+        dists = [self.vae.encode(pixels[i : i + 1])[0] for i in range(pixels.shape[0])]
+        mean = torch.cat([d.mode() for d in dists]) * self.scaling_factor  # exactly encode_video's
+        return mean, torch.cat([d.std for d in dists]) * self.scaling_factor
+
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         assert self.vae is not None, "VAE not loaded"
         latents = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor

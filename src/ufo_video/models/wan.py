@@ -110,6 +110,14 @@ class WanAdapter(WanFolders, ModelAdapter):
         mean, std = self._latent_stats(latents)
         return (latents - mean) * (1.0 / std)
 
+    def encode_video_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.vae is not None, "VAE not loaded"
+        pixels = pixels.to(device=self.vae.device, dtype=self.vae.dtype)
+        dists = [self.vae.encode(pixels[i : i + 1]).latent_dist for i in range(pixels.shape[0])]
+        latents = torch.cat([d.mode() for d in dists])
+        mean, std = self._latent_stats(latents)
+        return (latents - mean) * (1.0 / std), torch.cat([d.std for d in dists]) * (1.0 / std)
+
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         assert self.vae is not None, "VAE not loaded"
         latents = latents.to(device=self.vae.device, dtype=self.vae.dtype)

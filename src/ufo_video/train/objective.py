@@ -84,6 +84,14 @@ def sample_sigma(
     raise ValueError(f"unknown weighting_scheme {scheme!r}")
 
 
+def sample_posterior(mean: torch.Tensor, std: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One VAE-posterior sample per clip, `mean + std * eps`, eps drawn from each sample's own
+    generator first (before its conditioning kind, sigma and noise), so the cached and uncached
+    paths and any process count draw the same latents."""
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=torch.float32) for g in generators])
+    return mean + std * eps.to(device=mean.device, dtype=mean.dtype)
+
+
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x_t = (1 - sigma) * x0 + sigma * noise, with one sigma per sample ([B])."""
     s = sigma.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))

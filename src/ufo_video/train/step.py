@@ -30,7 +30,11 @@ def encode_batch(run: TrainRun, batch: dict, position: int):
         text = model.encode_text(list(batch["texts"]), device)
     pixels = batch["pixel_values"].to(device=device, dtype=run.weight_dtype)
     with on_device(model.vae, device, low_vram):
-        latents = model.encode_video(pixels).float()
+        if cfg.train.vae_latents == "sample":
+            mean, std = model.encode_video_posterior(pixels)
+            latents = objective.sample_posterior(mean.float(), std.float(), generators)
+        else:
+            latents = model.encode_video(pixels).float()
         cond, kinds = model.training_conditioning(pixels, latents, generators, cfg.train.train_mode)
     run.extra["mask_kinds"] = kinds
     return text, latents, cond, generators
@@ -43,6 +47,8 @@ def _from_cache(run: TrainRun, batch: dict, generators: list[torch.Generator]):
     model, device = run.model, run.accelerator.device
     text = TextEmbeds(batch["text_embeds"], batch["text_mask"]).to(device)
     latents = batch["latents"].to(device).float()
+    if run.cfg.train.vae_latents == "sample":  # the cache holds the posterior's mean and std
+        latents = objective.sample_posterior(latents, batch["latents_std"].to(device).float(), generators)
     items = {"latent": latents, **batch["cond"]}
     cond, kinds = model.conditioning_from_cache(items, generators, run.cfg.train.train_mode)
     run.extra["mask_kinds"] = kinds
