@@ -58,7 +58,9 @@ def _cfg(model: Path, root: Path, meta: Path, batch: int = 2, **data):
     return build_config({
         "model": {"pretrained_model_name_or_path": str(model), "weight_dtype": "fp32", "device": "cpu"},
         "data": base,
-        "train": {"train_batch_size": batch, "num_train_epochs": 1, "seed": SEED},
+        # the cache holds clean given frames; the model's start-image noise is drawn per step only
+        # when training encodes (train.start_image_noise, tested in test_train_cache.py)
+        "train": {"train_batch_size": batch, "num_train_epochs": 1, "seed": SEED, "start_image_noise": "off"},
     })  # fmt: skip
 
 

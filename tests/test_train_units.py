@@ -97,7 +97,7 @@ class _FakeModel:
         self.calls = []
         self.transformer = type("T", (), {"config": type("C", (), {"in_channels": 9})()})()
 
-    def inpaint_conditioning(self, pixels, mask):
+    def inpaint_conditioning(self, pixels, mask, noise=None):
         self.calls.append((pixels, mask))
         return torch.ones(pixels.shape[0], 5, 2, 1, 1)
 
@@ -241,3 +241,28 @@ def test_vae_posterior_mean_is_encode_video_and_mode_setting_is_deterministic(ti
     with torch.no_grad():
         mean, std = model.encode_video_posterior(pixels)
         assert torch.equal(mean, model.encode_video(pixels)) and (std > 0).all()
+
+
+def test_start_image_noise_is_the_references_and_touches_only_given_pixels(tiny_model):
+    """train.start_image_noise: sigma = exp(N(-3, 0.5)) per sample (hand-computed from the same
+    generator), added to the kept pixels only (never to the -1 of masked ones), before encoding,
+    as the inpaint pipeline's `add_noise_to_reference_video` does."""
+    from ufo_video.models.registry import load_model
+
+    g = torch.Generator().manual_seed(5)
+    noise = masks.draw_start_image_noise((3, 2, 4, 4), g)
+    h = torch.Generator().manual_seed(5)
+    sigma = torch.exp(torch.randn((), generator=h) * 0.5 - 3.0)
+    assert torch.equal(noise, torch.randn((3, 2, 4, 4), generator=h) * sigma)
+
+    model = load_model(tiny_model, components=("vae",))
+    assert model.start_image_noise_applies("inpaint") and not model.start_image_noise_applies("normal")
+    pixels = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    mask = masks.make_mask("first", 5, 32, 32, torch.Generator())[None]
+    bump = torch.full_like(pixels, 0.05)
+    with torch.no_grad():
+        noisy = model.inpaint_conditioning(pixels, mask, bump)
+        kept = pixels * (mask < 0.5) + (-1.0) * (mask >= 0.5)
+        by_hand = model.encode_video(torch.where(kept == -1, kept, kept + 0.05))
+        assert torch.allclose(noisy[:, 1:], by_hand, atol=1e-6)  # channel 0 is the mask
+        assert not torch.allclose(noisy, model.inpaint_conditioning(pixels, mask))

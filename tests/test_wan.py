@@ -147,9 +147,9 @@ def test_i2v_training_conditioning_equals_the_pipeline_input(wan_models, variant
 
 def test_easyanimate_i2v_training_conditioning_equals_the_pipeline_input(tiny_model):
     """The same capture for EasyAnimate's inpaint pipeline: its `inpaint_latents` for a start
-    image equal the adapter's `first` mask conditioning. The pipeline's noise augmentation of the
-    start image (`add_noise_in_inpaint_model`, strength 0.0563) is set to 0 here: training does
-    not add it yet (issue 13, item 4)."""
+    image equal the adapter's `first` mask conditioning, noise aside: the pipeline's start-image
+    noise (`add_noise_in_inpaint_model`, fixed strength 0.0563) is set to 0 here; training draws its
+    own per sample (`train.start_image_noise`, tested in test_train_units.py)."""
     from PIL import Image
 
     from ufo_video.models import easyanimate_masks as masks

@@ -115,6 +115,12 @@ class TrainSection(_Section):
     weighting_scheme: Literal["uniform", "logit_normal", "shift"] = Field(
         "uniform", description="Timestep sampling for flow matching."
     )
+    start_image_noise: Literal["model", "off"] = Field(
+        "model", description="'model': add the noise the model's pipeline adds to the given start/end "
+        "frames at inference (EasyAnimate InP: add_noise_in_inpaint_model), drawn per sample and step; "
+        "'off': train on clean given frames. The latent cache cannot redraw pixel noise per step, so "
+        "cached training needs 'off' on such models (refused otherwise).",
+    )
     vae_latents: Literal["sample", "mode"] = Field(
         "sample", description="Clean latents: a sample of the VAE posterior per step (the reference's "
         "`.sample()`), or its mean (`.mode()`, deterministic). The latent cache stores mean and std and "

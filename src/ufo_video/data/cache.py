@@ -70,6 +70,14 @@ def cache_items(cfg: UfoConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     shell = model_shell(cfg.model.pretrained_model_name_or_path)
     mode = cfg.train.train_mode
+    if cfg.train.start_image_noise == "model" and shell.start_image_noise_applies(mode):
+        from ufo_video.errors import ConfigError
+
+        raise ConfigError(
+            f"train.start_image_noise='model': {shell.info.path}'s pipeline adds noise to the given frames, which "
+            "training draws per step in pixel space; the latent cache holds encoded frames and cannot. Set "
+            "train.start_image_noise=off to train from the cache on clean given frames, or data.cache_latents=false"
+        )
     std = (LATENT_STD_ITEM,) if cfg.train.vae_latents == "sample" else ()
     return (*std, *shell.cache_conditioning_items(mode)), shell.cache_shared_items(mode)
 

@@ -126,6 +126,9 @@ def data_config(plan: DemoPlan, model: str, root: str, meta: str, output_dir: Pa
                   "max_train_steps": plan.train_steps, "checkpointing_steps": plan.train_steps,
                   "learning_rate": plan.learning_rate, "mixed_precision": "no", "gradient_checkpointing": False,
                   "report_to": "none", "save_state": False, "seed": plan.seed,
+                  # trains from the latent cache, which holds clean given frames (the pipeline's
+                  # start-image noise needs per-step encoding: see train.start_image_noise)
+                  "start_image_noise": "off",
                   "overwrite_output_dir": True},  # the demo's own folder: a rerun replaces its training
     })  # fmt: skip
 

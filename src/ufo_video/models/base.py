@@ -224,14 +224,22 @@ class ModelAdapter(ABC):
         return ()
 
     def training_conditioning(
-        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str
+        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str,
+        start_image_noise: bool = False,
     ) -> tuple[Conditioning, list[str]]:
         """The transformer's extra inputs for a training batch, drawn per sample with its generator.
 
         `mode` is `train.train_mode`: "inpaint" = the family's image-conditioning mix (what i2v
-        uses at inference), "normal" = text only. Returns the named tensors `predict` takes and
-        the kind drawn for each sample (for logs). Text-only models return ({}, ["t2v", ...])."""
+        uses at inference), "normal" = text only. `start_image_noise`: add the noise the family's
+        pipeline adds to given frames at inference, where it does (`start_image_noise_applies`).
+        Returns the named tensors `predict` takes and the kind drawn for each sample (for logs).
+        Text-only models return ({}, ["t2v", ...])."""
         return {}, ["t2v"] * latents.shape[0]
+
+    def start_image_noise_applies(self, mode: str) -> bool:
+        """Whether this model's pipeline adds noise to the given (start/end) frames at inference, so
+        training with `mode` should too (`train.start_image_noise = "model"`)."""
+        return False
 
     def t2v_conditioning(self, latents: torch.Tensor) -> Conditioning:
         """What text-to-video feeds the transformer besides the noisy latents, for latents of this

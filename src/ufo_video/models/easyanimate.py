@@ -289,14 +289,20 @@ class EasyAnimateAdapter(ModelAdapter):
         latents = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor
         return self.vae.decode(latents, return_dict=False)[0].clamp(-1, 1)
 
-    def inpaint_conditioning(self, pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def inpaint_conditioning(
+        self, pixels: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """`cat([1 - mask at latent size, VAE(masked pixels)]) * scaling`, as the inpaint pipeline
         builds it: masked pixels are set to -1 before encoding; the first frame's mask is resized
-        alone because the causal VAE encodes the first frame alone."""
+        alone because the causal VAE encodes the first frame alone. `noise` (same shape as
+        `pixels`) is added to the kept pixels only, as the pipeline's `add_noise_to_reference_video`
+        does when the transformer config sets `add_noise_in_inpaint_model`."""
         from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import resize_mask
 
         mask = mask.to(pixels.dtype)
         masked = pixels * (mask < 0.5) + (-1.0) * (mask >= 0.5)
+        if noise is not None:
+            masked = masked + torch.where(masked == -1, torch.zeros_like(masked), noise.to(masked))
         masked_latents = self.encode_video(masked)
         mask_latents = resize_mask(1 - mask.to(masked_latents), masked_latents, True) * self.scaling_factor
         return torch.cat([mask_latents, masked_latents], dim=1)
@@ -306,16 +312,25 @@ class EasyAnimateAdapter(ModelAdapter):
         return int(self.info.extra["transformer_config"].get("in_channels") or self.info.latent_channels)
 
     def training_conditioning(
-        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str
+        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str,
+        start_image_noise: bool = False,
     ) -> tuple[Conditioning, list[str]]:
         """InP: a random mask per sample (`easyanimate_masks`) in "inpaint" mode, zeros (what
-        text-to-video feeds) in "normal" mode; T2V models take no conditioning."""
+        text-to-video feeds) in "normal" mode; T2V models take no conditioning. With
+        `start_image_noise` (and the model's `add_noise_in_inpaint_model`), the kept pixels get the
+        reference's noise before encoding."""
         if not self.is_inpaint:
             return {}, ["t2v"] * latents.shape[0]
         if mode == "inpaint":
-            cond, kinds = masks.build_conditioning(self, pixels, generators)
+            noisy = start_image_noise and self.start_image_noise_applies(mode)
+            cond, kinds = masks.build_conditioning(self, pixels, generators, start_image_noise=noisy)
             return {"inpaint_latents": cond}, kinds
         return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}, ["t2v"] * latents.shape[0]
+
+    def start_image_noise_applies(self, mode: str) -> bool:
+        """The inpaint pipeline adds noise to the given frames when the transformer config says
+        `add_noise_in_inpaint_model` (V5.1 InP: true)."""
+        return self.is_inpaint and mode == "inpaint" and bool(self.info.extra["transformer_config"].get("add_noise_in_inpaint_model"))
 
     def t2v_conditioning(self, latents: torch.Tensor) -> Conditioning:
         """InP text-to-video: zero inpaint latents (mask channel + masked latents), as the pipeline."""

@@ -83,13 +83,31 @@ def sample_mask(frames: int, height: int, width: int, g: torch.Generator) -> tup
     return kind, mask, draw_zero(kind, g)
 
 
-def build_conditioning(model, pixels: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, list[str]]:
+#: the reference's start-image noise level: sigma = exp(N(-3, 0.5)) per sample (median ~0.05; the
+#: pipeline uses a fixed 0.0563 at inference)
+NOISE_LOG_MEAN, NOISE_LOG_STD = -3.0, 0.5
+
+
+def draw_start_image_noise(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """One sample's start-image noise: sigma = exp(N(-3, 0.5)) times standard normal noise, both
+    drawn from the sample's generator (the reference's `add_noise_to_reference_video(ratio=None)`)."""
+    sigma = torch.exp(torch.randn((), generator=g) * NOISE_LOG_STD + NOISE_LOG_MEAN)
+    return torch.randn(shape, generator=g) * sigma
+
+
+def build_conditioning(
+    model, pixels: torch.Tensor, generators: list[torch.Generator], start_image_noise: bool = False
+) -> tuple[torch.Tensor, list[str]]:
     """Inpaint latents for a pixel batch [B, 3, F, H, W]: one random mask per sample (drawn from
-    that sample's generator), `model.inpaint_conditioning`, zeros where the t2v case applies."""
+    that sample's generator), `model.inpaint_conditioning`, zeros where the t2v case applies;
+    `start_image_noise` adds the reference's noise to the kept pixels (drawn after the mask)."""
     _, _, frames, height, width = pixels.shape
     drawn = [sample_mask(frames, height, width, g) for g in generators]
     mask = torch.stack([m for _, m, _ in drawn]).to(pixels.device, pixels.dtype)
-    cond = model.inpaint_conditioning(pixels, mask)
+    noise = None
+    if start_image_noise:
+        noise = torch.stack([draw_start_image_noise(tuple(pixels.shape[1:]), g) for g in generators])
+    cond = model.inpaint_conditioning(pixels, mask, noise)
     keep = torch.tensor([0.0 if zero else 1.0 for _, _, zero in drawn], device=cond.device, dtype=cond.dtype)
     cond = cond * keep.view(-1, *([1] * (cond.ndim - 1)))
     return cond, [kind for kind, _, _ in drawn]

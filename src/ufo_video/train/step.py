@@ -35,7 +35,8 @@ def encode_batch(run: TrainRun, batch: dict, position: int):
             latents = objective.sample_posterior(mean.float(), std.float(), generators)
         else:
             latents = model.encode_video(pixels).float()
-        cond, kinds = model.training_conditioning(pixels, latents, generators, cfg.train.train_mode)
+        cond, kinds = model.training_conditioning(pixels, latents, generators, cfg.train.train_mode,
+                                                  start_image_noise=cfg.train.start_image_noise == "model")
     run.extra["mask_kinds"] = kinds
     return text, latents, cond, generators
 
