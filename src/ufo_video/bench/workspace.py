@@ -51,7 +51,10 @@ class Workspace:
             "lora": {"rank": self.preset.lora_rank, "network_alpha": self.preset.lora_rank},
             "train": {"output_dir": str(self.root / "train-out"), "train_batch_size": 1, "max_train_steps": 10_000,
                       "mixed_precision": "bf16" if on_gpu else "no", "gradient_checkpointing": self.warmup > 0,
-                      "report_to": "none", "seed": 42},
+                      "report_to": "none", "seed": 42,
+                      # the cached-step case compares against the latent cache, which holds clean given
+                      # frames: both sides train without the pipeline's start-image noise
+                      "start_image_noise": "off"},
         }  # fmt: skip
         for dotted, value in overrides.items():
             section, key = dotted.split("__", 1)

@@ -171,8 +171,11 @@ class WanAdapter(WanFolders, ModelAdapter):
         return self.info.variant in ("i2v", "a14b-i2v")
 
     def training_conditioning(
-        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str
+        self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str,
+        start_image_noise: bool = False,
     ) -> tuple[Conditioning, list[str]]:
+        """I2V: the first frame as `WanImageToVideoPipeline` gives it (no start-image noise: the Wan
+        pipelines add none, so `start_image_noise` changes nothing here)."""
         b = latents.shape[0]
         if not self._needs_image():
             return {}, ["t2v"] * b
