@@ -214,7 +214,7 @@ def test_constructed_vae_keeps_motion_and_beats_the_mean_colour(built_vae):
 
 def test_adapter_takes_compression_from_the_vae_config():
     from ufo_video.errors import ModelLoadError
-    from ufo_video.models.easyanimate import vae_compression
+    from ufo_video.models.easyanimate_layout import vae_compression
     from ufo_video.models.tiny_base_training import vae_stage
 
     assert vae_compression({"block_out_channels": [128, 256, 512, 512]}) == {"spatial_factor": 8, "temporal_factor": 4}

@@ -57,27 +57,6 @@ class UfoEasyAnimateTransformer(EasyAnimateTransformer3DModel, PeftAdapterMixin,
 UfoEasyAnimateTransformer.__name__ = "EasyAnimateTransformer3DModel"
 
 
-def _with_vae_quirk(vae: AutoencoderKLMagvit) -> AutoencoderKLMagvit:
-    """diffusers 0.42.1: the inpaint pipeline reads `vae.config.cache_mag_vae`, which
-    AutoencoderKLMagvit never registers, so image-to-video fails with
-    "'FrozenDict' object has no attribute 'cache_mag_vae'". V5.1's magvit VAE is causal in time
-    (the first frame is encoded alone), which is what `cache_mag_vae=True` selects in `resize_mask`.
-    """
-    if "cache_mag_vae" not in vae.config:
-        vae.register_to_config(cache_mag_vae=True)
-    return vae
-
-
-def vae_compression(vae_config: dict[str, Any]) -> dict[str, int]:
-    """Spatial/temporal compression of a magvit VAE from its config, by diffusers' own rule
-    (`AutoencoderKLMagvit.spatial_compression_ratio` = 2^(blocks-1), temporal = 2^(blocks-2)),
-    which the pipelines use to size latents: V5.1's 4 blocks give 8x/4x, the tiny base's 3 give 4x/2x."""
-    blocks = len(vae_config.get("block_out_channels") or [128, 256, 512, 512])
-    if blocks < 2:
-        raise ModelLoadError(f"VAE config: block_out_channels needs at least 2 blocks, got {blocks}")
-    return {"spatial_factor": 2 ** (blocks - 1), "temporal_factor": 2 ** (blocks - 2)}
-
-
 class EasyAnimateAdapter(ModelAdapter):
     """EasyAnimate V5.1: MMDiT transformer, magvit VAE (8x spatial, 4x temporal), Qwen2-VL text."""
 
@@ -123,7 +102,7 @@ class EasyAnimateAdapter(ModelAdapter):
                 f"nor InP (2*{latent}+1={2 * latent + 1}) for the VAE's latent_channels={latent}"
             )
         kind = "configs-only" if configs_only else layout.detect_layout(path)
-        compression = vae_compression(vcfg)
+        compression = layout.vae_compression(vcfg)
         extra = {"transformer_config": tcfg, **compression}
         rules = SizeRules(compression["spatial_factor"], compression["temporal_factor"], cls.patch_size, vae_name="VAE")
         tasks = ("t2v", "i2v", "flf2v") if variant == "inp" else ("t2v",)
@@ -211,7 +190,7 @@ class EasyAnimateAdapter(ModelAdapter):
         if "vae" in components:
             vcfg = cls._vae_config(path)
             vae = load_strict(lambda: AutoencoderKLMagvit(**vcfg), path / "vae", dtype=dtype)
-            loaded["vae"] = _with_vae_quirk(vae)
+            loaded["vae"] = layout.with_vae_quirk(vae)
         if "text_encoder" in components:
             loaded["text_encoder"] = cls._load_text_encoder(path / "text_encoder", dtype)
         if "tokenizer" in components:

@@ -1,4 +1,4 @@
-"""EasyAnimate V5.1 on-disk layouts: detection and the original → diffusers translation.
+"""EasyAnimate V5.1 on-disk layouts and configs: detection, the original → diffusers translation, the VAE's compression and its config quirk.
 
 Two layouts exist for the same weights:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.configs import init_kwargs as diffusers_init_kwargs  # noqa: F401  (re-exported)
@@ -82,3 +83,24 @@ def detect_layout(path: Path) -> str:
 
     names = read_header_shapes(find_weight_files(path / "transformer"))
     return "original" if any(".attn2." in k for k in names) else "diffusers"
+
+
+def with_vae_quirk(vae: Any) -> Any:
+    """diffusers 0.42.1: the inpaint pipeline reads `vae.config.cache_mag_vae`, which
+    AutoencoderKLMagvit never registers, so image-to-video fails with
+    "'FrozenDict' object has no attribute 'cache_mag_vae'". V5.1's magvit VAE is causal in time
+    (the first frame is encoded alone), which is what `cache_mag_vae=True` selects in `resize_mask`.
+    """
+    if "cache_mag_vae" not in vae.config:
+        vae.register_to_config(cache_mag_vae=True)
+    return vae
+
+
+def vae_compression(vae_config: dict[str, Any]) -> dict[str, int]:
+    """Spatial/temporal compression of a magvit VAE from its config, by diffusers' own rule
+    (`AutoencoderKLMagvit.spatial_compression_ratio` = 2^(blocks-1), temporal = 2^(blocks-2)),
+    which the pipelines use to size latents: V5.1's 4 blocks give 8x/4x, the tiny base's 3 give 4x/2x."""
+    blocks = len(vae_config.get("block_out_channels") or [128, 256, 512, 512])
+    if blocks < 2:
+        raise ModelLoadError(f"VAE config: block_out_channels needs at least 2 blocks, got {blocks}")
+    return {"spatial_factor": 2 ** (blocks - 1), "temporal_factor": 2 ** (blocks - 2)}
