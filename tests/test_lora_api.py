@@ -399,3 +399,31 @@ def test_single_underscore_kohya_prefix_and_missing_alpha(tiny_model: Path, tmp_
     model = load_tiny(tiny_model)
     resolved = lora.resolve(model, model.transformer)
     assert list(resolved) == ["transformer_blocks.1.attn1.to_add_out"] and resolved["transformer_blocks.1.attn1.to_add_out"][2] == 2.0
+
+
+def test_a_module_without_an_original_name_is_refused_in_original_name_formats():
+    """kohya / musubi / comfy files name modules in the family's original naming; a module that
+    naming does not know (its name does not map back) would be written under a name no loader of
+    that format applies: refused by name, while PEFT (our own names) still works."""
+    import torch
+
+    from ufo_video.errors import LoraError, ModelLoadError
+    from ufo_video.lora.formats import LoraModule, LoraWeights, convert
+
+    class Family:
+        @staticmethod
+        def to_original_module_name(name):
+            return "orig." + name if name.startswith("known") else name
+
+        @staticmethod
+        def from_original_module_name(name):
+            if not name.startswith("orig."):
+                raise ModelLoadError(f"unknown original name {name}")
+            return name.removeprefix("orig.")
+
+    mod = LoraModule(torch.zeros(1, 2), torch.zeros(2, 1), 1.0)
+    weights = LoraWeights("peft", {"known.q": mod, "extra.proj": mod})
+    with pytest.raises(LoraError, match="module 'extra.proj' has no name in the family's original naming"):
+        convert(weights, "comfy", Family)
+    ok = convert(LoraWeights("peft", {"known.q": mod}), "musubi", Family)
+    assert list(ok.modules) == ["orig_known_q"]

@@ -210,6 +210,7 @@ def test_a14b_one_lora_per_expert_trained_and_applied_to_its_expert(wan_models, 
     low = _train(tmp_path, model, dataset, "low", "train.expert=transformer_2")
     assert _metadata(high)["ufo_expert"] == "transformer" and _metadata(low)["ufo_expert"] == "transformer_2"
     ours = _generate(model, tmp_path / "ours", "--lora", f"{high}:0.5", "--lora", f"{low}:0.9")
+    assert "-> transformer, " in capsys.readouterr().out  # each file's expert is said
 
     pipe = WanPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

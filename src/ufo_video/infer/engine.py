@@ -65,6 +65,11 @@ class VideoGenerator:
             specs = [(Path(spec.path), spec.weight) for spec in settings.loras]
             self.adapter_names = list(load_loras(self.model, specs, fuse=settings.fuse))
             shown = ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in settings.loras)
+            if len(self.model.experts()) > 1:  # say which denoiser each file went to
+                from ufo_video.lora.apply import lora_experts
+
+                where = lora_experts(self.model)
+                shown += " (" + ", ".join(f"{n} -> {where[n]}" for n in self.adapter_names) + ")"
             log(f"LoRA{'s' if len(specs) > 1 else ''} {'fused' if settings.fuse else 'attached'}: {shown}")
         if self.adapter_names and settings.memory_mode == "model_cpu_offload_and_qfloat8":
             self._lora_layers_to_compute_dtype()

@@ -369,3 +369,9 @@ def loaded_loras(model) -> dict[str, float]:
             state = _state(transformer)
             out.update({name: state.weights.get(name, 1.0) for name in _adapter_names(transformer)})
     return out
+
+
+def lora_experts(model) -> dict[str, str]:
+    """Adapter name -> the expert (component) holding it, so a run on a multi-expert model can say
+    where each file went (a file without `ufo_expert` metadata goes to `transformer`)."""
+    return {name: expert for expert, t in _experts(model).items() for name in _adapter_names(t)}

@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ufo_video.atomic import save_safetensors_atomic
-from ufo_video.errors import LoraError
+from ufo_video.errors import LoraError, UfoError
 from ufo_video.lora.weights import FLAT_FORMATS, Format, LoraModule, LoraWeights, Resolution, group_targets, limited
 
 __all__ = [
@@ -204,10 +204,21 @@ def read_lora(path: str | Path) -> LoraWeights:
 
 # ---- conversion -------------------------------------------------------------------------------
 def _spell(fmt: str, adapter_cls: type, path: str) -> str:
-    """A diffusers module path as `fmt` names it."""
+    """A diffusers module path as `fmt` names it. Formats with the family's original names need
+    a name that maps back to the same module; a module the original naming does not know would be
+    written under a name no loader of that format applies, so it is refused by name."""
     if fmt == "peft":
         return path
     original = adapter_cls.to_original_module_name(path)
+    try:
+        back = adapter_cls.from_original_module_name(original)
+    except UfoError:
+        back = None
+    if back != path:
+        raise LoraError(
+            f"module '{path}' has no name in the family's original naming, so a {fmt} file cannot name it; "
+            "save this LoRA with format peft, or leave the module out of lora.target_modules"
+        )
     return original.replace(".", "_") if fmt in FLAT_FORMATS else original
 
 
