@@ -321,8 +321,10 @@ def write_lora(
     return atomic_save_safetensors(tensors, path, meta)
 
 
-def lora_from_adapter(model, adapter_name: str) -> LoraWeights:
-    """The named PEFT adapter of `model.transformer` as PEFT-format `LoraWeights` (diffusers paths)."""
+def lora_from_adapter(model, adapter_name: str, tensors: dict[str, torch.Tensor] | None = None) -> LoraWeights:
+    """The named PEFT adapter of `model.transformer` as PEFT-format `LoraWeights` (diffusers paths).
+    `tensors` (parameter name -> whole tensor) replaces the module's own weights: a trainer whose
+    weights are sharded across processes passes the gathered ones."""
     transformer = model.transformer
     config = (getattr(transformer, "peft_config", None) or {}).get(adapter_name)
     if config is None:
@@ -334,6 +336,10 @@ def lora_from_adapter(model, adapter_name: str) -> LoraWeights:
             continue
         down = lora_a[adapter_name].weight.detach()
         up = module.lora_B[adapter_name].weight.detach()
+        if tensors is not None:
+            prefix = f"{name}." if name else ""
+            down = tensors[f"{prefix}lora_A.{adapter_name}.weight"]
+            up = tensors[f"{prefix}lora_B.{adapter_name}.weight"]
         alpha = float(module.lora_alpha[adapter_name])
         modules[name] = LoraModule(down=down, up=up, alpha=alpha)
     if not modules:
@@ -348,11 +354,13 @@ def save_lora(
     metadata: dict[str, str],
     dtype: torch.dtype = torch.float32,
     fmt: str | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save the named adapter of `model.transformer` in the family's default format
     (`default_lora_format`: the format that family's own tools load), cast to `dtype`, written atomically. The metadata names the base model, its family and, for
-    multi-expert models, the expert the LoRA is for (`ufo_expert`), which inference applies it to."""
-    weights = convert(lora_from_adapter(model, adapter_name), fmt or type(model).default_lora_format, type(model))
+    multi-expert models, the expert the LoRA is for (`ufo_expert`), which inference applies it to.
+    `tensors`: whole trainable tensors by parameter name, for weights sharded across processes."""
+    weights = convert(lora_from_adapter(model, adapter_name, tensors), fmt or type(model).default_lora_format, type(model))
     weights = replace(weights, modules={k: LoraModule(m.down.to("cpu"), m.up.to("cpu"), m.alpha) for k, m in weights.modules.items()})
     info = getattr(model, "info", None)
     meta = {str(k): str(v) for k, v in metadata.items()}

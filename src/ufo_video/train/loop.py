@@ -112,7 +112,9 @@ def optimizer_step(run: TrainRun, batches: list[dict], first_pos: int, progress:
     clip = clip_norm_at(progress.step, t.max_grad_norm, t.max_grad_norm_warmup_steps, t.max_grad_norm_warmup_factor)
     grad_norm = acc.clip_grad_norm_(run.params, clip)
     if grad_norm is not None:  # None: the backend (DeepSpeed) clips by itself
-        grad_norm = float(grad_norm)
+        from ufo_video.train.fsdp import full
+
+        grad_norm = float(full(grad_norm))  # FSDP2: a replicated DTensor
         if _any_process(run, not torch.isfinite(torch.tensor(grad_norm)).item()):
             _nonfinite(run, progress, "the gradient norm")
             return None

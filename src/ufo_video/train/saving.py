@@ -69,30 +69,36 @@ def write_resolved_config(run: TrainRun) -> Path:
 
 def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
     """checkpoint-{step}.safetensors, then (save_state) checkpoint-{step}/, then rotation. All processes call it."""
+    from ufo_video.train import fsdp
+
     acc, step, out = run.accelerator, progress.step, run.output_dir
-    bad = [n for n, p in run.trainable_state().items() if not torch.isfinite(p).all()]
+    trainable = run.trainable_state()  # every process (under FSDP a gather)
+    bad = [n for n, p in trainable.items() if not torch.isfinite(p).all()]
     if bad:  # never write NaN weights
         raise TrainError(f"step {step}: LoRA weights are not finite ({bad[0]} ...); nothing saved")
     lora_path = ckpt.lora_file(out, step)
     if acc.is_main_process:
         from ufo_video.lora.formats import save_lora
 
-        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=save_dtype(run.cfg))
+        save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=save_dtype(run.cfg),
+                  tensors=trainable)
     if run.cfg.train.save_state:
         tmp = ckpt.tmp_dir(out, step)
         if acc.is_main_process:
             ckpt.begin_state(out, step)
         acc.wait_for_everyone()
         ckpt.write_rng(tmp, acc.process_index)
-        engine = uses_engine_state(run)
+        engine, sharded = uses_engine_state(run), fsdp.uses_fsdp(acc)
         if engine:
             # every process writes its own optimizer shard (fp32 masters and moments) through
             # accelerate's own mechanism; the frozen base weights are not written
             acc.save_state(str(tmp / ckpt.ENGINE_DIR), exclude_frozen_parameters=True)
+        if sharded:  # the whole optimizer state, gathered (a collective), written by the main process
+            fsdp.save_optimizer(run.transformer, run.optimizer, tmp, acc.is_main_process)
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.write_main_state(
-                tmp, trainable=run.trainable_state(), optimizer=None if engine else run.optimizer,
+                tmp, trainable=trainable, optimizer=None if engine or sharded else run.optimizer,
                 lr_scheduler=run.lr_scheduler, progress=progress,
             )  # fmt: skip
             ckpt.finish_state(tmp, out, step)
@@ -110,14 +116,21 @@ def uses_engine_state(run: TrainRun) -> bool:
     return run.accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
+def _engine_name(deepspeed: bool, sharded: bool) -> str:
+    return "DeepSpeed" if deepspeed else "FSDP" if sharded else "DDP / one process"
+
+
 def restore(run: TrainRun, folder: Path) -> Progress:
     """Load a complete state folder into the live run (weights, optimizer, schedule, RNG)."""
-    engine = uses_engine_state(run)
-    has_engine = (folder / ckpt.ENGINE_DIR).is_dir()
-    if engine != has_engine:
+    from ufo_video.train import fsdp
+
+    engine, sharded = uses_engine_state(run), fsdp.uses_fsdp(run.accelerator)
+    saved_engine, saved_sharded = (folder / ckpt.ENGINE_DIR).is_dir(), fsdp.has_state(folder)
+    if (engine, sharded) != (saved_engine, saved_sharded):
         raise TrainError(
-            f"{folder}: saved {'with' if has_engine else 'without'} DeepSpeed, resumed {'with' if engine else 'without'} "
-            "it; the optimizer state is kept differently, so resume with the same accelerate config"
+            f"{folder}: saved with {_engine_name(saved_engine, saved_sharded)}, resumed with "
+            f"{_engine_name(engine, sharded)}; the optimizer state is kept differently, so resume with the same "
+            "accelerate config"
         )
     state = ckpt.read_state(folder, run.accelerator.process_index)
     progress: Progress = state["progress"]
@@ -126,21 +139,25 @@ def restore(run: TrainRun, folder: Path) -> Progress:
             f"{folder}: saved by a run with {progress.num_processes} process(es), resumed with "
             f"{run.accelerator.num_processes}; the data position is per process, so resume with the same count"
         )
-    live = run.trainable_state()
+    live = {n: p for n, p in run.transformer.named_parameters() if p.requires_grad}
     if set(live) != set(state["lora"]):
         missing = sorted(set(live) ^ set(state["lora"]))[:5]
         raise TrainError(f"{folder}: its LoRA does not match this run's (lora.rank/target_modules changed?): {missing}")
-    with torch.no_grad():
-        for name, param in live.items():
-            saved = state["lora"][name]
-            if saved.shape != param.shape:
-                raise TrainError(f"{folder}: {name} has shape {tuple(saved.shape)}, this run {tuple(param.shape)}")
-            param.copy_(saved.to(param.device, param.dtype))
+    for name, param in live.items():
+        saved = state["lora"][name]
+        if saved.shape != param.shape:  # a DTensor's shape is the whole tensor's
+            raise TrainError(f"{folder}: {name} has shape {tuple(saved.shape)}, this run {tuple(param.shape)}")
+    if sharded:  # every process keeps its shard of the LoRA and of the optimizer state
+        fsdp.restore(run.transformer, run.optimizer, state["lora"], folder)
+    else:
+        with torch.no_grad():
+            for name, param in live.items():
+                param.copy_(state["lora"][name].to(param.device, param.dtype))
     if engine:
         # weights into the engine's fp32 masters, optimizer shards per process (after the copy
         # above, which only set the module's working copy)
         run.accelerator.load_state(str(folder / ckpt.ENGINE_DIR), load_module_strict=False)
-    else:
+    elif not sharded:
         run.optimizer.load_state_dict(state["optimizer"])
     run.lr_scheduler.load_state_dict(state["lr_scheduler"])
     from ufo_video.train.state_io import set_rng_state

@@ -48,7 +48,11 @@ class TrainRun:
         return self.accelerator.is_main_process
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p for n, p in self.transformer.named_parameters() if p.requires_grad}
+        """The trainable tensors by name, whole. Under FSDP they are gathered from the shards, which
+        is a collective: every process must call this at the same point."""
+        from ufo_video.train.fsdp import gathered_trainable
+
+        return gathered_trainable(self.transformer)
 
     @contextlib.contextmanager
     def training_forward(self):
@@ -91,24 +95,13 @@ def _deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-FSDP_REFUSAL = (
-    "an FSDP launch (accelerate config distributed_type: FSDP) is not supported by this trainer: the LoRA file "
-    "and the resume state would hold only each process's shard, and accelerate 1.15 enables FSDP on accelerators "
-    "only (2 CPU processes become plain DDP), so it could not be verified here. For weights that do not fit one "
-    "GPU use train.fp8_base=true and train.low_vram=true, or DeepSpeed ZeRO-2 "
-    "(configs/accelerate/deepspeed_zero2.yaml) for the optimizer state; see docs/multi-gpu.md"
-)
-
-
 def make_accelerator(cfg: UfoConfig, output_dir: Path):
-    import os
     from datetime import timedelta
-
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        raise ConfigError(FSDP_REFUSAL)
 
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
+
+    from ufo_video.train.fsdp import fsdp_launch, uses_fsdp
 
     project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / cfg.train.logging_dir))
     group = {"timeout": timedelta(seconds=cfg.train.collective_timeout_s)}
@@ -118,7 +111,7 @@ def make_accelerator(cfg: UfoConfig, output_dir: Path):
         # it picks no backend, i.e. one process): naming gloo makes DeepSpeed's CPU accelerator run
         # (the 2-process ZeRO-2 test needs it; on GPUs nothing changes)
         group["backend"] = "gloo"
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         log_with="tensorboard" if cfg.train.report_to == "tensorboard" else None,
         project_config=project,
@@ -126,6 +119,15 @@ def make_accelerator(cfg: UfoConfig, output_dir: Path):
         # find_unused_parameters is decided in `setup` by looking at one real backward pass
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False), InitProcessGroupKwargs(**group)],
     )
+    if fsdp_launch() and not uses_fsdp(accelerator):
+        # accelerate 1.15 turns FSDP on only for several processes on accelerators; otherwise it
+        # would quietly run something else
+        why = ("FSDP shards the weights across processes: launch at least 2 (--num_processes), or use "
+               "train.fp8_base=true and train.low_vram=true on one GPU" if accelerator.num_processes < 2 else
+               f"accelerate enables FSDP on GPUs only (model.device={cfg.model.device})")
+        raise ConfigError(f"an FSDP launch (accelerate config distributed_type: FSDP) on {accelerator.num_processes} "
+                          f"process(es) became {accelerator.distributed_type.value} here: {why}")
+    return accelerator
 
 
 def configure_deepspeed(cfg: UfoConfig, accelerator) -> None:
@@ -270,8 +272,13 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     from ufo_video.models.memory import enable_fp8_storage
     from ufo_video.models.registry import load_model
 
+    from ufo_video.train.fsdp import configure_fsdp, uses_fsdp
+
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(cfg, accelerator)
+    fsdp = uses_fsdp(accelerator)
+    if fsdp:
+        configure_fsdp(cfg, accelerator)
     output_dir = Path(cfg.train.output_dir)
     weight_dtype = DTYPES[cfg.model.weight_dtype]
     if cfg.train.mixed_precision == "fp16" and weight_dtype == torch.bfloat16:
@@ -300,7 +307,8 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     transformer.train()
 
     device = accelerator.device
-    transformer.to(device)
+    if not fsdp:  # FSDP: `prepare` moves each process's shard to the GPU, never the whole model
+        transformer.to(device)
     if not (cfg.train.low_vram and device.type != "cpu"):
         for module in (model.vae, model.text_encoder, *model.extra_components.values()):
             if isinstance(module, torch.nn.Module) and module is not transformer:
@@ -327,6 +335,12 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     # The LR scheduler is stepped by us once per optimizer step (not prepared: accelerate would
     # step it once per process, which changes the schedule with the number of GPUs).
     run.trained, run.optimizer = accelerator.prepare(transformer, optimizer)
+    if fsdp:  # FSDP2 replaced the parameters with sharded ones (the optimizer already holds them)
+        from ufo_video.train.fsdp import describe_shards
+
+        run.params = [p for p in transformer.parameters() if p.requires_grad]
+        if accelerator.is_main_process:
+            print(describe_shards(transformer))
     return run
 
 

@@ -57,25 +57,34 @@ def validation_due(run: TrainRun, step: int) -> bool:
     return bool(t.validation_steps and t.validation_prompts and step % t.validation_steps == 0)
 
 
-def my_jobs(n_prompts: int, weights: list[float], rank: int, world: int) -> list[tuple[int, float]]:
-    """(prompt index, weight) pairs this process renders: every prompt x weight, dealt round-robin,
-    so with N processes each renders about 1/N of them and no process waits for all of them."""
+def my_jobs(n_prompts: int, weights: list[float], rank: int, world: int,
+            equal: bool = False) -> list[tuple[int, float, bool]]:
+    """(prompt index, weight, keep) jobs this process renders: every prompt x weight, dealt
+    round-robin, so with N processes each renders about 1/N of them and no process waits for all.
+    `equal` (sharded weights, where every forward is a collective): every process renders the same
+    number of clips; a process short of real jobs repeats the first one and discards it (keep=False)."""
     jobs = [(i, w) for i in range(n_prompts) for w in weights]
-    return jobs[rank::world]
+    mine = [(i, w, True) for i, w in jobs[rank::world]]
+    if equal and jobs:
+        rounds = -(-len(jobs) // world)
+        mine += [(*jobs[0], False)] * (rounds - len(mine))
+    return mine
 
 
 @torch.no_grad()
 def run_validation(run: TrainRun, step: int) -> list[Path]:
     """Render every validation prompt at every validation weight into output_dir/samples/, the
     (prompt, weight) pairs split across the processes (each writes its own files); then all meet
-    at a barrier bounded by train.collective_timeout_s. Every process holds the whole weights
-    (DDP, DeepSpeed ZeRO-2), so a forward involves no other process."""
+    at a barrier bounded by train.collective_timeout_s. Under DDP and DeepSpeed ZeRO-2 every
+    process holds the whole weights, so a forward involves no other process; under FSDP every
+    forward gathers weights from all, so all render the same number of clips (`my_jobs`)."""
     from ufo_video.lora.apply import set_lora_weights
+    from ufo_video.train.fsdp import uses_fsdp
 
     acc = run.accelerator
     cfg = run.cfg
     jobs = my_jobs(len(cfg.train.validation_prompts), list(cfg.train.validation_weights),
-                   acc.process_index, acc.num_processes)
+                   acc.process_index, acc.num_processes, equal=uses_fsdp(acc))
     written: list[Path] = []
     if jobs:
         model, device = run.model, acc.device
@@ -87,7 +96,7 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
         low_vram = cfg.train.low_vram
         try:
             with on_device(model.vae, device, low_vram), on_device(model.text_encoder, device, low_vram):
-                for i, weight in jobs:
+                for i, weight, keep in jobs:
                     set_lora_weights(model, {ADAPTER_NAME: weight})
                     with acc.autocast():
                         result = pipe(
@@ -102,8 +111,9 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
                             output_type="pt",
                             **task_inputs,
                         )
-                    path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
-                    written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
+                    if keep:
+                        path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
+                        written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
         finally:
             set_lora_weights(model, {ADAPTER_NAME: 1.0})
             for n, p in run.transformer.named_parameters():  # adapter switching must not change what trains
