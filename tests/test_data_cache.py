@@ -58,8 +58,8 @@ def _cfg(model: Path, root: Path, meta: Path, batch: int = 2, **data):
     return build_config({
         "model": {"pretrained_model_name_or_path": str(model), "weight_dtype": "fp32", "device": "cpu"},
         "data": base,
-        # the cache holds clean given frames; the model's start-image noise is drawn per step only
-        # when training encodes (train.start_image_noise, tested in test_train_cache.py)
+        # "off": the cache holds the finished inpaint latents these tests compare bitwise (with
+        # "model" it keeps the clean given frames and training noises them: test_train_cache_noise.py)
         "train": {"train_batch_size": batch, "num_train_epochs": 1, "seed": SEED, "start_image_noise": "off"},
     })  # fmt: skip
 

@@ -34,17 +34,33 @@ def test_cached_training_equals_uncached_in_normal_mode(tiny_model, dataset, tmp
     assert max_diff(lora(tmp_path / "plain" / last), lora(tmp_path / "cached" / last)) == 0.0
 
 
-def test_cached_inpaint_training_runs_without_encoders(tiny_model, dataset, tmp_path, capsys):
+def _record_components(monkeypatch) -> list[tuple[str, ...]]:
+    """Every `components` tuple the trainer asks `load_model` for."""
+    from ufo_video.models import registry
+
+    asked, real = [], registry.load_model
+
+    def load_model(path, *, components, **kw):
+        asked.append(tuple(components))
+        return real(path, components=components, **kw)
+
+    monkeypatch.setattr(registry, "load_model", load_model)
+    return asked
+
+
+def test_cached_inpaint_training_without_start_image_noise_loads_no_vae(tiny_model, dataset, tmp_path, capsys,
+                                                                          monkeypatch):
+    """start_image_noise=off: the cache holds finished inpaint latents; training loads the
+    transformer and scheduler only (no VAE, no text encoder) and says nothing about a VAE."""
     cfg_path = write_config(tmp_path / "c.toml", tiny_model, dataset, tmp_path / "out", save_state=False)
-    cache_args = [f"data.cache_dir={tmp_path / 'cache'}", "data.cache_latents=true"]
-    # the model's pipeline noises the start image (add_noise_in_inpaint_model): the cache cannot redraw
-    # that per step, so caching needs the explicit choice to train on clean given frames
-    assert main(["data", "cache", str(cfg_path), *cache_args]) == 2
-    assert "train.start_image_noise=off" in capsys.readouterr().err
-    cache_args.append("train.start_image_noise=off")
+    cache_args = [f"data.cache_dir={tmp_path / 'cache'}", "data.cache_latents=true", "train.start_image_noise=off"]
     assert needed_components(load_config(cfg_path, cache_args)) == ("transformer", "scheduler")
     assert main(["data", "cache", str(cfg_path), *cache_args]) == 0
+    capsys.readouterr()
+    asked = _record_components(monkeypatch)
     assert main(["train", str(cfg_path), *cache_args]) == 0
+    assert asked == [("transformer", "scheduler")]
+    assert "also loading" not in capsys.readouterr().out
     steps = losses(tmp_path / "out")
     assert [s for s, _ in steps] == [1, 2, 3, 4] and all(math.isfinite(v) for _, v in steps)
 

@@ -118,8 +118,8 @@ class TrainSection(_Section):
     start_image_noise: Literal["model", "off"] = Field(
         "model", description="'model': add the noise the model's pipeline adds to the given start/end "
         "frames at inference (EasyAnimate InP: add_noise_in_inpaint_model), drawn per sample and step; "
-        "'off': train on clean given frames. The latent cache cannot redraw pixel noise per step, so "
-        "cached training needs 'off' on such models (refused otherwise).",
+        "'off': train on clean given frames. With the latent cache and 'model', the cache keeps the clean "
+        "given frames and each step noises and VAE-encodes them (the VAE is loaded for training).",
     )
     vae_latents: Literal["sample", "mode"] = Field(
         "sample", description="Clean latents: a sample of the VAE posterior per step (the reference's "

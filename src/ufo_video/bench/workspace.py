@@ -52,8 +52,10 @@ class Workspace:
             "train": {"output_dir": str(self.root / "train-out"), "train_batch_size": 1, "max_train_steps": 10_000,
                       "mixed_precision": "bf16" if on_gpu else "no", "gradient_checkpointing": self.warmup > 0,
                       "report_to": "none", "seed": 42,
-                      # the cached-step case compares against the latent cache, which holds clean given
-                      # frames: both sides train without the pipeline's start-image noise
+                      # both sides of the cached-step case train without the pipeline's start-image
+                      # noise: with it the cached step also VAE-encodes freshly noised given frames
+                      # every step (train.start_image_noise), and the case measures the step on
+                      # finished cached tensors
                       "start_image_noise": "off"},
         }  # fmt: skip
         for dotted, value in overrides.items():

@@ -16,6 +16,11 @@ What is cached (all through the ``ModelAdapter``, exactly the calls the trainer 
 Only deterministic conditioning can be cached (random box/span masks need each draw's pixels).
 The per-sample random choice among the cached kinds stays per step in the trainer: every batch
 carries every item (``batch["cond"]``) and the adapter's ``conditioning_from_cache`` picks.
+Noise the pipeline adds to the given frames (``train.start_image_noise = "model"``) is drawn per
+step: there the adapter's items are what it needs to redraw it (e.g. the clean first and last
+frame instead of their finished latents), and the trainer loads the components the adapter names
+in ``cache_step_components`` (e.g. the VAE; never the text encoders). A cache built without those
+items is a miss that names them; ``data cache`` then adds just them.
 
 Text dropout keeps its randomness: the loader drops a caption exactly as the uncached loader
 does (``sampling.drop_text`` by seed, epoch and sample) and then takes the cached embedding of
@@ -65,21 +70,22 @@ def cache_dir_of(cfg: UfoConfig) -> Path:
 
 def cache_items(cfg: UfoConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(per-clip conditioning items, per-size shared items) the model needs for this run's
-    `train.train_mode`, read from the model's configs alone (no weights)."""
+    `train.train_mode` and `train.start_image_noise`, read from the model's configs alone (no weights)."""
     from ufo_video.models.registry import model_shell
 
     shell = model_shell(cfg.model.pretrained_model_name_or_path)
-    mode = cfg.train.train_mode
-    if cfg.train.start_image_noise == "model" and shell.start_image_noise_applies(mode):
-        from ufo_video.errors import ConfigError
-
-        raise ConfigError(
-            f"train.start_image_noise='model': {shell.info.path}'s pipeline adds noise to the given frames, which "
-            "training draws per step in pixel space; the latent cache holds encoded frames and cannot. Set "
-            "train.start_image_noise=off to train from the cache on clean given frames, or data.cache_latents=false"
-        )
+    mode, noise = cfg.train.train_mode, cfg.train.start_image_noise == "model"
     std = (LATENT_STD_ITEM,) if cfg.train.vae_latents == "sample" else ()
-    return (*std, *shell.cache_conditioning_items(mode)), shell.cache_shared_items(mode)
+    return (*std, *shell.cache_conditioning_items(mode, start_image_noise=noise)), shell.cache_shared_items(mode)
+
+
+def step_components(cfg: UfoConfig) -> tuple[str, ...]:
+    """Components a cached training step still runs (the adapter's `cache_step_components`: e.g.
+    the VAE, where the pipeline's start-image noise is redrawn and encoded every step)."""
+    from ufo_video.models.registry import model_shell
+
+    shell = model_shell(cfg.model.pretrained_model_name_or_path)
+    return shell.cache_step_components(cfg.train.train_mode, start_image_noise=cfg.train.start_image_noise == "model")
 
 
 def text_items(text_fp: str, text: str) -> tuple[str, str]:
@@ -124,6 +130,15 @@ class CachedLoader(TrainLoader):
     def clip_ready(self, clip: str) -> bool:
         return all(self.store.has(item_key(clip, item)) for item in self.clip_items)
 
+    def _clip_miss(self, batch: PlannedBatch, idx: int, clip: str) -> DataError:
+        """The clip, or the items of it that this run needs and an earlier `data cache` did not store."""
+        missing = [item for item in self.clip_items if not self.store.has(item_key(clip, item))]
+        if "latent" in missing:
+            return self._miss(batch, idx, "the clip")
+        return self._miss(batch, idx, f"the clip's item(s) {', '.join(missing)} (which items a clip needs follows "
+                                      "train.train_mode, train.vae_latents and train.start_image_noise; a cache "
+                                      "built with other values lacks them)")
+
     def _miss(self, batch: PlannedBatch, idx: int, what: str) -> DataError:
         b = batch.bucket
         procs = f" --num-processes {self.num_processes}" if self.num_processes > 1 else ""
@@ -143,7 +158,7 @@ class CachedLoader(TrainLoader):
                 idx = batch.indices[slot]
                 clip = self.clip_key(batch, idx)
                 if not self.clip_ready(clip) and clip not in self.store.failures:
-                    raise self._miss(batch, idx, "the clip")
+                    raise self._clip_miss(batch, idx, clip)
                 if not self.store.has(text_items(self.fp.text, self.text_of(idx))[0]):
                     raise self._miss(batch, idx, "the caption's text embedding")
 
@@ -156,7 +171,7 @@ class CachedLoader(TrainLoader):
             return None
         if clip in self.store.failures:
             return self.store.failures[clip]
-        raise self._miss(batch, idx, "the clip")
+        raise self._clip_miss(batch, idx, clip)
 
     def resolve(self, batch: PlannedBatch, slot: int) -> int:
         """The sample that fills ``slot``: the planned one, or its replacement after failures,

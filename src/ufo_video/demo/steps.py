@@ -126,8 +126,9 @@ def data_config(plan: DemoPlan, model: str, root: str, meta: str, output_dir: Pa
                   "max_train_steps": plan.train_steps, "checkpointing_steps": plan.train_steps,
                   "learning_rate": plan.learning_rate, "mixed_precision": "no", "gradient_checkpointing": False,
                   "report_to": "none", "save_state": False, "seed": plan.seed,
-                  # trains from the latent cache, which holds clean given frames (the pipeline's
-                  # start-image noise needs per-step encoding: see train.start_image_noise)
+                  # trains from the latent cache on clean given frames: with "model" each cached step
+                  # would also load the VAE and encode freshly noised given frames (see
+                  # train.start_image_noise); the demo's figures (docs/tiny-base-model.md) are from "off"
                   "start_image_noise": "off",
                   "overwrite_output_dir": True},  # the demo's own folder: a rerun replaces its training
     })  # fmt: skip

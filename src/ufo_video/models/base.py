@@ -250,8 +250,11 @@ class ModelAdapter(ABC):
             raise UfoError(f"{self.info.path} ({self.info.variant}) has no text-to-video mode")
         return {}
 
-    def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
-        """Names of per-clip conditioning tensors the latent cache stores (empty: none needed)."""
+    def cache_conditioning_items(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
+        """Names of per-clip conditioning tensors the latent cache stores (empty: none needed).
+        `start_image_noise` (`train.start_image_noise = "model"`): where the pipeline noises the
+        given frames, the items must let `conditioning_from_cache` redraw that noise every step
+        (e.g. the clean given frames instead of their finished latents)."""
         return ()
 
     def encode_cache_conditioning(self, pixels: torch.Tensor, items: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -265,11 +268,19 @@ class ModelAdapter(ABC):
     def encode_cache_shared(self, item: str, frames: int, height: int, width: int) -> torch.Tensor:
         raise NotImplementedError(item)
 
+    def cache_step_components(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
+        """Components `conditioning_from_cache` runs at every step (empty: the cache holds finished
+        tensors). The trainer loads them next to the transformer; the text encoders never."""
+        return ()
+
     def conditioning_from_cache(
-        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str
+        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str,
+        start_image_noise: bool = False, pixel_shape: tuple[int, int, int] | None = None,
     ) -> tuple[Conditioning, list[str]]:
         """`training_conditioning` for a cached batch: `items` maps each cached item name to a
-        [B, ...] tensor; the per-sample random choice is drawn from the same generators."""
+        [B, ...] tensor; the per-sample random choice is drawn from the same generators, in the
+        same order, so cached and encoding runs draw alike. `pixel_shape` is the clip's (F, H, W);
+        `start_image_noise` as in `training_conditioning` (with `cache_step_components` loaded)."""
         return {}, ["t2v"] * len(generators)
 
     # ---- denoiser ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """EasyAnimate V5.1 (InP and T2V) on diffusers' classes — the first model family.
 
-Everything EasyAnimate-specific lives here and in `easyanimate_layout.py`: loading both on-disk
-layouts strictly, text encoding with the Qwen2-VL chat template, VAE encode/decode, the inpaint
-conditioning, the transformer call, LoRA target presets, and pipeline construction.
+Everything EasyAnimate-specific lives here and in its helpers (`easyanimate_layout.py`,
+`easyanimate_masks.py`, `easyanimate_cache.py`): loading both on-disk layouts strictly, text
+encoding with the Qwen2-VL chat template, VAE encode/decode, the inpaint conditioning (training
+masks, latent-cache items), the transformer call, LoRA target presets, and pipeline construction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
+from ufo_video.models import easyanimate_cache as cache
 from ufo_video.models import easyanimate_layout as layout
 from ufo_video.models import easyanimate_masks as masks
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
@@ -317,42 +319,35 @@ class EasyAnimateAdapter(ModelAdapter):
             return {}
         return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}
 
-    def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
-        return tuple(masks.CACHE_ITEMS.values()) if self.is_inpaint and mode == "inpaint" else ()
+    # ---- latent cache (easyanimate_cache: clean given frames when the start-image noise applies) ------
+    def cache_conditioning_items(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
+        if not (self.is_inpaint and mode == "inpaint"):
+            return ()
+        return cache.clip_items(start_image_noise and self.start_image_noise_applies(mode))
 
     def encode_cache_conditioning(self, pixels: torch.Tensor, items: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        _, _, f, h, w = pixels.shape
-        out = {}
-        for kind, item in masks.CACHE_ITEMS.items():
-            if item in items:
-                mask = masks.fixed_mask(kind, f, h, w)[None].to(pixels.device, pixels.dtype)
-                out[item] = self.inpaint_conditioning(pixels, mask)[0]
-        return out
+        return cache.encode_items(self, pixels, items)
 
     def cache_shared_items(self, mode: str) -> tuple[str, ...]:
         return (masks.SHARED_ITEM,) if self.is_inpaint and mode == "inpaint" else ()
 
     def encode_cache_shared(self, item: str, frames: int, height: int, width: int) -> torch.Tensor:
-        """The all-masked conditioning: every pixel becomes -1 before encoding, so the pixels
-        given (zeros here) do not matter."""
-        if item != masks.SHARED_ITEM:
-            raise KeyError(item)
-        assert self.vae is not None, "VAE not loaded"
-        pixels = torch.zeros(1, 3, frames, height, width, device=self.vae.device, dtype=self.vae.dtype)
-        mask = masks.fixed_mask("all", frames, height, width)[None].to(pixels.device, pixels.dtype)
-        return self.inpaint_conditioning(pixels, mask)[0]
+        return cache.encode_shared(self, item, frames, height, width)
+
+    def cache_step_components(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
+        """With the start-image noise, each cached step noises and VAE-encodes the given frames."""
+        return ("vae",) if start_image_noise and self.start_image_noise_applies(mode) else ()
 
     def conditioning_from_cache(
-        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str
+        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str,
+        start_image_noise: bool = False, pixel_shape: tuple[int, int, int] | None = None,
     ) -> tuple[Conditioning, list[str]]:
         if not self.is_inpaint:
             return {}, ["t2v"] * len(generators)
         if mode != "inpaint":
-            latents = items["latent"]
-            return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}, ["t2v"] * len(generators)
-        by_kind = {"all": items[masks.SHARED_ITEM], **{k: items[i] for k, i in masks.CACHE_ITEMS.items()}}
-        cond, kinds = masks.cached_conditioning(by_kind, generators)
-        return {"inpaint_latents": cond}, kinds
+            return self.training_conditioning(items["latent"][:0], items["latent"], generators, mode)
+        noisy = start_image_noise and self.start_image_noise_applies(mode)
+        return cache.conditioning(self, items, generators, noisy, pixel_shape)
 
     # ---- denoiser ------------------------------------------------------------------------
     def predict(

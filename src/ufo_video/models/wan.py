@@ -190,7 +190,7 @@ class WanAdapter(WanFolders, ModelAdapter):
             cond["image_embeds"] = self.image_embeds(first)
         return cond, ["first"] * b
 
-    def cache_conditioning_items(self, mode: str) -> tuple[str, ...]:
+    def cache_conditioning_items(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
         if not self._needs_image():
             return ()
         return ("latent_condition", "image_embeds") if self.uses_clip else ("latent_condition",)
@@ -200,8 +200,10 @@ class WanAdapter(WanFolders, ModelAdapter):
         return {k: v[0] for k, v in cond.items() if k in items}
 
     def conditioning_from_cache(
-        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str
+        self, items: dict[str, torch.Tensor], generators: list[torch.Generator], mode: str,
+        start_image_noise: bool = False, pixel_shape: tuple[int, int, int] | None = None,
     ) -> tuple[Conditioning, list[str]]:
+        """The cached first-frame tensors (no start-image noise to redraw: the pipelines add none)."""
         names = self.cache_conditioning_items(mode)
         if names and mode != "inpaint":
             self.training_conditioning(items["latent"][:0], items["latent"], [], mode)  # the same refusal

@@ -246,12 +246,16 @@ def check_sizes(cfg: UfoConfig) -> None:
 
 
 def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
-    """With the latent/text cache and no validation, the VAE and encoders are never used: they are
-    not loaded at all (the biggest memory saving the cache brings). `image_encoder` is loaded by
-    families whose conditioning has one. A multi-expert model loads only the expert this run
-    trains (`train.expert`) in place of `transformer`."""
+    """With the latent/text cache and no validation, the VAE and encoders are not loaded at all
+    (the biggest memory saving the cache brings), except what the adapter's cached conditioning
+    runs every step (`data.cache.step_components`: e.g. the VAE for start-image noise redrawn per
+    step); the text encoders never. `image_encoder` is loaded by families whose conditioning has
+    one. A multi-expert model loads only the expert this run trains (`train.expert`) in place of
+    `transformer`."""
     if cfg.data.cache_latents and cfg.train.validation_steps is None:
-        names: tuple[str, ...] = ("transformer", "scheduler")
+        from ufo_video.data.cache import step_components
+
+        names: tuple[str, ...] = ("transformer", "scheduler", *step_components(cfg))
     else:
         names = (*COMPONENTS, "image_encoder")
     expert = cfg.train.expert
@@ -285,7 +289,13 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
         raise ConfigError("train.mixed_precision=fp16 with model.weight_dtype=bf16: use bf16 for both, or fp16 for both")
     if cfg.train.fp8_base and weight_dtype == torch.float32:
         raise ConfigError("train.fp8_base computes in model.weight_dtype; set it to bf16 (or fp16), not fp32")
-    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype, components=needed_components(cfg))
+    components = needed_components(cfg)
+    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype, components=components)
+    per_step = [c for c in components if c not in ("transformer", "scheduler", cfg.train.expert)]
+    if cfg.data.cache_latents and cfg.train.validation_steps is None and per_step and accelerator.is_main_process:
+        print(f"latent cache: also loading the {' and '.join(per_step)}: with train.start_image_noise="
+              f"'{cfg.train.start_image_noise}' the model's cached conditioning is rebuilt every step (fresh "
+              "start-image noise on the cached given frames, then encoded); the text encoders stay unloaded")
     expert = model.select_expert(cfg.train.expert)
     if expert.component != "transformer":  # the LoRA, the optimizer and saving all work on `transformer`
         model.transformer = model.expert_module(expert.component)

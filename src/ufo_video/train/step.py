@@ -8,8 +8,11 @@ named tensors (`training_conditioning` / `conditioning_from_cache`) and `predict
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from ufo_video.models.base import COMPONENTS
 from ufo_video.train import objective
 from ufo_video.train.setup import TrainRun, on_device
 
@@ -51,9 +54,22 @@ def _from_cache(run: TrainRun, batch: dict, generators: list[torch.Generator]):
     if run.cfg.train.vae_latents == "sample":  # the cache holds the posterior's mean and std
         latents = objective.sample_posterior(latents, batch["latents_std"].to(device).float(), generators)
     items = {"latent": latents, **batch["cond"]}
-    cond, kinds = model.conditioning_from_cache(items, generators, run.cfg.train.train_mode)
+    t = run.cfg.train
+    noise = t.start_image_noise == "model"
+    with contextlib.ExitStack() as stack:  # what the adapter runs per step (e.g. the VAE), moved in under low_vram
+        for name in model.cache_step_components(t.train_mode, start_image_noise=noise):
+            stack.enter_context(on_device(_component(model, name), device, t.low_vram))
+        cond, kinds = model.conditioning_from_cache(items, generators, t.train_mode, start_image_noise=noise,
+                                                    pixel_shape=batch["pixel_shape"])
     run.extra["mask_kinds"] = kinds
     return text, latents, {k: v.to(device) for k, v in cond.items()}
+
+
+def _component(model, name: str) -> torch.nn.Module:
+    module = getattr(model, name, None) if name in COMPONENTS else model.extra_components.get(name)
+    if module is None:
+        raise RuntimeError(f"the cached conditioning needs the model's {name}, which setup did not load")
+    return module
 
 
 def batch_loss(run: TrainRun, batch: dict, position: int) -> torch.Tensor:
