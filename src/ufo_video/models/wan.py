@@ -219,10 +219,10 @@ class WanAdapter(WanFolders, ModelAdapter):
         cfg = timestep_grid.scheduler_config(self)
         if cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
             return timestep_grid.flow_match_grid(cfg)
-        if not cfg.get("use_flow_sigmas") or cfg.get("use_dynamic_shifting"):
+        if not cfg.get("use_flow_sigmas") or cfg.get("use_dynamic_shifting") or cfg.get("shift_terminal"):
             raise UfoError(
                 f"{self.info.path / 'scheduler'}: {cfg.get('_class_name')} without use_flow_sigmas, or with dynamic "
-                "shifting, is not how Wan samples; no training timestep grid can be derived from it"
+                "shifting or shift_terminal, is not how Wan samples; no training timestep grid can be derived from it"
             )
         return timestep_grid.shifted_flow_grid(cfg.get("num_train_timesteps", 1000), cfg.get("flow_shift", 1.0))
 
