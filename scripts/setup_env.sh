@@ -22,8 +22,24 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   TORCH_SPEC=${UFO_TORCH_SPEC:-torch==2.13.0}
   echo "  [2/3] $TORCH_SPEC (the largest download)" >&2
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
-  echo "  [3/3] ufo-video and its dependencies (diffusers, transformers, peft, accelerate, PyAV, ...)" >&2
-  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "  [3/3] ufo-video and its dependencies (diffusers, transformers, peft, accelerate, PyAV, DeepSpeed, ...)" >&2
+  # DeepSpeed too, so the ZeRO-2 test runs in CI: a PyPI sdist that builds a pure-Python wheel
+  # (about 30 s with its dependencies); it compiles its CPU op on first use (below)
+  .venv/bin/python -m pip install -q -e ".[test,deepspeed]"
+  # DeepSpeed's CPU accelerator compiles its shared-memory op with the C++ compiler (`c++`) and
+  # Python's headers the first time the ZeRO-2 test runs (about a minute; cached in
+  # ~/.cache/torch_extensions). Installed here when missing, as root.
+  if ! command -v c++ >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing g++ for DeepSpeed's CPU op (apt-get)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+    else
+      echo "note: the DeepSpeed test needs a C++ compiler: sudo apt-get install -y g++" >&2
+    fi
+  fi
+  if ! .venv/bin/python -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    echo "note: the DeepSpeed test needs this Python's headers (Python.h), e.g. apt-get install python3-dev" >&2
+  fi
   echo "$want" > "$stamp"
   echo ".venv ready" >&2
 fi

@@ -189,3 +189,27 @@ def test_in_a_run_the_sample_list_is_built_once(tmp_path: Path, monkeypatch) -> 
         assert len(build_train_loader(cfg, seed=3, epoch=3)) == len(outside[0])
     for a, b in zip(outside, inside):
         _same(a, b)
+
+
+def test_the_collector_is_paused_only_while_planning_and_forked_workers_collect() -> None:
+    """`plan.collector_paused` (the loader's planning) restores the collector's state, also after
+    an error, and a decode worker forked meanwhile has its own collector on (`workers._child`)."""
+    import gc
+
+    from ufo_video.data.workers import map_isolated
+
+    assert gc.isenabled()
+    with plan.collector_paused():
+        assert not gc.isenabled()
+        outcomes = map_isolated(gc.isenabled, [()], 1, 20)  # a fresh pool, forked while paused
+    assert [o.value for o in outcomes] == [True] and gc.isenabled()
+    with pytest.raises(RuntimeError), plan.collector_paused():
+        raise RuntimeError("planning failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with plan.collector_paused():
+            pass
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()

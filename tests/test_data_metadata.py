@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_data_fixtures import write_image, write_mp4
 
-from ufo_video.data.metadata import MetadataError, load_entries, read_records
+from ufo_video.data.metadata import MetadataError, PathResolver, load_entries, read_records, resolve_path
 
 
 def _codes(entry) -> list[str]:
@@ -90,6 +90,40 @@ def test_paths_escaping_the_root_are_rejected(tmp_path: Path) -> None:
     # allowed on request
     entries = load_entries(root / "m.json", root, allow_outside=True)
     assert not any("outside_root" in _codes(e) for e in entries)
+
+
+def test_resolver_gives_path_resolve_and_refuses_every_escape(tmp_path: Path) -> None:
+    """The string resolver (parents' real paths cached) equals `Path.resolve()` on paths with
+    `..`, `.`, doubled and trailing slashes, folder and file symlinks in and out of the root,
+    missing parents, a dangling link and a symlink loop (reported missing, where `Path.resolve`
+    raised); a folder symlink out of the root is
+    refused like a file symlink, also when listed after a name under the same folder."""
+    root = tmp_path / "root"
+    outside = write_image(tmp_path / "out" / "secret.png")
+    write_image(root / "a" / "x.png")
+    os.symlink(tmp_path / "out", root / "escape")  # a folder leading out
+    os.symlink(root / "a", root / "alias")  # a folder staying in
+    os.symlink(outside, root / "a" / "filelink.png")
+    os.symlink(root / "a" / "nothing.png", root / "dangling.png")
+    os.symlink(root / "loop2", root / "loop1")
+    os.symlink(root / "loop1", root / "loop2")
+    names = ["a/x.png", "a/./x.png", "a//x.png", "a/x.png/", "alias/x.png", "alias/../a/x.png", "escape/secret.png",
+             "escape/../root/a/x.png", "a/filelink.png", "a/../../out/secret.png", "missing/dir/x.png",
+             "dangling.png", "loop1/x.png", "a/..", ".", "escape"]  # fmt: skip
+    resolver = PathResolver(root, allow_outside=False)
+    for name in names + names[::-1]:  # both orders: the parent cache must not change an answer
+        path, resolved, problem = resolver.resolve(name)
+        assert path == root / name and resolved == os.path.realpath(root / name), name
+        if not name.startswith("loop"):  # Path.resolve raises on a loop; the entry is reported missing instead
+            assert resolved == str((root / name).resolve()), name
+        assert (problem is not None) == (not Path(resolved).is_relative_to(root.resolve())), name
+    outside_names = {"escape/secret.png", "a/filelink.png", "a/../../out/secret.png", "escape"}
+    records = [{"file_path": p, "text": "t"} for p in names]
+    (root / "m.json").write_text(json.dumps(records))
+    entries = load_entries(root / "m.json", root)
+    assert {e.file_path for e in entries if "outside_root" in _codes(e)} == outside_names
+    assert "missing_file" in _codes(entries[names.index("loop1/x.png")])
+    assert resolve_path("a/x.png", root, False) == (root / "a" / "x.png", (root / "a" / "x.png").resolve(), None)
 
 
 def test_entry_problems_missing_unsupported_duplicate(tmp_path: Path) -> None:

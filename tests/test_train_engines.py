@@ -94,7 +94,8 @@ def _launch(yaml_path: Path, cfg: Path, *overrides: str) -> subprocess.Completed
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
-                    reason="deepspeed not installed (pip install -e '.[deepspeed]')")
+                    reason="deepspeed not installed: scripts/setup_env.sh (CI) installs it; a bare "
+                    "pip install -e '.[test]' does not (add ',deepspeed')")
 def test_deepspeed_zero2_two_processes_resume_exactly(tiny_model, tmp_path) -> None:
     """ZeRO-2 on 2 CPU processes (gloo): each rank's optimizer shard is saved; a resume from
     step 2 continues to the same losses and bitwise the same LoRA as the straight run; the two

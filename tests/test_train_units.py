@@ -22,9 +22,12 @@ def test_uniform_sigma_is_the_reference_discretisation():
         g, twin = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
         u = torch.rand((), generator=twin).item()
         expected = sched.timesteps[int(u * 1000)] / 1000  # V5.1 scheduler, dynamic shifting on: unshifted
-        assert objective.sample_sigma("uniform", g).item() == pytest.approx(expected.item(), abs=0)
-    grid = objective.uniform_grid()
+        assert objective.sample_sigma("uniform", g, grid=objective.unshifted_grid()).item() == pytest.approx(
+            expected.item(), abs=0)
+    grid = objective.unshifted_grid()
     assert grid[0] == 1000 and grid[-1] == 1 and len(grid) == 1000
+    with pytest.raises(ValueError, match="model's grid"):
+        objective.sample_sigma("uniform", torch.Generator())
 
 
 def test_shift_and_logit_normal_by_hand():
@@ -35,7 +38,7 @@ def test_shift_and_logit_normal_by_hand():
     got = objective.sample_sigma("logit_normal", g, logit_mean=0.5, logit_std=2.0).item()
     assert got == pytest.approx(1 / (1 + math.exp(-(0.5 + 2.0 * z))), rel=1e-6)
     g, twin = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    s = objective.sample_sigma("uniform", twin).item()
+    s = objective.sample_sigma("uniform", twin, grid=objective.unshifted_grid()).item()
     assert objective.sample_sigma("shift", g, shift=2.0).item() == pytest.approx(2 * s / (1 + s), rel=1e-6)
 
 
@@ -55,8 +58,9 @@ def test_noising_target_timestep_and_loss_by_hand():
 
 def test_noise_batch_depends_only_on_each_slots_generator():
     lat = torch.zeros(2, 4, 2, 4, 4)
-    a = objective.noise_batch(lat, [objective.sample_generator(1, 0, 5, s) for s in (0, 1)], "uniform")
-    b = objective.noise_batch(lat[:1], [objective.sample_generator(1, 0, 5, 1)], "uniform")
+    grid = objective.unshifted_grid()
+    a = objective.noise_batch(lat, [objective.sample_generator(1, 0, 5, s) for s in (0, 1)], "uniform", grid=grid)
+    b = objective.noise_batch(lat[:1], [objective.sample_generator(1, 0, 5, 1)], "uniform", grid=grid)
     assert torch.equal(a.noisy[1], b.noisy[0]) and torch.equal(a.sigmas[1:], b.sigmas)
     assert not torch.equal(a.noisy[0], a.noisy[1])
     # x0 = 0: x_t = sigma * eps and target = eps

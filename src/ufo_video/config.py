@@ -113,7 +113,11 @@ class TrainSection(_Section):
     output_dir: str = "output_dir"
     train_mode: Literal["inpaint", "normal"] = "inpaint"
     weighting_scheme: Literal["uniform", "logit_normal", "shift"] = Field(
-        "uniform", description="Timestep sampling for flow matching."
+        "uniform", description="Noise-level sampling. 'uniform': uniform over the model's own training grid, built "
+        "from its scheduler config (EasyAnimate: the 1000-step unshifted grid, as the UFO reference; Wan: that grid "
+        "shifted by its scheduler's flow_shift, 3.0 or 5.0 for TI2V-5B, as its sampler's sigmas are). 'shift': the "
+        "1000-step unshifted grid shifted by timestep_shift, whatever the model. 'logit_normal': "
+        "sigmoid(N(logit_mean, logit_std)). An expert (train.expert) maps any of them into its own range.",
     )
     start_image_noise: Literal["model", "off"] = Field(
         "model", description="'model': add the noise the model's pipeline adds to the given start/end "
@@ -129,8 +133,9 @@ class TrainSection(_Section):
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     timestep_shift: float = Field(
-        3.0, gt=0, description="weighting_scheme=shift: sigma' = shift*s/(1+(shift-1)*s); a fixed shift, which matches "
-        "the sampler only when set to its scheduler's own (e.g. a flow_shift of 3.0)",
+        3.0, gt=0, description="weighting_scheme=shift only: sigma' = shift*s/(1+(shift-1)*s) on the unshifted grid. "
+        "Set to a Wan model's flow_shift it draws what 'uniform' draws there; EasyAnimate samples with a "
+        "resolution-dependent shift, which no fixed value reproduces",
     )
     train_batch_size: int = Field(1, ge=1, le=1024)
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096)

@@ -138,7 +138,8 @@ def _predict_loss(run, latents: torch.Tensor, text, cond: torch.Tensor | None, p
     t, dtype = run.cfg.train, run.weight_dtype
     gens = [objective.sample_generator(t.seed, 0, position, j) for j in range(latents.shape[0])]
     noised = objective.noise_batch(latents, gens, t.weighting_scheme, logit_mean=t.logit_mean,
-                                   logit_std=t.logit_std, shift=t.timestep_shift)
+                                   logit_std=t.logit_std, shift=t.timestep_shift,
+                                   grid=run.model.training_timesteps())
     with run.training_forward():
         pred = run.model.predict(noised.noisy.to(dtype), noised.timesteps.to(dtype), text.to(text.embeds.device, dtype),
                                  {} if cond is None else {k: v.to(dtype) for k, v in cond.items()})

@@ -47,12 +47,13 @@ def _make_step(model: BuiltModel, params: list[torch.nn.Parameter], optimizer: t
     from ufo_video.train.objective import flow_loss, noise_batch, sample_generator
 
     inputs = step_inputs(model, size, batch=1, device=device, dtype=dtype)
+    grid = model.adapter.training_timesteps()  # the entry's own scheduler config (its configs folder)
     counter = [0]
 
     def step() -> float:
         gen = sample_generator(0, 0, counter[0], 0)
         counter[0] += 1
-        batch = noise_batch(inputs.latents, [gen], "uniform")
+        batch = noise_batch(inputs.latents, [gen], "uniform", grid=grid)
         with torch.autocast(device.type, dtype=dtype):  # what accelerate's mixed_precision=bf16 wraps forward in
             pred = predict(model, batch.noisy, batch.timesteps, inputs)
         loss = flow_loss(pred, batch.target)

@@ -42,8 +42,8 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.plan import (PlannedBatch, Sample, data_rules, describe_buckets, group_members, limits_of,
-                                 plan_batches, run_samples)
+from ufo_video.data.plan import (PlannedBatch, Sample, collector_paused, data_rules, describe_buckets, group_members,
+                                 limits_of, plan_batches, run_samples)
 from ufo_video.data.sampling import do_flip, drop_text, frame_indices, rng_for, static_frame_index
 from ufo_video.data.workers import PoolLease, shared_pool
 from ufo_video.errors import DataError
@@ -67,7 +67,8 @@ class TrainLoader:
         self.process_index, self.num_processes = process_index, num_processes
         self.workers = self.d.dataloader_num_workers
         self.rules = data_rules(cfg.model.pretrained_model_name_or_path)
-        n_entries, self.samples, failures, self.notices = run_samples(self.d, self.workers, self.rules)
+        with collector_paused():
+            n_entries, self.samples, failures, self.notices = run_samples(self.d, self.workers, self.rules)
         self.failures = [(p, r.removeprefix(f"{p}: ")) for p, r in failures]
         self._logged = {p for p, _ in self.failures}
         for path, reason in self.failures:
@@ -77,8 +78,9 @@ class TrainLoader:
         if not self.samples:
             raise DataError(f"{self.d.train_data_meta}: no usable sample ({len(self.failures)} failed, "
                             f"{len(self.notices)} skipped by policy); run `ufo-video data check` on it")
-        self.batches: list[PlannedBatch] = plan_batches(self.samples, self.d, self.batch_size * num_processes,
-                                                        seed, epoch, self.rules)
+        with collector_paused():
+            self.batches: list[PlannedBatch] = plan_batches(self.samples, self.d, self.batch_size * num_processes,
+                                                            seed, epoch, self.rules)
         self._groups = group_members(self.samples)
         self._bad: set[int] = set()
         log.info("data: %d samples, %d batches per epoch, buckets %s", len(self.samples), len(self.batches),

@@ -34,6 +34,7 @@ their arguments only (every task in ``media`` does).
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import mmap
 import multiprocessing as mp
@@ -83,6 +84,7 @@ class _InShared:
 
 
 def _child(conn, shared) -> None:
+    gc.enable()  # forked while the parent paused its collector (`plan.collector_paused`): collect as usual
     # Ctrl-C reaches the whole process group; the parent stops the workers, so a worker ignores
     # it rather than printing its own KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -283,6 +283,22 @@ class ModelAdapter(ABC):
         `start_image_noise` as in `training_conditioning` (with `cache_step_components` loaded)."""
         return {}, ["t2v"] * len(generators)
 
+    # ---- training noise levels --------------------------------------------------------------
+    def training_timesteps(self) -> torch.Tensor:
+        """The grid the trainer's `uniform` weighting scheme draws from (uniformly by index):
+        float32 timesteps on the 0..1000 scale, 1000 first. Built once per instance by
+        `build_training_timesteps` (the model's own scheduler config), so every step reuses it."""
+        grid = self.__dict__.get("_training_timesteps")
+        if grid is None:
+            grid = self.__dict__["_training_timesteps"] = self.build_training_timesteps()
+        return grid
+
+    @abstractmethod
+    def build_training_timesteps(self) -> torch.Tensor:
+        """This model's training timestep grid, from its scheduler config (the loaded scheduler's,
+        or the folder's when it was not loaded: `models.timestep_grid.scheduler_config`). A family
+        states why its grid matches how its model is sampled."""
+
     # ---- denoiser ------------------------------------------------------------------------
     @abstractmethod
     def predict(

@@ -27,6 +27,7 @@ from ufo_video.errors import ModelLoadError
 from ufo_video.models import easyanimate_cache as cache
 from ufo_video.models import easyanimate_layout as layout
 from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
 from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules, TextEmbeds
 from ufo_video.models.weights import (
@@ -348,6 +349,12 @@ class EasyAnimateAdapter(ModelAdapter):
             return self.training_conditioning(items["latent"][:0], items["latent"], generators, mode)
         noisy = start_image_noise and self.start_image_noise_applies(mode)
         return cache.conditioning(self, items, generators, noisy, pixel_shape)
+
+    def build_training_timesteps(self) -> torch.Tensor:
+        """The scheduler's own grid at construction. V5.1's FlowMatchEulerDiscreteScheduler has
+        use_dynamic_shifting=true, so that grid is unshifted ({1000, 999, ..., 1}): the UFO
+        reference trains on it and shifts by resolution only when sampling."""
+        return timestep_grid.flow_match_grid(timestep_grid.scheduler_config(self))
 
     # ---- denoiser ------------------------------------------------------------------------
     def predict(

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ufo_video.errors import UfoError
-from ufo_video.models import wan_layout
+from ufo_video.models import timestep_grid, wan_layout
 from ufo_video.models.base import Conditioning, Expert, ModelAdapter, TextEmbeds
 from ufo_video.models.wan_folders import MAX_SEQUENCE_LENGTH, WanFolders
 
@@ -208,6 +208,25 @@ class WanAdapter(WanFolders, ModelAdapter):
         if names and mode != "inpaint":
             self.training_conditioning(items["latent"][:0], items["latent"], [], mode)  # the same refusal
         return {k: items[k] for k in names}, (["first"] if names else ["t2v"]) * len(generators)
+
+    def build_training_timesteps(self) -> torch.Tensor:
+        """The 1000-step flow grid shifted by the scheduler's static `flow_shift` (3.0; 5.0 for
+        TI2V-5B). Why shifted: Wan samples with UniPC on flow sigmas, and its `set_timesteps` maps
+        every sampling sigma s to flow_shift*s/(1+(flow_shift-1)*s), with no dynamic
+        (resolution-dependent) shift. So the sampler's sigmas are evenly spaced values pushed towards
+        high noise by that map; the same map on the evenly spaced training grid gives training
+        draws the density of the sampler's steps (an unshifted grid would train low noise levels
+        as often as high ones, which the sampler visits less). A folder with a FlowMatchEulerDiscreteScheduler
+        trains on that scheduler's own construction grid, as EasyAnimate does."""
+        cfg = timestep_grid.scheduler_config(self)
+        if cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+            return timestep_grid.flow_match_grid(cfg)
+        if not cfg.get("use_flow_sigmas") or cfg.get("use_dynamic_shifting") or cfg.get("shift_terminal"):
+            raise UfoError(
+                f"{self.info.path / 'scheduler'}: {cfg.get('_class_name')} without use_flow_sigmas, or with dynamic "
+                "shifting or shift_terminal, is not how Wan samples; no training timestep grid can be derived from it"
+            )
+        return timestep_grid.shifted_flow_grid(cfg.get("num_train_timesteps", 1000), cfg.get("flow_shift", 1.0))
 
     # ---- denoiser ------------------------------------------------------------------------
     def predict(

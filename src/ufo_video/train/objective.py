@@ -4,14 +4,16 @@ Rectified flow: x_t = (1 - sigma) * x0 + sigma * eps, and the transformer predic
 eps - x0. The transformer takes the timestep on the 0..1000 scale (sigma * 1000).
 
 Sigma sampling ("weighting_scheme"):
-- uniform: the reference's recipe. u ~ U[0, 1), t = timesteps[int(u * 1000)] of a 1000-step,
-  *unshifted* flow-matching scheduler (the UFO reference's scheduler has dynamic shifting on, so
-  its training grid is unshifted), sigma = t / 1000. That grid is {1.000, 0.999, ..., 0.001}: sigma is never 0.
+- uniform: the reference's recipe on the model's own grid. u ~ U[0, 1), t = grid[int(u * len)],
+  sigma = t / 1000, where grid = `ModelAdapter.training_timesteps()`, built from the model's
+  scheduler config. EasyAnimate V5.1 (flow-matching scheduler with dynamic shifting): the 1000-step
+  unshifted grid {1.000, 0.999, ..., 0.001}, exactly the UFO reference's. Wan (UniPC, static
+  `flow_shift`): that grid shifted by flow_shift, as its sampler's sigmas are. Sigma is never 0.
 - logit_normal: sigma = sigmoid(N(logit_mean, logit_std)) (SD3-style, continuous).
-- shift: the uniform grid, then sigma' = shift * s / (1 + (shift - 1) * s), which moves weight to
-  high noise. This is a fixed shift; the inference schedulers shift their own way (a fixed
-  `flow_shift`, or dynamic shifting by resolution: see the model's scheduler config), so a
-  `timestep_shift` only approximates the sampler's schedule unless it is set to that value.
+- shift: an explicit override whatever the model: the 1000-step *unshifted* grid, then
+  sigma' = shift * s / (1 + (shift - 1) * s) with `train.timestep_shift`. It draws what `uniform`
+  draws on a Wan model (up to float rounding) when timestep_shift is that model's flow_shift;
+  EasyAnimate samples with a resolution-dependent (dynamic) shift, which no fixed value reproduces.
 
 Every random draw takes an explicit generator, so the trainer can seed each sample by its
 dataset index: the same sample gets the same noise whether it is trained on one process or
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import FlowMatchEulerDiscreteScheduler
+
+from ufo_video.models.timestep_grid import shifted_flow_grid
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -47,16 +50,15 @@ def sample_generator(seed: int, epoch: int, batch: int, slot: int) -> torch.Gene
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-_GRID: torch.Tensor | None = None
+_UNSHIFTED: torch.Tensor | None = None
 
 
-def uniform_grid() -> torch.Tensor:
-    """The reference's training timesteps: a 1000-step unshifted flow scheduler's `timesteps`."""
-    global _GRID
-    if _GRID is None:
-        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=1.0)
-        _GRID = sched.timesteps.to(torch.float32).clone()
-    return _GRID
+def unshifted_grid() -> torch.Tensor:
+    """The 1000-step unshifted flow grid {1000, 999, ..., 1} (the `shift` scheme's base)."""
+    global _UNSHIFTED
+    if _UNSHIFTED is None:
+        _UNSHIFTED = shifted_flow_grid(NUM_TRAIN_TIMESTEPS, 1.0)
+    return _UNSHIFTED
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
@@ -64,20 +66,29 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
+def _grid_sigma(grid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    u = torch.rand((), generator=generator)
+    index = min(int(u.item() * len(grid)), len(grid) - 1)
+    return grid[index] / NUM_TRAIN_TIMESTEPS
+
+
 def sample_sigma(
     scheme: str,
     generator: torch.Generator,
     *,
+    grid: torch.Tensor | None = None,
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
     shift: float = 3.0,
 ) -> torch.Tensor:
-    """One noise level (a 0-d float32 tensor in (0, 1]) drawn with `generator`."""
-    if scheme in ("uniform", "shift"):
-        u = torch.rand((), generator=generator)
-        index = min(int(u.item() * NUM_TRAIN_TIMESTEPS), NUM_TRAIN_TIMESTEPS - 1)
-        sigma = uniform_grid()[index] / NUM_TRAIN_TIMESTEPS
-        return shift_sigmas(sigma, shift) if scheme == "shift" else sigma
+    """One noise level (a 0-d float32 tensor in (0, 1]) drawn with `generator`; `grid` (the
+    model's `training_timesteps()`) is what `uniform` draws from and is required for it."""
+    if scheme == "uniform":
+        if grid is None:
+            raise ValueError("weighting_scheme 'uniform' draws from the model's grid: pass grid=model.training_timesteps()")
+        return _grid_sigma(grid, generator)
+    if scheme == "shift":
+        return shift_sigmas(_grid_sigma(unshifted_grid(), generator), shift)
     if scheme == "logit_normal":
         z = torch.randn((), generator=generator) * logit_std + logit_mean
         return torch.sigmoid(z)
@@ -137,11 +148,15 @@ def noise_batch(
     latents: torch.Tensor,
     generators: list[torch.Generator],
     scheme: str,
+    *,
+    grid: torch.Tensor,
     sigma_range: tuple[float, float] = (0.0, 1.0),
     **sigma_kwargs,
 ) -> NoisedBatch:
-    """Draw each sample's sigma and noise from its own generator and build x_t and the target."""
-    sigmas = torch.stack([to_range(sample_sigma(scheme, g, **sigma_kwargs), sigma_range) for g in generators])
+    """Draw each sample's sigma and noise from its own generator and build x_t and the target.
+    `grid`: the model's `training_timesteps()` (required, so no caller silently trains one
+    family on another's schedule; only `uniform` reads it)."""
+    sigmas = torch.stack([to_range(sample_sigma(scheme, g, grid=grid, **sigma_kwargs), sigma_range) for g in generators])
     noise = torch.stack(
         [torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators]
     ).to(device=latents.device, dtype=latents.dtype)

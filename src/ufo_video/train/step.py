@@ -79,7 +79,7 @@ def batch_loss(run: TrainRun, batch: dict, position: int) -> torch.Tensor:
     text, latents, cond, generators = encode_batch(run, batch, position)
     noised = objective.noise_batch(
         latents, generators, t.weighting_scheme, logit_mean=t.logit_mean, logit_std=t.logit_std,
-        shift=t.timestep_shift, sigma_range=run.extra["expert"].sigma_range(),
+        shift=t.timestep_shift, grid=run.model.training_timesteps(), sigma_range=run.extra["expert"].sigma_range(),
     )  # fmt: skip
     dtype = run.weight_dtype
     with run.training_forward():

@@ -57,7 +57,8 @@ def build_components(vae: torch.nn.Module, folder: Path, seed: int) -> None:
 
 @torch.no_grad()
 def encode_pool(model, *, count: int, frames: int, size: int, seed: int, log=print) -> dict:
-    """Latents, i2v conditionings and prompts of `count` clips, plus the t2v (all-masked) one."""
+    """Latents, i2v conditionings and prompts of `count` clips, plus the t2v (all-masked) one and
+    the model's training timestep grid."""
     rng = np.random.default_rng(seed + 7)
     latents, i2v, prompts = [], [], []
     first = masks.make_mask("first", frames, size, size, torch.Generator())
@@ -81,6 +82,7 @@ def encode_pool(model, *, count: int, frames: int, size: int, seed: int, log=pri
         "embeds": embeds,
         "prompt_ids": torch.tensor([index[p] for p in prompts]),
         "empty_id": index[""],
+        "grid": model.training_timesteps(),  # the noise levels `uniform` draws (the model's own)
     }
 
 
@@ -100,7 +102,7 @@ def draw_batch(pool: dict, step: int, batch: int, seed: int):
         drop = float(torch.rand((), generator=g)) < CAPTION_DROP_P
         text_ids.append(pool["empty_id"] if drop else int(pool["prompt_ids"][k]))
     latents = pool["latents"][idx]
-    noised = objective.noise_batch(latents, gens, "uniform")
+    noised = objective.noise_batch(latents, gens, "uniform", grid=pool["grid"])
     return noised, torch.stack(conds), pool["embeds"][text_ids]
 
 
