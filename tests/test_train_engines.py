@@ -156,13 +156,13 @@ st.AcceleratorState.__init__ = _init_fsdp_on_cpu
 """
 
 
-def _fsdp_launch(tmp_path: Path, cfg: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _fsdp_launch(tmp_path: Path, cfg: Path, *overrides: str, precision: str = "'no'") -> subprocess.CompletedProcess:
     shim = tmp_path / "shim"
     shim.mkdir(exist_ok=True)
     (shim / "sitecustomize.py").write_text(FSDP_ON_CPU)
     text = (Path(__file__).parents[1] / "configs/accelerate/fsdp2.yaml").read_text()
     yaml_path = tmp_path / "fsdp2.yaml"
-    yaml_path.write_text(text.replace("mixed_precision: bf16", "mixed_precision: 'no'").replace(
+    yaml_path.write_text(text.replace("mixed_precision: bf16", f"mixed_precision: {precision}").replace(
         "use_cpu: false", "use_cpu: true"))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
@@ -260,3 +260,26 @@ def test_unused_lora_found_by_one_real_backward_rng_untouched(tiny_model, tmp_pa
             assert all(n.startswith("transformer_blocks.1.") for n in names), names
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_fsdp2_with_the_shipped_bf16_precision(tiny_model, tmp_path) -> None:
+    """The shipped config's precision: bf16 base weights next to fp32 LoRA weights in one shard
+    group, under FSDP2's bf16 mixed-precision policy. The losses follow a 1-process bf16 run with
+    the same global batch (bf16 compute and reduction: a loose bound) and the LoRA file is finite."""
+    from ufo_video.cli import main
+
+    data = make_dataset(tmp_path / "ds")
+    bf16 = {"mixed_precision": "bf16", "max_train_steps": 2, "checkpointing_steps": 2, "save_state": False}
+    one, out = tmp_path / "one", tmp_path / "out"
+    a = write_config(tmp_path / "a.toml", tiny_model, data, one, train_batch_size=2, **bf16)
+    b = write_config(tmp_path / "b.toml", tiny_model, data, out, train_batch_size=1, **bf16)
+    for path in (a, b):
+        path.write_text(path.read_text().replace('weight_dtype = "fp32"', 'weight_dtype = "bf16"'))
+    assert main(["train", str(a)]) == 0
+    run = _fsdp_launch(tmp_path, b, precision="bf16")
+    assert run.returncode == 0, run.stdout[-2000:] + _root_error(run.stderr)
+    assert "weights bf16, mixed precision bf16, LoRA in fp32" in run.stdout
+    for (_, x), (_, y) in zip(losses(one), losses(out)):
+        assert abs(x - y) <= 2e-2 * abs(x)
+    weights = lora(out / "checkpoint-2.safetensors")
+    assert all(bool(v.float().isfinite().all()) for v in weights.values())
