@@ -8,6 +8,8 @@ Layout in `output_dir`:
   in epoch, counters) and the marker ``COMPLETE``. Under DeepSpeed the optimizer is not in
   ``optimizer.*`` but in ``engine/``: accelerate's ``save_state`` folder, where every process
   writes its ZeRO shard (fp32 master weights and moments); the frozen base weights are left out.
+  Under FSDP the optimizer state is gathered from the shards into ``fsdp-optimizer.*`` (keyed by
+  parameter name; see `train.fsdp`).
 
 A state folder is assembled under a hidden temporary name, every file fsynced, the marker written
 last, then renamed into place; so a run killed at any moment (kill -9 during a save included)
