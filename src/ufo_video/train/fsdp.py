@@ -116,7 +116,7 @@ def restore(transformer: torch.nn.Module, optimizer, lora: dict[str, torch.Tenso
     from ufo_video.train import state_io
 
     # strict=False: the state holds the trainable tensors only (the frozen base is the model's own);
-    # a LoRA tensor that never got a gradient (e.g. EasyAnimate's last text stream) has no optimizer
+    # a LoRA tensor that never got a gradient (e.g. on a block output nothing reads) has no optimizer
     # state in a straight run either. The names were checked against the saved LoRA by the caller.
     set_model_state_dict(transformer, lora, options=_options(strict=False))
     optim = state_io.load_nested(folder, STATE_FILE)

@@ -6,14 +6,14 @@ eps - x0. The transformer takes the timestep on the 0..1000 scale (sigma * 1000)
 Sigma sampling ("weighting_scheme"):
 - uniform: the reference's recipe on the model's own grid. u ~ U[0, 1), t = grid[int(u * len)],
   sigma = t / 1000, where grid = `ModelAdapter.training_timesteps()`, built from the model's
-  scheduler config. EasyAnimate V5.1 (flow-matching scheduler with dynamic shifting): the 1000-step
-  unshifted grid {1.000, 0.999, ..., 0.001}, exactly the UFO reference's. Wan (UniPC, static
-  `flow_shift`): that grid shifted by flow_shift, as its sampler's sigmas are. Sigma is never 0.
+  scheduler config (each family's adapter states why its grid matches how its model samples: an
+  unshifted 1000-step grid for a scheduler that shifts dynamically at sampling time, the grid
+  shifted by the scheduler's static shift otherwise). Sigma is never 0.
 - logit_normal: sigma = sigmoid(N(logit_mean, logit_std)) (SD3-style, continuous).
 - shift: an explicit override whatever the model: the 1000-step *unshifted* grid, then
-  sigma' = shift * s / (1 + (shift - 1) * s) with `train.timestep_shift`. It draws what `uniform`
-  draws on a Wan model (up to float rounding) when timestep_shift is that model's flow_shift;
-  EasyAnimate samples with a resolution-dependent (dynamic) shift, which no fixed value reproduces.
+  sigma' = shift * s / (1 + (shift - 1) * s) with `train.timestep_shift`. On a model with a static
+  sampling shift it draws what `uniform` draws when timestep_shift is that shift; a dynamic
+  (resolution-dependent) shift is reproduced by no fixed value.
 
 Every random draw takes an explicit generator, so the trainer can seed each sample by its
 dataset index: the same sample gets the same noise whether it is trained on one process or
