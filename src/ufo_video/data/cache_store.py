@@ -180,22 +180,20 @@ class CacheStore:
 
     @contextlib.contextmanager
     def locked(self):
-        """Exclusive writer lock (released by the OS if the process dies)."""
-        import fcntl
+        """Exclusive writer lock (released by the OS if the process dies; never held by the
+        decode workers forked while it is held: `process.locks`)."""
+        from ufo_video.process.locks import LockBusy, exclusive_lock
 
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as f:
+        with contextlib.ExitStack() as held:
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DataError(f"{self.root}: another `ufo-video data cache` is writing this cache; wait for it "
-                                "to finish") from None
+                held.enter_context(exclusive_lock(self.root / ".lock", note=f"pid {os.getpid()}"))
+            except LockBusy as busy:
+                raise DataError(f"{self.root}: another `ufo-video data cache` is writing this cache ({busy.holder}); "
+                                "wait for it to finish") from None
             if self.index_path.is_file():  # what a writer that finished while we waited has added
                 self._load_index()
-            try:
-                yield self
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            yield self
 
     def put(self, key: str, kind: str, tensor: torch.Tensor) -> None:
         assert self.writable, "read-only cache"

@@ -20,6 +20,9 @@ bug and is re-raised in the parent with the child's traceback.
 ``workers=0`` runs tasks in the calling process (no isolation, no timeout): for debugging and
 for tiny datasets only.
 
+Lifetime: a worker exits within about a second of its parent's death, however the parent died
+(`process.children.exit_with_parent`), and never holds the parent's locks (`process.locks`).
+
 Reuse across epochs (``shared_pool``): the trainer builds a new loader every epoch, and forking
 the workers of a process that holds torch (and later a model) costs tens of milliseconds per
 worker, every epoch. ``shared_pool(workers, timeout)`` hands out a ``PoolLease`` on ONE pool per
@@ -50,6 +53,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ufo_video.errors import DataError
+from ufo_video.process.children import exit_with_parent
 
 
 @dataclass
@@ -83,11 +87,18 @@ class _InShared:
     dtype: str
 
 
-def _child(conn, shared) -> None:
+def _child(conn, shared, parent_end, parent_pid: int) -> None:
+    # the parent's end of this worker's own pipe, inherited through fork: while a copy is open
+    # here, the worker never sees EOF when the parent dies
+    if parent_end is not None:
+        parent_end.close()
+    exit_with_parent(parent_pid)  # `kill -9` of the parent runs no cleanup: the worker notices by itself
     gc.enable()  # forked while the parent paused its collector (`plan.collector_paused`): collect as usual
-    # Ctrl-C reaches the whole process group; the parent stops the workers, so a worker ignores
-    # it rather than printing its own KeyboardInterrupt traceback
+    # Ctrl-C reaches the whole process group, and systemd or `kill -- -PGID` send SIGTERM to all
+    # of it; the parent stops the workers (it may still need them to finish a step before it
+    # saves), so a worker ignores both rather than dying with a half-done task or a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
             msg = conn.recv()
@@ -148,7 +159,10 @@ class IsolatedPool:
     def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
         shared = _shared_mapping(self._fork)
-        proc = self._ctx.Process(target=_child, args=(child, shared), daemon=True)
+        # the parent's end goes along only under fork (inherited anyway, closed first thing);
+        # spawn would pickle it into a new pipe end of the child's own
+        args = (child, shared, parent if self._fork else None, os.getpid())
+        proc = self._ctx.Process(target=_child, args=args, daemon=True)
         proc.start()
         child.close()
         self._procs[parent] = proc

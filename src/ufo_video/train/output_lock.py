@@ -4,9 +4,11 @@
 
 1. the folder is created and checked writable (a probe file), so a read-only place fails at once
    with its name instead of after minutes of loading;
-2. an exclusive `fcntl.flock` on ``.ufo-train.lock`` is taken for the whole run. The kernel drops
-   the lock when the process dies (Ctrl-C, crash, ``kill -9``), so a crashed run never leaves the
-   folder stuck; the pid, host and start time written into the file only make the message useful;
+2. an exclusive `fcntl.flock` on ``.ufo-train.lock`` is taken for the whole run
+   (`process.locks.exclusive_lock`). The kernel drops the lock when the process dies (Ctrl-C,
+   crash, ``kill -9``) and forked decode workers never hold a copy, so a killed run never leaves
+   the folder stuck; the pid, host and start time written into the file (only once the lock is
+   ours, so a refused attempt keeps them) only make the message useful;
 3. a folder holding another run's outputs (checkpoints, ``losses.jsonl``) is refused for a fresh
    run: it is continued with ``resume_from_checkpoint`` or started over with
    ``overwrite_output_dir=true`` (which deletes those outputs first, and says so).
@@ -22,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ufo_video.process.locks import LockBusy, exclusive_lock
 from ufo_video.writable import OutputError, ensure_writable
 
 LOCK_NAME = ".ufo-train.lock"
@@ -40,35 +43,25 @@ def previous_outputs(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _holder(lock_path: Path) -> str:
-    try:
-        text = lock_path.read_text().strip()
-    except OSError:
-        return "another process"
-    return text or "another process"
-
-
 @contextlib.contextmanager
 def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=print) -> Iterator[Path]:
     """Hold `folder` for one run (see the module docstring); released when the block ends."""
-    import fcntl
-
     folder = ensure_writable(folder)
     lock_path = folder / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    note = f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+    def unsupported(exc: OSError) -> None:  # a filesystem without locks (some network mounts): say so, go on
+        log(f"warning: cannot lock {lock_path} ({exc.strerror or exc}); a second run into this folder "
+            "would not be detected")
+
+    with contextlib.ExitStack() as held:  # the lock is released when the block ends
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held.enter_context(exclusive_lock(lock_path, note=note, on_unsupported=unsupported))
+        except LockBusy as busy:
             raise OutputDirError(
-                f"output folder {folder} is in use by another training run ({_holder(lock_path)}); wait for it "
+                f"output folder {folder} is in use by another training run ({busy.holder}); wait for it "
                 "to finish or set train.output_dir to another folder"
             ) from None
-        except OSError as exc:  # a filesystem without locks (some network mounts): say so, go on
-            log(f"warning: cannot lock {lock_path} ({exc.strerror or exc}); a second run into this folder "
-                "would not be detected")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         old = previous_outputs(folder)
         if old and not resuming:
             if not start_over:
@@ -81,10 +74,6 @@ def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=prin
             removed = _remove_run_outputs(folder)
             log(f"overwrite_output_dir: removed the previous run's {len(removed)} outputs from {folder}")
         yield folder
-    finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _remove_run_outputs(folder: Path) -> list[Path]:
