@@ -1,7 +1,8 @@
 """`ufo-video` command line: one subcommand group per concern, each registered by its module.
 
 User errors (`UfoError`) print one clear message and exit with status 2; `--debug` shows the
-stack trace. Anything else is a bug and propagates with its trace.
+stack trace. Anything else is a bug and propagates with its trace. SIGTERM and SIGINT stop any
+command cleanly with status 128 + the signal's number (`process.stop`; training saves first).
 
 Start-up is kept fast: only the module of the command being run is imported and registered;
 every other command gets a placeholder parser with its one-line help (so `ufo-video --help`
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ufo_video.errors import UfoError
@@ -83,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from ufo_video.process import children, stop
+
+    previous = {sig: signal.getsignal(sig) for sig in stop.SIGNALS}
+    stop.install()  # SIGTERM and SIGINT stop every command cleanly, also when started with SIGINT ignored
+    children.watch_parent_from_env()  # started by the UI: end when it ends
     try:
         result = args.func(args)
     except UfoError as exc:
@@ -90,9 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return stop.exit_code(signum)
+    finally:
+        for sig, handler in previous.items():  # in-process callers (tests, notebooks) get theirs back
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(sig, handler)
     return int(result or 0)
 
 

@@ -20,6 +20,7 @@ from ufo_video.demo import plan as plans
 from ufo_video.demo.dataset import make_dataset, start_image, training_metadata
 from ufo_video.demo.plan import DemoPlan
 from ufo_video.errors import UfoError
+from ufo_video.process.stop import StopRequested
 
 RANDOM_BANNER = (
     "RANDOM TINY MODEL: the shipped trained tiny base model ({path}) is not present, so this demo "
@@ -181,7 +182,7 @@ def train_lora(plan: DemoPlan, base: dict, ds: dict, checked: dict, out: Path) -
         print(cache["summary"])
     result = train(cfg)
     if result.interrupted:
-        raise KeyboardInterrupt  # the trainer saved what it had; the CLI reports the interruption
+        raise StopRequested(result.interrupted)  # the trainer saved what it had; the CLI reports the stop
     if result.lora_path is None:
         raise UfoError("training finished without a LoRA file (no step completed); run the demo again")
     losses = read_losses(output_dir)

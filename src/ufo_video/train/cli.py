@@ -42,6 +42,7 @@ def resume_command(config: str, overrides: list[str], threads: int | None = None
 
 def _train(args: argparse.Namespace) -> int:
     from ufo_video.config import load_config
+    from ufo_video.process import stop
     from ufo_video.train.loop import train
 
     from ufo_video.threads import threads_override
@@ -54,5 +55,5 @@ def _train(args: argparse.Namespace) -> int:
             print(f"resume with: {resume_command(args.config, list(args.overrides), args.threads)}")
         elif result.steps:
             print("this run saved the LoRA only (train.save_state=false), so it cannot be resumed exactly; "
-                  "set save_state=true to make Ctrl-C resumable")
-    return 130 if result.interrupted else 0
+                  "set save_state=true to make a stop (Ctrl-C, SIGTERM) resumable")
+    return stop.exit_code(result.interrupted) if result.interrupted else 0

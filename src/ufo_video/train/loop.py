@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.errors import DataError
+from ufo_video.process import stop
 from ufo_video.train import checkpoint as ckpt
 from ufo_video.train import saving
 from ufo_video.train.checkpoint import Progress
@@ -40,7 +42,7 @@ class RunResult:
     final_loss: float | None
     lora_path: Path | None
     seconds: float
-    interrupted: bool = False
+    interrupted: int | None = None  # the stop signal's number (SIGINT for a KeyboardInterrupt)
     nan_skips: int = 0
     state_saved: bool = False  # a resumable state folder exists for `steps`
 
@@ -70,6 +72,15 @@ def _any_process(run: TrainRun, flag: bool) -> bool:
     """True when `flag` is true on any process (every process must take the same branch)."""
     t = torch.tensor([1.0 if flag else 0.0], device=run.accelerator.device)
     return bool(run.accelerator.reduce(t, reduction="sum").item() > 0)
+
+
+def _stop_signal(run: TrainRun) -> int | None:
+    """The stop signal received since the last step (any process's: all stop at the same step)."""
+    signum = stop.requested()
+    if run.accelerator.num_processes > 1:
+        code = torch.tensor([float(signum or 0)], device=run.accelerator.device)
+        signum = int(run.accelerator.reduce(code, reduction="max").item()) or None
+    return signum
 
 
 def _nonfinite(run: TrainRun, progress: Progress, what: str, count: bool = True) -> None:
@@ -196,56 +207,61 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
     total = run.extra["total_steps"]
     ga = cfg.train.gradient_accumulation_steps
     global_batch = cfg.train.train_batch_size * acc.num_processes
-    last_saved, last_loss, interrupted, loader = progress.step, None, False, first
+    last_saved, last_loss, interrupted, loader = progress.step, None, None, first
     bar = tqdm(total=total, initial=progress.step, disable=not run.is_main, desc="train", unit="step", dynamic_ncols=True)
     try:
-        while progress.step < total:
-            run.extra["epoch"] = progress.epoch
-            if not (progress.epoch == 0 and progress.batch_in_epoch == 0):
-                loader = _loader(cfg, acc, progress.epoch, progress.batch_in_epoch)
-            batches, pos, n = iter(loader), progress.batch_in_epoch, len(loader)
-            while pos < n and progress.step < total:
-                t0 = time.perf_counter()
-                group = [next(batches) for _ in range(min(ga, n - pos))]
-                result = optimizer_step(run, group, pos, progress)
-                pos += len(group)
-                progress.batch_in_epoch = pos
-                if result is None:
-                    continue
-                last_loss, grad_norm = result
-                progress.step += 1
-                dt = time.perf_counter() - t0
-                lr = run.lr_scheduler.get_last_lr()[0]
-                logs = {"loss": last_loss, "lr": lr, "grad_norm": grad_norm, "step_time": dt,
-                        "samples_per_s": global_batch * len(group) / dt}  # fmt: skip
-                acc.log(logs, step=progress.step)
-                if run.is_main:
-                    saving.append_loss(loss_log, progress.step, last_loss, lr)
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
-                if pos >= n:
-                    progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-                if progress.step % cfg.train.checkpointing_steps == 0 or progress.step == total:
-                    saving.save_checkpoint(run, progress)
-                    last_saved = progress.step
+        with stop.deferred():  # SIGTERM/SIGINT: the step in progress finishes, then save and exit
+            while progress.step < total and not interrupted:
+                run.extra["epoch"] = progress.epoch
+                if not (progress.epoch == 0 and progress.batch_in_epoch == 0):
+                    loader = _loader(cfg, acc, progress.epoch, progress.batch_in_epoch)
+                batches, pos, n = iter(loader), progress.batch_in_epoch, len(loader)
+                while pos < n and progress.step < total:
+                    t0 = time.perf_counter()
+                    group = [next(batches) for _ in range(min(ga, n - pos))]
+                    result = optimizer_step(run, group, pos, progress)
+                    pos += len(group)
+                    progress.batch_in_epoch = pos
+                    if result is None:
+                        continue
+                    last_loss, grad_norm = result
+                    progress.step += 1
+                    dt = time.perf_counter() - t0
+                    lr = run.lr_scheduler.get_last_lr()[0]
+                    logs = {"loss": last_loss, "lr": lr, "grad_norm": grad_norm, "step_time": dt,
+                            "samples_per_s": global_batch * len(group) / dt}  # fmt: skip
+                    acc.log(logs, step=progress.step)
                     if run.is_main:
-                        bar.write(report.checkpoint_line(run, progress.step, last_loss))
-                if validation_due(run, progress.step):
-                    run_validation(run, progress.step)
-            if pos >= n and progress.batch_in_epoch != 0:
-                progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-    except KeyboardInterrupt:
-        interrupted = True
-        bar.close()
-        if run.is_main:
-            done = "its checkpoint is saved" if last_saved == progress.step else "saving a checkpoint before exiting"
-            print(f"\ninterrupted at step {progress.step}; {done}", flush=True)
+                        saving.append_loss(loss_log, progress.step, last_loss, lr)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+                    if pos >= n:
+                        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+                    interrupted = _stop_signal(run)
+                    if (progress.step % cfg.train.checkpointing_steps == 0 or progress.step == total) and not interrupted:
+                        saving.save_checkpoint(run, progress)
+                        last_saved = progress.step
+                        if run.is_main:
+                            bar.write(report.checkpoint_line(run, progress.step, last_loss))
+                    if interrupted:
+                        break
+                    if validation_due(run, progress.step):
+                        run_validation(run, progress.step)
+                if pos >= n and progress.batch_in_epoch != 0:
+                    progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+    except KeyboardInterrupt as exc:  # raised by code of ours, not by a signal (e.g. the demo's stop)
+        interrupted = getattr(exc, "signum", signal.SIGINT)
     except torch.OutOfMemoryError:
         raise TrainError(OOM_HELP) from None
     finally:
         bar.close()
-    if progress.step > 0 and last_saved != progress.step:
-        saving.save_checkpoint(run, progress)
+    with stop.deferred():  # a second signal cannot interrupt this save
+        if interrupted and run.is_main:
+            done = "its checkpoint is saved" if last_saved == progress.step else "saving a checkpoint before exiting"
+            print(f"\ninterrupted at step {progress.step} ({signal.Signals(interrupted).name}); {done}", flush=True)
+        if progress.step > 0 and last_saved != progress.step:
+            saving.save_checkpoint(run, progress)
+    stop.reset()
     lora = ckpt.lora_file(out, progress.step) if progress.step > 0 else None
     result = RunResult(progress.step, last_loss, lora, time.perf_counter() - started, interrupted, progress.nan_skips,
                        state_saved=bool(cfg.train.save_state and progress.step > 0))  # fmt: skip

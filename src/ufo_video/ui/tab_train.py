@@ -1,5 +1,5 @@
 """Train tab: watch an output_dir (loss and lr curves, checkpoints, validation samples), start a
-training from a config file as a subprocess and stop it (SIGINT: it saves a checkpoint)."""
+training from a config file as a subprocess and stop it (SIGTERM: it saves a checkpoint)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ufo_video.ui.inputs import existing_file, user_errors
 from ufo_video.ui.train_watch import TrainJob, checkpoints, read_losses, samples, smoothed
 
 REFRESH_S = 3.0
+STOP_WAIT_S = 10.0  # Stop waits this long for the trainer to save and exit before answering
 
 
 def _charts(output_dir: Path) -> tuple[str, str, str]:
@@ -102,8 +103,11 @@ def build(ctx: UiContext) -> None:
 
     @user_errors
     def on_stop():
-        job.stop()
-        return "stop sent (SIGINT): the trainer saves a checkpoint and exits"
+        code = job.stop(wait=STOP_WAIT_S)
+        if code is None:
+            return ("stop sent (SIGTERM): the trainer finishes its current step, saves a checkpoint and exits; "
+                    "the status above says when it has (Refresh)")
+        return f"{job.status()}\n" + job.log_tail(6)
 
     outputs = [status, loss, lr, ckpts, gallery, log]
     refresh.click(on_watch, inputs=output_dir, outputs=outputs, api_name="train_watch")

@@ -4,8 +4,10 @@ Reading never writes into the run's folder: losses.jsonl (a last line still bein
 skipped), `checkpoint-N.safetensors` LoRAs and `checkpoint-N/` states, `samples/*.mp4`.
 
 `TrainJob` runs `python -m ufo_video train CONFIG key=value...` with its output in a log file.
-`stop()` sends SIGINT to the trainer process alone, exactly what Ctrl-C delivers to it: the
-trainer saves a checkpoint and exits (its data workers are not signalled, so they print nothing).
+`stop()` sends SIGTERM to the trainer process alone: the trainer finishes its step, saves a
+checkpoint and exits (its handlers are installed explicitly, so this works however the UI was
+started, e.g. with SIGINT ignored by `cmd &` in a script). The trainer watches the UI process
+(`process.children`): if the UI dies, even by `kill -9`, the trainer stops the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ufo_video.errors import UfoError
+from ufo_video.process.children import child_env
 
 _CKPT = re.compile(r"^checkpoint-(\d+)(\.safetensors)?$")
 
@@ -98,6 +101,7 @@ class TrainJob:
         self.log_path: Path | None = None
         self.output_dir: Path | None = None
         self.command: list[str] = []
+        self.stop_sent: float | None = None
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -112,8 +116,9 @@ class TrainJob:
         self.output_dir = Path(cfg.train.output_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        self.stop_sent = None
         self.command = [sys.executable, "-m", "ufo_video", "train", str(config), *overrides]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env(dict(os.environ, PYTHONUNBUFFERED="1"))  # the trainer ends when this process does
         src = str(Path(__file__).resolve().parents[2])  # this package's own source, also for the child
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with self.log_path.open("w") as log:
@@ -125,10 +130,12 @@ class TrainJob:
         return self.output_dir
 
     def stop(self, wait: float = 0.0) -> int | None:
-        """SIGINT to the trainer (it saves a checkpoint); optionally wait up to `wait` s for it to exit."""
+        """SIGTERM to the trainer (it finishes the step and saves a checkpoint); optionally wait up to
+        `wait` s for it to exit. Returns its exit status, or None while it is still saving."""
         if not self.running():
             raise UfoError("no training is running")
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(signal.SIGTERM)
+        self.stop_sent = time.time()
         if wait:
             try:
                 return self.proc.wait(wait)
@@ -140,8 +147,22 @@ class TrainJob:
         if self.proc is None:
             return "no training started from this page"
         code = self.proc.poll()
-        state = "running" if code is None else f"exited with status {code}" + (" (stopped, checkpoint saved)" if code == 130 else "")
+        if code is None:
+            state = "stopping (finishing the step, then saving a checkpoint)" if self.stop_sent else "running"
+        elif code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            state = f"stopped (exit status {code}); {self.newest_checkpoint()}"
+        elif code == 0:
+            state = f"finished; {self.newest_checkpoint()}"
+        else:
+            state = f"exited with status {code} (see the log)"
         return f"training {state}: pid {self.proc.pid}, output_dir {self.output_dir}"
+
+    def newest_checkpoint(self) -> str:
+        found = checkpoints(self.output_dir) if self.output_dir else []
+        if not found:
+            return "no checkpoint saved"
+        step, file, _, state, _ = found[-1]
+        return f"newest checkpoint: step {step} ({file or 'no LoRA file'}{', full state' if state == 'yes' else ''})"
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.is_file():
