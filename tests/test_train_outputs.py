@@ -154,3 +154,14 @@ def test_report_maths_by_hand():
     # steps 3, 6, 9, 10 -> 4 saves, 2 kept
     assert disk_estimate(1000, False, 10, 3, None) == (4000, 16000)
     assert disk_estimate(1000, True, 10, 3, 2) == (16000, 32000)
+
+
+@pytest.mark.parametrize("order", ["options first", "options last"])
+def test_train_takes_options_between_and_after_the_overrides(tiny_model, dataset, tmp_path, capsys, order):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", tiny_model, dataset, out)
+    words = ["--threads", "1", "max_train_steps=1"] if order == "options first" else ["max_train_steps=1", "--threads", "1"]
+    assert main(["train", str(cfg), *words]) == 0
+    text = capsys.readouterr().out
+    assert "training 1 steps" in text and "1 CPU thread(s)" in text
+    assert [s for s, _ in losses(out)] == [1]
