@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shlex
@@ -167,3 +169,46 @@ def test_train_takes_options_between_and_after_the_overrides(tiny_model, dataset
     text = capsys.readouterr().out
     assert "training 1 steps" in text and "1 CPU thread(s)" in text
     assert [s for s, _ in losses(out)] == [1]
+
+
+def _dataset_with_missing(root: Path, missing: int) -> Path:
+    make_dataset(root, images=4, videos=0)
+    meta = json.loads((root / "metadata.json").read_text())
+    meta += [{"file_path": f"train/gone{i}.png", "text": "x", "type": "image"} for i in range(missing)]
+    (root / "metadata.json").write_text(json.dumps(meta))
+    return root
+
+
+def _skip_lines(caplog) -> list[str]:
+    """The data layer's warnings (printed on stderr by logging's default handler outside pytest)."""
+    return [r.getMessage() for r in caplog.records if r.name == "ufo_video.data"]
+
+
+def test_a_missing_file_is_reported_once_per_run_not_per_epoch(tiny_model, tmp_path, capsys, caplog):
+    data = _dataset_with_missing(tmp_path / "ds", 1)
+    out = tmp_path / "out"
+    # 4 images in batches of 2: 2 batches per epoch, so 5 steps read 3 epochs
+    cfg = write_config(tmp_path / "c.toml", tiny_model, data, out, max_train_steps=5, checkpointing_steps=5)
+    with caplog.at_level(logging.WARNING, logger="ufo_video.data"):
+        assert main(["train", str(cfg), "max_failed_fraction=0.5"]) == 0
+    assert [line for line in _skip_lines(caplog) if "gone0.png" in line] == [
+        f"data: skipping {data / 'train' / 'gone0.png'}: No such file or directory"]
+    assert "training finished: 5 steps" in capsys.readouterr().out
+    assert (out / "skipped-files.txt").read_text() == f"{data / 'train' / 'gone0.png'}: No such file or directory\n"
+
+
+def test_thousands_of_missing_files_print_a_few_lines_then_the_refusal(tiny_model, tmp_path, capsys, caplog):
+    data = _dataset_with_missing(tmp_path / "ds", 2000)
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", tiny_model, data, out, max_train_steps=1)
+    with caplog.at_level(logging.WARNING, logger="ufo_video.data"):
+        assert main(["train", str(cfg)]) == 2
+    lines = _skip_lines(caplog)
+    assert len(lines) == 6 and all(line.startswith("data: skipping ") for line in lines[:5])
+    listed = out / "skipped-files.txt"
+    assert lines[5] == (f"data: ... and 1995 more (1995 x No such file or directory); all listed in {listed}; "
+                        "further skipped files are not printed")
+    assert len(listed.read_text().splitlines()) == 2000
+    captured = capsys.readouterr()
+    assert "2000 of 2004 samples failed their header check" in captured.err
+    assert len((captured.out + captured.err).splitlines()) < 10

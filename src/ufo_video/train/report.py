@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ufo_video.atomic import write_text_atomic
+from ufo_video.data.skips import SHOWN, more_line
 from ufo_video.train import checkpoint as ckpt
 
 REPORT_NAME = "train-report.html"
@@ -38,8 +39,12 @@ def _data_lines(loader: Any) -> list[str]:
     failures = getattr(loader, "failures", None) or []
     if failures:
         lines.append(f"  skipped {len(failures)} unreadable file(s), e.g. {failures[0][0]}: {failures[0][1]}")
-    for path, message in getattr(loader, "notices", None) or []:
+    notices = getattr(loader, "notices", None) or []
+    for path, message in notices[:SHOWN]:
         lines.append(f"  clip_mode=video: {path}: {message}")
+    if len(notices) > SHOWN:
+        rest = (m for _, m in notices[SHOWN:])
+        lines.append(f"  clip_mode=video: {more_line(len(notices) - SHOWN, rest, '`ufo-video data check` lists all')}")
     return lines
 
 
