@@ -69,7 +69,8 @@ class SkipLog:
         hidden = items[show:]
         if hidden and not self.summarised:  # once: later ones are counted at the end, not printed
             self.summarised = True
-            where = f"all listed in {self.list_file}" if self.list_file is not None else "`ufo-video data check` lists all"
+            where = (f"all listed in {self.list_file}" if self.list_file is not None
+                     else "`ufo-video data check` lists all")  # fmt: skip
             log.warning("data: %s; further skipped files are not printed",
                         more_line(len(hidden), (r for _, r in hidden), where))
 

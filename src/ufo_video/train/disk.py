@@ -112,10 +112,12 @@ def _remedies(plan: DiskPlan, cfg: UfoConfig) -> list[str]:
     if plan.state_bytes:
         lighter = replace(plan, state_bytes=0)
         out.append(f"train.save_state=false (LoRA files only, ~{size_text(lighter.needed)}; no exact resume)")
-    if replace(plan, limit=1).kept_at_once < plan.kept_at_once:
-        out.append(f"train.checkpoints_total_limit=1 (keeps the newest only, ~{size_text(replace(plan, limit=1).needed)}; "
+    newest = replace(plan, limit=1)
+    if newest.kept_at_once < plan.kept_at_once:
+        out.append(f"train.checkpoints_total_limit=1 (keeps the newest only, ~{size_text(newest.needed)}; "
                    f"now {t.checkpoints_total_limit})")
-    if plan.saves > 1 and (plan.limit is None or plan.existing + plan.saves <= plan.limit + 1):  # the count, not the limit, binds
+    # fewer saves help only where their count, not the limit, sets how many are kept
+    if plan.saves > 1 and (plan.limit is None or plan.existing + plan.saves <= plan.limit + 1):
         out.append(f"a larger train.checkpointing_steps (now {t.checkpointing_steps}: {plan.saves} checkpoints)")
     if t.save_dtype == "fp32":
         out.append("train.save_dtype=bf16 (LoRA files half the size)")
