@@ -63,3 +63,15 @@ def _help_of(parser: argparse.ArgumentParser) -> dict[str, str]:
 def test_placeholder_help_equals_each_modules_own_help():
     """The table in cli.py cannot drift from what each module registers."""
     assert _help_of(build_parser([])) == _help_of(build_parser([], full=True))
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "c.toml", "--threads", "1", "a=1", "b=2"],
+    ["train", "c.toml", "a=1", "--threads", "1", "b=2"],
+    ["generate", "a=1", "--threads", "1", "b=2"],
+    ["sweep", "--lora", "x", "a=1", "--threads", "1", "b=2"],
+    ["data", "cache", "c.toml", "a=1", "--threads", "1", "b=2"],
+])  # fmt: skip
+def test_overrides_may_come_before_between_and_after_options(argv):
+    args = build_parser(argv).parse_args(argv)
+    assert args.overrides == ["a=1", "b=2"] and args.threads == 1

@@ -199,3 +199,20 @@ def test_select_conditioning_picks_per_sample_and_zeroes() -> None:
     cond["first"][1] = 7.0
     out = select_conditioning(cond, ["first", "first", "all"], zero=[False, False, True])
     assert out[:, 0, 0, 0, 0].tolist() == [2.0, 7.0, 0.0]
+
+
+def test_cli_cache_reports_a_missing_file_once_over_epochs_and_processes(tiny_model: Path, tmp_path: Path, capsys,
+                                                                        caplog) -> None:
+    import logging
+
+    data = tmp_path / "data"
+    meta = _dataset(data)
+    records = json.loads(meta.read_text()) + [{"file_path": "gone.png", "text": "gone"}]
+    meta.write_text(json.dumps(records))
+    config_file = tmp_path / "train.toml"
+    config_file.write_text(config_to_toml(_cfg(tiny_model, data, meta)))
+    with caplog.at_level(logging.WARNING, logger="ufo_video.data"):
+        assert main(["data", "cache", str(config_file), "--epochs", "2", "--num-processes", "2"]) == 0
+    said = [r.getMessage() for r in caplog.records if "gone.png" in r.getMessage()]
+    assert said == [f"data: skipping {data / 'gone.png'}: No such file or directory"]
+    assert "2 epoch(s) x 2 process(es)" in capsys.readouterr().out

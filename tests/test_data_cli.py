@@ -129,3 +129,27 @@ def test_stats(tmp_path: Path, capsys) -> None:
     assert sum(stats["buckets_epoch0"].values()) == 5
     assert main(["data", "stats", str(meta), "dataloader_num_workers=0"]) == 0
     assert "buckets" in capsys.readouterr().out
+
+
+def _with_missing(root: Path, n: int) -> Path:
+    """A dataset of 2 good images plus `n` entries whose files do not exist (no decoding needed)."""
+    write_image(root / "a.png")
+    write_image(root / "b.png")
+    records = [{"file_path": "a.png", "text": "a"}, {"file_path": "b.png", "text": "b"}]
+    records += [{"file_path": f"gone/{i}.png", "text": "x"} for i in range(n)]
+    return write_meta(root / "metadata.json", records)
+
+
+def test_thousands_of_missing_files_are_summarised_not_listed(tmp_path: Path, capsys) -> None:
+    meta = _with_missing(tmp_path, 2000)
+    assert main(["data", "check", str(meta), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "2002 entries: 2 ok, 2000 with problems" in out and "missing_file: 2000" in out
+    assert out.count("[missing_file] entry") == 5 and "[missing_file] ... and 1995 more (--json lists all)" in out
+    assert len(out.splitlines()) < 12
+    assert main(["data", "check", str(meta), "--json"]) == 1
+    assert len(json.loads(capsys.readouterr().out)["problems"]) == 2000  # --json keeps every one
+    assert main(["data", "stats", str(meta)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("unusable ") == 6 and "... and 1995 more (1995 x No such file or directory)" in out
+    assert len(out.splitlines()) < 25

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -104,7 +107,12 @@ def test_start_summary_checkpoint_lines_and_html_report(tiny_model, dataset, tmp
     text = capsys.readouterr().out
     assert "training 2 steps" in text and "data: 6 samples (4 images, 2 videos)" in text
     assert "buckets (HxWxframes x batches): " in text and "trainable parameters" in text
-    assert "device: cpu (1 process(es), 1 CPU thread(s))" in text and f"output: {out}" in text and "free)" in text
+    assert "device: cpu (1 process(es), 1 CPU thread(s))" in text and f"output: {out}" in text
+    assert "training 2 steps of 2 sample(s) (batch 2 per process x 1 process x 1 accumulation step)" in text
+    # one size per checkpoint, printed once, in a unit that fits (a few hundred KB here, not "0.2 MB" / "0.0 MB")
+    sizes = re.findall(r"each ~([0-9.]+ [KMGT]?B)", text)
+    assert len(sizes) == 1 and sizes[0].endswith(" KB"), text
+    assert len(re.findall(r"\bfree\b", text)) == 1 and "0.0 MB" not in text
     assert "saved checkpoint-1.safetensors + checkpoint-1/ (step 1, loss " in text
     assert "saved checkpoint-2.safetensors + checkpoint-2/ (step 2, loss " in text
     html = (out / "train-report.html").read_text()
@@ -145,12 +153,64 @@ def test_ctrl_c_is_one_clean_line_and_the_exact_resume_command(tiny_model, datas
 
 
 def test_report_maths_by_hand():
-    from ufo_video.train.report import disk_estimate, smooth
+    from ufo_video.train.report import smooth
 
     # weight 0.5: averages 0.5 and 1.25, bias-corrected by 1-0.5 and 1-0.25
     assert smooth([1.0, 2.0], 0.5) == pytest.approx([1.0, 1.25 / 0.75])
     assert smooth([3.0, float("nan"), 3.0], 0.9)[0] == pytest.approx(3.0)
-    # 1000 fp32 weights: a LoRA file 4000 B; with the state (weights again + two AdamW moments) 16000 B;
-    # steps 3, 6, 9, 10 -> 4 saves, 2 kept
-    assert disk_estimate(1000, False, 10, 3, None) == (4000, 16000)
-    assert disk_estimate(1000, True, 10, 3, 2) == (16000, 32000)
+
+
+@pytest.mark.parametrize("order", ["options first", "options last"])
+def test_train_takes_options_between_and_after_the_overrides(tiny_model, dataset, tmp_path, capsys, order):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", tiny_model, dataset, out)
+    words = ["--threads", "1", "max_train_steps=1"]
+    if order == "options last":
+        words = words[2:] + words[:2]
+    assert main(["train", str(cfg), *words]) == 0
+    text = capsys.readouterr().out
+    assert "training 1 steps" in text and "1 CPU thread(s)" in text
+    assert [s for s, _ in losses(out)] == [1]
+
+
+def _dataset_with_missing(root: Path, missing: int) -> Path:
+    make_dataset(root, images=4, videos=0)
+    meta = json.loads((root / "metadata.json").read_text())
+    meta += [{"file_path": f"train/gone{i}.png", "text": "x", "type": "image"} for i in range(missing)]
+    (root / "metadata.json").write_text(json.dumps(meta))
+    return root
+
+
+def _skip_lines(caplog) -> list[str]:
+    """The data layer's warnings (printed on stderr by logging's default handler outside pytest)."""
+    return [r.getMessage() for r in caplog.records if r.name == "ufo_video.data"]
+
+
+def test_a_missing_file_is_reported_once_per_run_not_per_epoch(tiny_model, tmp_path, capsys, caplog):
+    data = _dataset_with_missing(tmp_path / "ds", 1)
+    out = tmp_path / "out"
+    # 4 images in batches of 2: 2 batches per epoch, so 5 steps read 3 epochs
+    cfg = write_config(tmp_path / "c.toml", tiny_model, data, out, max_train_steps=5, checkpointing_steps=5)
+    with caplog.at_level(logging.WARNING, logger="ufo_video.data"):
+        assert main(["train", str(cfg), "max_failed_fraction=0.5"]) == 0
+    assert [line for line in _skip_lines(caplog) if "gone0.png" in line] == [
+        f"data: skipping {data / 'train' / 'gone0.png'}: No such file or directory"]
+    assert "training finished: 5 steps" in capsys.readouterr().out
+    assert (out / "skipped-files.txt").read_text() == f"{data / 'train' / 'gone0.png'}: No such file or directory\n"
+
+
+def test_thousands_of_missing_files_print_a_few_lines_then_the_refusal(tiny_model, tmp_path, capsys, caplog):
+    data = _dataset_with_missing(tmp_path / "ds", 2000)
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", tiny_model, data, out, max_train_steps=1)
+    with caplog.at_level(logging.WARNING, logger="ufo_video.data"):
+        assert main(["train", str(cfg)]) == 2
+    lines = _skip_lines(caplog)
+    assert len(lines) == 6 and all(line.startswith("data: skipping ") for line in lines[:5])
+    listed = out / "skipped-files.txt"
+    assert lines[5] == (f"data: ... and 1995 more (1995 x No such file or directory); all listed in {listed}; "
+                        "further skipped files are not printed")
+    assert len(listed.read_text().splitlines()) == 2000
+    captured = capsys.readouterr()
+    assert "2000 of 2004 samples failed their header check" in captured.err
+    assert len((captured.out + captured.err).splitlines()) < 10

@@ -64,5 +64,35 @@ def test_too_small_disk_is_refused_before_step_1(tiny_model, dataset, tmp_path, 
     cfg = write_config(tmp_path / "a.toml", tiny_model, dataset, out, max_train_steps=4, checkpointing_steps=1)
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "train.checkpoints_total_limit" in err and "train.checkpointing_steps" in err and "/small" in err
+    assert "train.checkpoints_total_limit=1" in err and "train.checkpointing_steps" in err and "/small" in err
+    assert "train.save_state=false" in err and "has 1.0 KB free" in err
+    assert "save_dtype" not in err  # bf16 already: suggesting it would change nothing
     assert not list(out.glob("checkpoint-*")) and not (out / "losses.jsonl").exists()
+
+
+def test_the_disk_refusal_suggests_only_what_would_change_something() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1000, 10))]
+
+    def refusal(**train) -> str:
+        cfg = build_config({"train": {"checkpointing_steps": 100, **train}})
+        plan = disk.plan_disk(cfg, params, 0, 300, 0, save_dtype=torch.float32 if cfg.train.save_dtype == "fp32"
+                              else torch.bfloat16)
+        with pytest.raises(disk.DiskSpaceError) as exc:
+            disk.check_disk(plan, cfg, 1000, Path("/small"))
+        return str(exc.value)
+
+    everything = refusal(save_dtype="fp32", save_state=True, checkpoints_total_limit=None)
+    for remedy in ("save_state=false", "checkpoints_total_limit=1", "checkpointing_steps", "save_dtype=bf16",
+                   "train.output_dir on a disk with more space"):
+        assert remedy in everything, everything
+    nothing_left = refusal(save_dtype="bf16", save_state=False, checkpoints_total_limit=1)
+    for remedy in ("save_state=", "checkpoints_total_limit=1 (", "checkpointing_steps (", "save_dtype="):
+        assert remedy not in nothing_left, nothing_left
+    assert "train.output_dir on a disk with more space, or free space" in nothing_left
+    # a limit of 5 with 3 saves: the count binds, so fewer saves (a larger checkpointing_steps) would help
+    assert "checkpointing_steps (now 100: 3 checkpoints)" in refusal(checkpoints_total_limit=5)
+
+
+def test_sizes_are_printed_in_the_unit_that_fits() -> None:
+    assert [disk.size_text(n) for n in (512, 16_500, 209_500, 1_800_000_000, 79_980_000_000, 999_999)] == [
+        "512 B", "16.5 KB", "210 KB", "1.8 GB", "80.0 GB", "1.0 MB"]

@@ -13,7 +13,6 @@ and the VAE is loaded (only if some clip is missing), so the two never share the
 from __future__ import annotations
 
 import gc
-import logging
 import math
 from dataclasses import dataclass, field
 
@@ -24,11 +23,10 @@ from ufo_video.data import media
 from ufo_video.data.cache import LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, text_items
 from ufo_video.data.cache_keys import Fingerprints, item_key, model_fingerprints, shared_key
 from ufo_video.data.cache_store import CacheStore
-from ufo_video.data.plan import PlannedBatch, limits_of
+from ufo_video.data.plan import PlannedBatch, limits_of, sample_list_per_run
+from ufo_video.data.skips import SHOWN, more_line
 from ufo_video.data.workers import IsolatedPool
 from ufo_video.errors import DataError
-
-log = logging.getLogger("ufo_video.data")
 
 PREFETCH_BATCHES = 2
 TEXT_BATCH = 8
@@ -56,7 +54,11 @@ class CacheReport:
         ]
         if self.failures:
             lines.append(f"  samples that failed to decode (skipped and replaced, as in training): {len(self.failures)}")
-            lines += [f"    {p}: {r}" for p, r in sorted(self.failures.items())[:10]]
+            failed = sorted(self.failures.items())
+            lines += [f"    {p}: {r}" for p, r in failed[:SHOWN]]
+            if len(failed) > SHOWN:
+                lines.append("    " + more_line(len(failed) - SHOWN, (r for _, r in failed[SHOWN:]),
+                                                "`ufo-video data check` lists all"))
         if self.pruned_items or self.pruned_files:
             lines.append(f"  pruned: {self.pruned_items} stale entries, {self.pruned_files} files deleted")
         return "\n".join(lines)
@@ -255,7 +257,9 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
     store = CacheStore(cache_dir_of(cfg), writable=True)
     fp = model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
     session = _Session(store, ClipEncoder(cfg), fp, cache_items(cfg))
-    with store.locked():
+    # like the trainer's run: the sample list is built once and a skipped file reported once,
+    # however many (epoch, process) walks meet it
+    with store.locked(), sample_list_per_run():
         first = _Filler(cfg, session, epoch=0, process_index=0, num_processes=num_processes)
         n_epochs = planned_epochs(cfg, len(first)) if epochs is None else epochs
         if n_epochs < 1:

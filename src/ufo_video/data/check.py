@@ -26,6 +26,7 @@ from ufo_video.data import plan as planning
 from ufo_video.data.media import MediaInfo, task_check
 from ufo_video.data.metadata import MetadataError, load_entries
 from ufo_video.data.sampling import plan_moving, short_fix_hint
+from ufo_video.data.skips import SHOWN, more_line
 from ufo_video.data.workers import map_isolated
 
 BLOCKING = ("outside_root", "unsupported_format", "missing_file", "duplicate")
@@ -70,13 +71,17 @@ class CheckReport:
             counts[p.problem] = counts.get(p.problem, 0) + 1
         if counts:
             lines.append("  " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-        for p in self.problems[:50]:
-            where = "metadata" if p.index is None else f"entry {p.index}"
-            lines.append(f"  [{p.problem}] {where} {p.file_path}: {p.message}")
-        if len(self.problems) > 50:
-            lines.append(f"  ... {len(self.problems) - 50} more (use --json for all)")
-        for n in self.notices[:50]:
+        for code in sorted(counts):  # the first few of each kind: 10,000 missing files are one kind
+            of_code = [p for p in self.problems if p.problem == code]
+            for p in of_code[:SHOWN]:
+                where = "metadata" if p.index is None else f"entry {p.index}"
+                lines.append(f"  [{p.problem}] {where} {p.file_path}: {p.message}")
+            if len(of_code) > SHOWN:
+                lines.append(f"  [{code}] ... and {len(of_code) - SHOWN} more (--json lists all)")
+        for n in self.notices[:SHOWN]:
             lines.append(f"  [notice] entry {n.index} {n.file_path}: {n.message}")
+        if len(self.notices) > SHOWN:
+            lines.append(f"  [notice] ... and {len(self.notices) - SHOWN} more (--json lists all)")
         return "\n".join(lines)
 
 
@@ -166,7 +171,7 @@ def dataset_stats(cfg: UfoConfig, workers: int = 2) -> dict:
         "video_fps": _summary([round(i.fps, 2) for i in vids if i.fps]),
         "buckets_epoch0": planning.describe_buckets(batches),
         "batches_epoch0": len(batches),
-        "unusable": [{"file_path": p, "reason": r} for p, r in failures],
+        "unusable": [{"file_path": p, "reason": r.removeprefix(f"{p}: ")} for p, r in failures],
         "notices": [{"file_path": p, "message": m} for p, m in notices],
     }
 
@@ -225,8 +230,10 @@ def format_stats(stats: dict) -> str:
                      f"bucket and will be upscaled, up to {worst['factor']:g}x ({worst['file_path']}: "
                      f"{worst['size'][0]}x{worst['size'][1]} -> {worst['bucket'][0]}x{worst['bucket'][1]}); lower "
                      "data.image_sample_size / data.video_sample_size or use larger media")  # fmt: skip
-    for item in stats["unusable"]:
-        lines.append(f"  unusable {item['file_path']}: {item['reason']}")
-    for item in stats["notices"]:
-        lines.append(f"  notice {item['file_path']}: {item['message']}")
+    for key, word, text in (("unusable", "unusable", "reason"), ("notices", "notice", "message")):
+        items = stats[key]
+        lines += [f"  {word} {item['file_path']}: {item[text]}" for item in items[:SHOWN]]
+        if len(items) > SHOWN:
+            rest = (item[text] for item in items[SHOWN:])
+            lines.append(f"  {word} {more_line(len(items) - SHOWN, rest, '--json lists all')}")
     return "\n".join(lines)

@@ -13,31 +13,16 @@ import json
 from pathlib import Path
 
 from ufo_video.atomic import write_atomic, write_text_atomic
+from ufo_video.cli_intermixed import IntermixedParser
 from ufo_video.errors import UfoError
 
 
 THREADS_HELP = "torch CPU threads (model.threads; default: free CPUs by the load average)"
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets ``key=value`` overrides come after options (``data check m.json --json fps=8``):
-    plain argparse binds the optional positional list at the first positional and rejects later ones."""
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if self._inside:
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="check, preview and summarise a training dataset")
-    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_IntermixedParser)
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=IntermixedParser)
     dsub.required = True
 
     check = dsub.add_parser("check", help="decode every entry and report problems (exit 1 if any)")

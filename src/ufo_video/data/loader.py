@@ -10,8 +10,9 @@ Contract (the trainer codes against it):
 - Global batches of ``train_batch_size * num_processes`` are planned for (seed, epoch); process
   i takes slots [i*B, (i+1)*B) of each. One process with batch B*N therefore sees exactly the
   batches N processes with batch B see together. ``skip_batches`` skips without decoding.
-- A sample that fails to decode (error, crash or timeout of its worker) is logged once with its
-  path and reason, appended to ``loader.failures`` and replaced by another sample of the same
+- A sample that fails to decode (error, crash or timeout of its worker) is reported once per run
+  with its path and reason (``skips.py``: the first few printed, the rest counted and listed),
+  appended to ``loader.failures`` and replaced by another sample of the same
   bucket drawn from a generator seeded by (seed, epoch, batch, slot): the replacement depends
   on nothing else. Once failures / attempts exceeds ``data.max_failed_fraction`` (checked from
   20 attempts on, and on the complete count after probing) a ``DataError`` stops the run.
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from ufo_video.config import UfoConfig
-from ufo_video.data import media
+from ufo_video.data import media, skips
 from ufo_video.data.plan import (PlannedBatch, Sample, collector_paused, data_rules, describe_buckets, group_members,
                                  limits_of, plan_batches, run_samples)
 from ufo_video.data.sampling import do_flip, drop_text, frame_indices, rng_for, static_frame_index
@@ -70,9 +71,9 @@ class TrainLoader:
         with collector_paused():
             n_entries, self.samples, failures, self.notices = run_samples(self.d, self.workers, self.rules)
         self.failures = [(p, r.removeprefix(f"{p}: ")) for p, r in failures]
-        self._logged = {p for p, _ in self.failures}
-        for path, reason in self.failures:
-            log.warning("data: skipping %s: %s", path, reason)
+        self._skips = skips.current()
+        if process_index == 0:  # the header check is the same on every process: reported once
+            self._skips.report(self.failures)
         self._check_failures(len(self.failures), n_entries, "their header check", final=True)
         self.decode_attempts = self.decode_failures = 0
         if not self.samples:
@@ -96,9 +97,10 @@ class TrainLoader:
             return
         if failed / max(1, attempts) > self.d.max_failed_fraction:
             shown = "; ".join(f"{p}: {r}" for p, r in self.failures[-3:])
+            listed = f" (all listed in {self._skips.list_file})" if self._skips.list_file is not None else ""
             raise DataError(
                 f"{failed} of {attempts} samples failed {what} ({failed / attempts:.1%} > "
-                f"data.max_failed_fraction={self.d.max_failed_fraction:g}). Last: {shown}. "
+                f"data.max_failed_fraction={self.d.max_failed_fraction:g}). Last: {shown}{listed}. "
                 "Run `ufo-video data check` on the metadata and fix or remove these entries."
             )
 
@@ -107,9 +109,7 @@ class TrainLoader:
         reason = reason.removeprefix(f"{path}: ")
         self._bad.add(idx)
         self.failures.append((path, reason))
-        if path not in self._logged:
-            self._logged.add(path)
-            log.warning("data: skipping %s: %s", path, reason)
+        self._skips.report([(path, reason)])
         self.decode_failures += 1
         self._check_failures(self.decode_failures, self.decode_attempts, "to decode")
 

@@ -13,30 +13,29 @@ draws its base side (``buckets.side_choices``) from its own seeded generator.
 Once per run: inside ``sample_list_per_run()`` (the trainer's whole run) the sample list (the
 metadata read, every path resolved and stat'ed, headers looked up, moving-clip plans) is built
 by the first loader and reused by every later epoch's loader; only the batch order is planned per
-epoch. Outside it (``data check``, tools, tests) every loader builds its own, so an edited file is
-seen by the next loader.
+epoch, and a skipped file (missing, unreadable) is reported once per run, briefly (``skips.py``).
+Outside it (``data check``, tools, tests) every loader builds its own, so an edited file is seen
+by the next loader.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
 
 from ufo_video.config import DataSection
-from ufo_video.data import buckets
+from ufo_video.data import buckets, skips
 from ufo_video.data.media import Limits, MediaInfo, task_probe
 from ufo_video.data.metadata import Entry, load_entries
 from ufo_video.data.sampling import MovingPlan, plan_moving, rng_for
 from ufo_video.data.workers import map_isolated
 from ufo_video.errors import DataError
-
-log = logging.getLogger("ufo_video.data")
 
 _PROBE_MEMO: dict[tuple[str, int, int, int, int, Limits], MediaInfo] = {}
 
@@ -149,8 +148,7 @@ def build_samples(entries: list[Entry], d: DataSection, workers: int, rules: Any
                 notices.append((str(e.path), moving.notice))
         cap = moving.frame_cap if moving else d.video_sample_n_frames
         samples[e.index] = Sample(e, info, moving, (e.type, -1 if ratio is None else ratio, cap))
-    for path, msg in notices:
-        log.warning("data notice: %s: %s", path, msg)
+    skips.report_notices(notices)
     return samples, failures, notices
 
 
@@ -176,13 +174,15 @@ def collector_paused() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sample_list_per_run() -> Iterator[None]:
-    """Scope in which `run_samples` builds the sample list once per data settings (see module doc)."""
+def sample_list_per_run(skip_list: Path | None = None) -> Iterator[None]:
+    """Scope in which `run_samples` builds the sample list once per data settings (see module doc)
+    and each skipped file is reported once (`skips.per_run`; listed in `skip_list` when given)."""
     global _RUN_SAMPLES
     outer = _RUN_SAMPLES
     _RUN_SAMPLES = {} if outer is None else outer
     try:
-        yield
+        with skips.per_run(skip_list):
+            yield
     finally:
         _RUN_SAMPLES = outer
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ufo_video.cli_intermixed import intermixed
 from ufo_video.errors import UfoError
 
 # flag attribute -> config key understood by `settings.apply_values`
@@ -48,11 +49,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (model.threads; default: free CPUs by the load average); in the sidecar")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, all in one run (e.g. at the end): infer.fps=16 weight_dtype=fp32")
+                   help="config overrides, before, between or after the options: infer.fps=16 weight_dtype=fp32")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    gen = sub.add_parser("generate", help="text/image-to-video with optional LoRAs (UFOs)")
+    gen = intermixed(sub.add_parser("generate", help="text/image-to-video with optional LoRAs (UFOs)"))
     _common(gen)
     gen.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
                      help="a LoRA and its weight (default infer.lora_weight = 0.15); repeat for several")  # fmt: skip
@@ -64,12 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --out file (and its sidecar)")
     gen.set_defaults(func=_generate)
 
-    sw = sub.add_parser(
+    sw = intermixed(sub.add_parser(
         "sweep", help="LoRA checkpoints x weights, same prompt and seed: grid, metrics, recommended checkpoint",
         description="Render the prompt at every weight with every LoRA (loaded once), score each video, and "
         "recommend a (checkpoint, weight) by a stated rule: the best consistency among settings that keep "
         "--keep-motion of the base model's motion. Writes videos, grid, sweep.json and sweep.html.",
-    )  # fmt: skip
+    ))  # fmt: skip
     _common(sw)
     sw.add_argument("--lora", required=True, action="append", metavar="PATH",
                     help="a LoRA file, or a training output_dir (all its checkpoint-N.safetensors); repeat for several")  # fmt: skip

@@ -7,22 +7,25 @@ import json
 import os
 import shlex
 
+from ufo_video.cli_intermixed import intermixed
+
 # keys that say how this invocation starts; the resume command replaces them
 _START_KEYS = ("resume_from_checkpoint", "train.resume_from_checkpoint", "overwrite_output_dir",
                "train.overwrite_output_dir")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = intermixed(sub.add_parser(
         "train",
         help="train a UFO (or ordinary) LoRA",
         description="Train a LoRA from a config file; any key can be overridden: learning_rate=2e-4 "
         "train.max_train_steps=3000. Multi-GPU: accelerate launch -m ufo_video train CONFIG ... "
         "An output_dir belongs to one run: a folder with another run's checkpoints is refused unless "
         "resume_from_checkpoint=latest (continue it) or overwrite_output_dir=true (start over, deleting them).",
-    )
+    ))
     p.add_argument("config", help="TOML/YAML config, e.g. configs/train_ufo.toml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, before, between or after the options")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (model.threads; default: free CPUs by the load average)")
     p.set_defaults(func=_train)

@@ -10,7 +10,7 @@ moments: 12 bytes per trained value); checkpoints already in the folder count to
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +18,6 @@ import torch
 from ufo_video.config import UfoConfig
 from ufo_video.errors import UfoError
 
-GB = 1000**3
 STATE_BYTES_PER_VALUE = 4 + 4 + 4  # fp32 LoRA copy + AdamW exp_avg + exp_avg_sq
 HEADER_BYTES_PER_TENSOR = 160  # safetensors header entry (name, dtype, shape, offsets), generous
 
@@ -83,25 +82,55 @@ def free_bytes(folder: Path) -> tuple[int, Path]:
     return shutil.disk_usage(probe).free, probe
 
 
-def _gb(n: int) -> str:
-    return f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 1000**2:.1f} MB"
+def size_text(n: float) -> str:
+    """Bytes in the unit that fits (decimal, as disks are sold and `df -H` shows): 512 B, 16.5 KB,
+    209 KB, 1.8 GB. One function for every size the trainer prints, so one number never shows up
+    in two units or as "0.0 MB"."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 999.5 or unit == "TB":
+            return f"{n:.1f} {unit}" if n < 99.95 else f"{n:.0f} {unit}"
+    return f"{n:.0f} TB"  # pragma: no cover (the loop returns)
 
 
 def describe(plan: DiskPlan, cfg: UfoConfig, free: int) -> str:
+    """The one line on checkpoint disk use (the start summary has no sizes of its own)."""
     t = cfg.train
-    state = f" + training state {_gb(plan.state_bytes)}" if plan.state_bytes else ""
-    return (f"disk: {plan.saves} checkpoint(s) to write (checkpointing_steps={t.checkpointing_steps}), each "
-            f"~{_gb(plan.per_checkpoint)} (LoRA file in {t.save_dtype} {_gb(plan.lora_bytes)}{state}); at most "
-            f"{plan.kept_at_once} kept at once (checkpoints_total_limit={t.checkpoints_total_limit}) -> needs "
-            f"~{_gb(plan.needed)} more; free: {_gb(free)}")
+    state = f" + training state {size_text(plan.state_bytes)}" if plan.state_bytes else ""
+    return (f"  disk: {plan.saves} checkpoint(s) to write (checkpointing_steps={t.checkpointing_steps}), each "
+            f"~{size_text(plan.per_checkpoint)} (LoRA file in {t.save_dtype} {size_text(plan.lora_bytes)}{state}); "
+            f"at most {plan.kept_at_once} kept at once (checkpoints_total_limit={t.checkpoints_total_limit}) -> "
+            f"needs ~{size_text(plan.needed)} more; {size_text(free)} free")
+
+
+def _remedies(plan: DiskPlan, cfg: UfoConfig) -> list[str]:
+    """The settings that would make this run need less disk, each only where it changes something."""
+    t = cfg.train
+    out = []
+    if plan.state_bytes:
+        lighter = replace(plan, state_bytes=0)
+        out.append(f"train.save_state=false (LoRA files only, ~{size_text(lighter.needed)}; no exact resume)")
+    newest = replace(plan, limit=1)
+    if newest.kept_at_once < plan.kept_at_once:
+        out.append(f"train.checkpoints_total_limit=1 (keeps the newest only, ~{size_text(newest.needed)}; "
+                   f"now {t.checkpoints_total_limit})")
+    # fewer saves help only where their count, not the limit, sets how many are kept
+    if plan.saves > 1 and (plan.limit is None or plan.existing + plan.saves <= plan.limit + 1):
+        out.append(f"a larger train.checkpointing_steps (now {t.checkpointing_steps}: {plan.saves} checkpoints)")
+    if t.save_dtype == "fp32":
+        out.append("train.save_dtype=bf16 (LoRA files half the size)")
+    return out
 
 
 def check_disk(plan: DiskPlan, cfg: UfoConfig, free: int, where: Path) -> None:
     if plan.needed > free:
         t = cfg.train
+        remedies = _remedies(plan, cfg)
+        options = "; ".join(remedies + ["a train.output_dir on a disk with more space, or free space"])
         raise DiskSpaceError(
-            f"train.output_dir={t.output_dir}: the run needs ~{_gb(plan.needed)} for {plan.kept_at_once} checkpoints "
-            f"of ~{_gb(plan.per_checkpoint)} but {where} has {_gb(free)} free. Set train.checkpoints_total_limit "
-            f"(now {t.checkpoints_total_limit}) to keep only the newest few, raise train.checkpointing_steps "
-            f"(now {t.checkpointing_steps}), use save_dtype=bf16, or free space; no step was run"
+            f"train.output_dir={t.output_dir}: the run needs ~{size_text(plan.needed)} for {plan.kept_at_once} "
+            f"checkpoint(s) of ~{size_text(plan.per_checkpoint)} but {where} has {size_text(free)} free. "
+            f"Options: {options}; no step was run"
         )

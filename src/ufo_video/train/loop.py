@@ -147,13 +147,15 @@ def train(cfg: UfoConfig) -> RunResult:
     threads = apply_threads(cfg.model.threads)
     acc = make_accelerator(cfg, out)
     from ufo_video.data.plan import sample_list_per_run
+    from ufo_video.data.skips import LIST_NAME
 
     try:
         # the main process holds output_dir for the whole run (lock, writable, not another run's)
         claim = (claim_output_dir(out, resuming=bool(cfg.train.resume_from_checkpoint),
                                   start_over=cfg.train.overwrite_output_dir)
                  if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
-        with claim, sample_list_per_run():  # metadata read and every path stat'ed once per run, not per epoch
+        skip_list = out / LIST_NAME if acc.is_main_process else None  # the run's skipped files, listed
+        with claim, sample_list_per_run(skip_list):  # metadata read, paths stat'ed, skips reported: once per run
             return _train(cfg, acc, out, started, threads)
     finally:
         acc.end_training()

@@ -7,33 +7,16 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from ufo_video.atomic import write_text_atomic
+from ufo_video.data.skips import SHOWN, more_line
 from ufo_video.train import checkpoint as ckpt
 
 REPORT_NAME = "train-report.html"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def disk_estimate(trainable: int, save_state: bool, total_steps: int, every: int, limit: int | None) -> tuple[int, int]:
-    """(bytes per checkpoint, bytes for all kept checkpoints). A LoRA file holds the trainable
-    weights in fp32; a state folder adds them again plus AdamW's two fp32 moments."""
-    per = trainable * 4 * (4 if save_state else 1)
-    saves = math.ceil(total_steps / every) if total_steps else 0
-    kept = min(saves, limit) if limit is not None else saves
-    return per, per * kept
 
 
 def _data_lines(loader: Any) -> list[str]:
@@ -56,8 +39,12 @@ def _data_lines(loader: Any) -> list[str]:
     failures = getattr(loader, "failures", None) or []
     if failures:
         lines.append(f"  skipped {len(failures)} unreadable file(s), e.g. {failures[0][0]}: {failures[0][1]}")
-    for path, message in getattr(loader, "notices", None) or []:
+    notices = getattr(loader, "notices", None) or []
+    for path, message in notices[:SHOWN]:
         lines.append(f"  clip_mode=video: {path}: {message}")
+    if len(notices) > SHOWN:
+        rest = (m for _, m in notices[SHOWN:])
+        lines.append(f"  clip_mode=video: {more_line(len(notices) - SHOWN, rest, '`ufo-video data check` lists all')}")
     return lines
 
 
@@ -65,19 +52,19 @@ def start_summary(run: Any, loader: Any, threads: int) -> list[str]:
     """What the run is about to do, before the first step."""
     cfg, acc = run.cfg, run.accelerator
     t = cfg.train
-    total = run.extra["total_steps"]
-    trainable = sum(p.numel() for p in run.params)
-    per, all_ = disk_estimate(trainable, t.save_state, total, t.checkpointing_steps, t.checkpoints_total_limit)
-    free = shutil.disk_usage(run.output_dir).free
-    lines = [f"training {total} steps ({t.train_batch_size} per process x {acc.num_processes} process(es) x "
-             f"{t.gradient_accumulation_steps} accumulation), clip_mode={cfg.data.clip_mode}, train_mode={t.train_mode}"]
+    n = acc.num_processes
+    per_step = t.train_batch_size * n * t.gradient_accumulation_steps
+    lines = [f"training {run.extra['total_steps']} steps of {per_step} sample(s) (batch {t.train_batch_size} per "
+             f"process x {n} process{'es' if n != 1 else ''} x {t.gradient_accumulation_steps} accumulation "
+             f"step{'s' if t.gradient_accumulation_steps != 1 else ''}), clip_mode={cfg.data.clip_mode}, "
+             f"train_mode={t.train_mode}"]
     lines += _data_lines(loader)
-    lines.append(f"  device: {acc.device} ({acc.num_processes} process(es), {threads} CPU thread(s)); weights "
+    lines.append(f"  device: {acc.device} ({n} process(es), {threads} CPU thread(s)); weights "
                  f"{cfg.model.weight_dtype}, mixed precision {t.mixed_precision}, LoRA in fp32")
     lines.append("  " + run.summary.describe())
     state = " + state folder" if t.save_state else ""
-    lines.append(f"  output: {run.output_dir}; a checkpoint (LoRA{state}) every {t.checkpointing_steps} steps, "
-                 f"~{_size(per)} each, ~{_size(all_)} in all ({_size(free)} free)")
+    # the sizes and the free disk follow in the `disk:` line (train/disk.py), computed once
+    lines.append(f"  output: {run.output_dir}; a checkpoint (LoRA{state}) every {t.checkpointing_steps} steps")
     return lines
 
 
