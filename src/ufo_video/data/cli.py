@@ -115,12 +115,12 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_png(path: Path, frame) -> None:
+def _write_png(path: Path, frame, exclusive: bool) -> None:
     from PIL import Image
 
     from ufo_video.media_write import to_uint8_frames
 
-    write_atomic(path, lambda tmp: Image.fromarray(to_uint8_frames(frame)[0]).save(tmp, format="PNG"))
+    write_atomic(path, lambda tmp: Image.fromarray(to_uint8_frames(frame)[0]).save(tmp, format="PNG"), exclusive=exclusive)
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -147,11 +147,12 @@ def _preview(args: argparse.Namespace) -> int:
                 break
             frames = ((clip + 1) / 2).permute(1, 0, 2, 3)  # [F, 3, H, W] in [0, 1]
             stem = f"{written:04d}-entry{idx}"
+            only = not args.overwrite  # a preview running at the same time into --out is never replaced
             if frames.shape[0] == 1:
-                _write_png(args.out / f"{stem}.png", frames)
+                _write_png(args.out / f"{stem}.png", frames, exclusive=only)
             else:
-                write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps)
-            write_text_atomic(args.out / f"{stem}.txt", text)
+                write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps, exclusive=only)
+            write_text_atomic(args.out / f"{stem}.txt", text, exclusive=only)
             written += 1
         if written >= args.n:
             break

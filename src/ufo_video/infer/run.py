@@ -66,7 +66,7 @@ def generate_videos(
             frames = gen.generate(req)
         finally:
             gen.progress_label = None
-        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime)
+        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime, exclusive=not overwrite)
         batch.update(1)
         log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
             f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip

@@ -261,17 +261,21 @@ def to_kohya(
 
 
 # ---- writing ----------------------------------------------------------------------------------
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    """A crash never leaves a half-written LoRA under the final name (see `ufo_video.atomic`)."""
-    return save_safetensors_atomic(path, tensors, metadata)
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str], exclusive: bool = False
+) -> Path:
+    """A crash never leaves a half-written LoRA under the final name (see `ufo_video.atomic`);
+    `exclusive`: an existing file (even one made meanwhile by another run) is never replaced."""
+    return save_safetensors_atomic(path, tensors, metadata, exclusive=exclusive)
 
 
 def write_lora(
-    path: str | Path, weights: LoraWeights, metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None
+    path: str | Path, weights: LoraWeights, metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Write `weights` in its own format. `dtype` casts down/up/alpha (None keeps them as they are,
     which makes conversions bit-exact). Metadata: the file's own, then `metadata`, then the facts
-    (format, rank, alpha, targets) that the tensors determine."""
+    (format, rank, alpha, targets) that the tensors determine. `exclusive`: never replace a file."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise LoraError(f"{path}: LoRA files are written as .safetensors; use that extension")
@@ -318,7 +322,7 @@ def write_lora(
             "ufo_targets": json.dumps(group_targets(list(weights.modules))),
         }
     )
-    return atomic_save_safetensors(tensors, path, meta)
+    return atomic_save_safetensors(tensors, path, meta, exclusive=exclusive)
 
 
 def lora_from_adapter(model, adapter_name: str, tensors: dict[str, torch.Tensor] | None = None) -> LoraWeights:

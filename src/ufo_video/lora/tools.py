@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ufo_video.atomic import fsync_tree
+from ufo_video.atomic import fsync_dir, fsync_tree, place_dir_exclusive
 from ufo_video.errors import LoraError, UfoError
+from ufo_video.writable import OutputError
 from ufo_video.lora.formats import (
     Format,
     LoraModule,
@@ -149,13 +149,16 @@ def format_inspect(report: dict[str, Any]) -> str:
 
 
 # ---- convert ----------------------------------------------------------------------------------
-def convert_lora(src: str | Path, dst: str | Path, to: Format, model: str | Path | None = None) -> LoraWeights:
-    """Rewrite a LoRA in the other key layout, tensors untouched (bit-exact)."""
+def convert_lora(
+    src: str | Path, dst: str | Path, to: Format, model: str | Path | None = None, exclusive: bool = False
+) -> LoraWeights:
+    """Rewrite a LoRA in the other key layout, tensors untouched (bit-exact); `exclusive`: an
+    existing `dst` is an error, never replaced."""
     lora = read_lora(src)
     nm = names_model(model, lora)
     shapes = model is not None  # the default names model is a bundled config: names only, any size
     out = convert(lora, to, nm.adapter_cls, nm.transformer, check_shapes=shapes)
-    write_lora(dst, out, {"ufo_converted_from": f"{lora.format}:{Path(src).name}"})
+    write_lora(dst, out, {"ufo_converted_from": f"{lora.format}:{Path(src).name}"}, exclusive=exclusive)
     return out
 
 
@@ -243,8 +246,9 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
     from ufo_video.models.weights import find_weight_files, read_header_shapes
 
     model_dir, out = Path(model_dir), Path(out)
+    taken = UfoError(f"{out} exists and is not empty; choose a new folder for the baked model")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UfoError(f"{out} exists and is not empty; choose a new folder for the baked model")
+        raise taken
     if not specs:
         raise LoraError("bake needs at least one --lora FILE[:WEIGHT]")
     files = find_weight_files(model_dir / "transformer")
@@ -285,10 +289,12 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
         record = {"base_model": str(model_dir), "loras": [[str(p), float(w)] for p, w in specs], "dtype": str(dtype)}
         (tmp / "ufo_bake.json").write_text(json.dumps(record, indent=2))
         fsync_tree(tmp)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        os.replace(tmp, out)
+        try:  # rename(2) replaces an empty folder, never a non-empty one: a bake that finished first is kept
+            place_dir_exclusive(tmp, out)
+        except OutputError:
+            raise taken from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_dir(out.parent)
     return out
