@@ -142,8 +142,8 @@ def train(cfg: UfoConfig) -> RunResult:
         claim = (claim_output_dir(out, resuming=bool(cfg.train.resume_from_checkpoint),
                                   start_over=cfg.train.overwrite_output_dir)
                  if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
-        with claim, sample_list_per_run():  # metadata read and every path stat'ed once per run, not per epoch
-            return _train(cfg, acc, out, started, threads)
+        with claim as claimed, sample_list_per_run():  # metadata read and every path stat'ed once per run, not per epoch
+            return _train(cfg, acc, out, started, threads, claimed)
     finally:
         acc.end_training()
         if acc.num_processes == 1:
@@ -154,7 +154,7 @@ def train(cfg: UfoConfig) -> RunResult:
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunResult:
+def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, claimed=None) -> RunResult:
     from tqdm.auto import tqdm
 
     from ufo_video.train import report
@@ -179,6 +179,8 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
     check_validation(run)
     setup_seconds = time.perf_counter() - started
     if run.is_main:
+        if claimed is not None:  # overwrite_output_dir: the old run goes only now that data and model are fine
+            claimed.remove_previous()
         out.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_tmp(out):
             print(f"removed incomplete checkpoint {stale.name} (a run stopped while saving)")
