@@ -61,7 +61,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     report = inspect_lora(args.file, args.model)
     print(json.dumps(report, indent=2) if args.json else format_inspect(report))
-    problems = report.get("unmatched") or report.get("shape_mismatches") or report.get("duplicates")
+    problems = report["nonfinite"] or report.get("unmatched") or report.get("shape_mismatches") or report.get("duplicates")
     return 1 if problems else 0
 
 

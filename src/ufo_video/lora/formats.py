@@ -39,7 +39,7 @@ from ufo_video.lora.weights import FLAT_FORMATS, Format, LoraModule, LoraWeights
 
 __all__ = [
     "FORMATS", "Format", "LoraModule", "LoraWeights", "Resolution", "atomic_save_safetensors", "convert",
-    "group_targets", "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
+    "check_lora_files", "group_targets", "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
 ]  # fmt: skip
 FORMATS = ("kohya", "musubi", "comfy", "peft")
 
@@ -140,12 +140,14 @@ def _classify(key: str) -> tuple[str, str, str] | None:
     return "peft", name, parts[1]
 
 
-def read_lora(path: str | Path) -> LoraWeights:
+def read_lora(path: str | Path, allow_nonfinite: bool = False) -> LoraWeights:
     """Read a kohya or PEFT LoRA from a safetensors file, refusing anything else.
 
     Refused with a `LoraError`: pickles (never unpickled), unreadable/truncated files, keys of
     neither layout, files mixing both, modules lacking their down or up tensor, down/up ranks
-    that disagree.
+    that disagree, and (unless `allow_nonfinite`, which `lora inspect` uses to list them) NaN or
+    infinite values or alphas: every command that applies, merges or rewrites a LoRA refuses
+    them here, naming the file, instead of producing NaN frames after a whole run.
     """
     path = Path(path)
     tensors, metadata = _load_safetensors(path)
@@ -199,7 +201,22 @@ def read_lora(path: str | Path) -> LoraWeights:
                 ) if s
             )  # fmt: skip
         )
-    return LoraWeights(format=fmt, modules=modules, metadata=metadata, source=str(path))
+    weights = LoraWeights(format=fmt, modules=modules, metadata=metadata, source=str(path))
+    bad = [] if allow_nonfinite else weights.nonfinite()
+    if bad:
+        more = f", ... ({len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise LoraError(
+            f"{path}: NaN or infinite values in {len(bad)} LoRA tensors/alphas ({'; '.join(bad[:3])}{more}); the file "
+            f"is broken (a training that diverged?): use an earlier checkpoint (`ufo-video lora inspect {path}` lists them)"
+        )
+    return weights
+
+
+def check_lora_files(paths: list[str | Path]) -> None:
+    """Read every LoRA file in full (`read_lora`'s checks, non-finite values included) before a
+    model is loaded, so a broken file costs no loading time and is named, not blamed on a dtype."""
+    for path in paths:
+        read_lora(path)
 
 
 # ---- conversion -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ufo_video.lora.formats import (
     Format,
     LoraModule,
     LoraWeights,
+    check_lora_files,
     group_targets,
     read_lora,
     convert,
@@ -91,7 +92,7 @@ def names_model(path: str | Path | None, lora: LoraWeights | None = None) -> Nam
 # ---- inspect ----------------------------------------------------------------------------------
 def inspect_lora(path: str | Path, model: str | Path | None = None) -> dict[str, Any]:
     """Everything a user asks of a LoRA file; with `model`, how it fits that model."""
-    lora = read_lora(path)
+    lora = read_lora(path, allow_nonfinite=True)
     meta = dict(lora.metadata)
     report: dict[str, Any] = {
         "file": str(path),
@@ -104,6 +105,7 @@ def inspect_lora(path: str | Path, model: str | Path | None = None) -> dict[str,
         "params": lora.num_params,
         "file_bytes": Path(path).stat().st_size,
         "targets": group_targets(list(lora.modules)),
+        "nonfinite": lora.nonfinite(),
         "metadata": meta,
     }
     if model is not None:
@@ -135,6 +137,9 @@ def format_inspect(report: dict[str, Any]) -> str:
     lines.append("  targets (grouped over blocks):")
     targets = report.get("model_targets") or report["targets"]
     lines += [f"    {name}  x{n}" for name, n in targets.items()]
+    if report["nonfinite"]:
+        lines.append(f"  NaN or infinite values ({len(report['nonfinite'])}): the LoRA is broken; commands that apply it refuse it")
+        lines += [f"    {item}" for item in report["nonfinite"]]
     if "matched" in report:
         lines.append(f"  model    {report['model']}: {report['matched']} of {report['modules']} modules matched")
         for label in ("unmatched", "shape_mismatches", "duplicates"):
@@ -251,6 +256,7 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
         raise taken
     if not specs:
         raise LoraError("bake needs at least one --lora FILE[:WEIGHT]")
+    check_lora_files([p for p, _ in specs])  # a broken file is named before the model loads
     files = find_weight_files(model_dir / "transformer")
     headers = read_header_shapes(files)
     dtypes = {d for _, d in headers.values()}
