@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cache", help="encode latents and text embeddings for data.cache_latents (only what is missing)",
         description="Precompute the VAE latents (and InP conditioning) of every clip the planned epochs use and "
         "the text embeddings of every caption and of \"\", into data.cache_dir (default "
-        "<train_data_dir>/.ufo_cache). Pass the same config and overrides as the training run.",
+        "<train_data_dir>/.ufo_cache). Pass the same config and overrides as the training run. A shard "
+        "that was deleted or truncated since is dropped from the index and its entries encoded again.",
     )
     cache.add_argument("config", type=Path, help="the training config (.toml / .yaml)")
     cache.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for `ufo-video train`")
