@@ -166,7 +166,8 @@ class TrainSection(_Section):
     )
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint path.")
     overwrite_output_dir: bool = Field(
-        False, description="Start over in an output_dir that holds another run's checkpoints (deletes them); "
+        False, description="Start over in an output_dir that holds another run's checkpoints (deletes them once the "
+        "dataset and model checks passed); "
         "without it such a folder is refused unless resume_from_checkpoint is set.",
     )
     seed: int = 42

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ufo_video.atomic import write_atomic
+from ufo_video.atomic import write_atomic, write_dir_exclusive
 from ufo_video.errors import UfoError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -44,6 +44,7 @@ def write_video(
     crf: int = 18,
     preset: str = "medium",
     lossless: bool = False,
+    exclusive: bool = False,
 ) -> Path:
     """Write an mp4 (H.264 at `crf`/`preset`, yuv420p, even sizes padded by edge replication) or a gif.
 
@@ -51,7 +52,10 @@ def write_video(
     yuv420p frames, every time. Use it where the file is data that something is computed from (the
     demo's dataset): libx264 via PyAV 18.1 in its lossy mode, even on one thread, sometimes wrote
     different files for the same frames (measured: 1 frame set in 8 gave 2-4 different files over
-    8 writes), so training on them was not repeatable."""
+    8 writes), so training on them was not repeatable.
+
+    `exclusive=True`: an existing `path` is never replaced, not even one a concurrent run created
+    while this one encoded (`ufo_video.atomic.place_exclusive`)."""
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UfoError(f"{path}: video output must end in {' or '.join(VIDEO_SUFFIXES)}")
@@ -60,9 +64,11 @@ def write_video(
         from PIL import Image
 
         images = [Image.fromarray(f) for f in arr]
-        return write_atomic(path, lambda tmp: images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0))
-    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps, crf, preset, lossless))
+        def write_gif(tmp: Path) -> None:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+        return write_atomic(path, write_gif, exclusive=exclusive)
+    return write_atomic(path, lambda tmp: _write_mp4(arr, tmp, fps, crf, preset, lossless), exclusive=exclusive)
 
 
 def _write_mp4(arr: np.ndarray, tmp: Path, fps: float, crf: int, preset: str, lossless: bool = False) -> None:
@@ -83,15 +89,22 @@ def _write_mp4(arr: np.ndarray, tmp: Path, fps: float, crf: int, preset: str, lo
             container.mux(packet)
 
 
-def write_png_frames(frames: np.ndarray | torch.Tensor, folder: str | Path) -> list[Path]:
-    """Write frames as folder/00000.png, 00001.png, ..."""
+def write_png_frames(frames: np.ndarray | torch.Tensor, folder: str | Path, exclusive: bool = False) -> list[Path]:
+    """Write frames as folder/00000.png, 00001.png, ... `exclusive=True`: the frames are written
+    in a temporary folder that is renamed to `folder` only if no other writer made it meanwhile."""
     from PIL import Image
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, frame in enumerate(to_uint8_frames(frames)):
-        p = folder / f"{i:05d}.png"
-        Image.fromarray(frame).save(p)
-        paths.append(p)
-    return paths
+    arr = to_uint8_frames(frames)
+    names = [f"{i:05d}.png" for i in range(len(arr))]
+
+    def write(target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, frame in zip(names, arr):
+            Image.fromarray(frame).save(target / name)
+
+    if exclusive:
+        write_dir_exclusive(folder, write)
+    else:
+        write(folder)
+    return [folder / name for name in names]

@@ -30,9 +30,15 @@ def ensure_writable(folder: str | Path, what: str = "output folder") -> Path:
     return folder
 
 
+def exists_error(path: str | Path, flag: str = "--overwrite", more: int = 0) -> OutputError:
+    """The one line for an output that exists: the check before the work and the exclusive
+    placement after it (`ufo_video.atomic`, a concurrent run was faster) say the same."""
+    extra = f" (and {more} more)" if more else ""
+    return OutputError(f"{path} already exists{extra}; pass {flag} to replace it, or choose another name")
+
+
 def refuse_existing(paths: list[Path], flag: str = "--overwrite") -> None:
     """Error naming the first of `paths` that exists (unless the caller was told to overwrite)."""
     existing = [p for p in paths if Path(p).exists()]
     if existing:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputError(f"{existing[0]} already exists{more}; pass {flag} to replace it, or choose another name")
+        raise exists_error(existing[0], flag, len(existing) - 1)

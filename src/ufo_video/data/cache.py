@@ -36,7 +36,9 @@ no flip, one side), up to once per sample and epoch for fully random settings.
 Batch order equals ``build_train_loader``'s: ``CachedLoader`` *is* a ``TrainLoader`` (same
 samples, plan, process split, skip and refill of failed samples; a decode failure recorded at
 cache time is replayed). A clip or text missing from the cache is a ``DataError`` telling the
-user to run ``ufo-video data cache``; it is never encoded silently with other settings.
+user to run ``ufo-video data cache``; it is never encoded silently with other settings. So is a
+shard of the cache that is missing or truncated, found when the loader is built (before the model
+loads); ``data cache`` then encodes that shard's entries again.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class CachedLoader(TrainLoader):
         self.clip_items = ("latent", *cond_items)
         self._facts: dict[int, tuple[str, int, int]] = {}
         if self.verify_on_init:
+            self._check_shards()
             self._verify_planned()
 
     # ------------------------------------------------------------------ keys
@@ -149,6 +152,24 @@ class CachedLoader(TrainLoader):
             f"{self.epoch + 1} or more); it encodes only what is missing. Causes: the file, a model or data setting, "
             "or the number of epochs/processes changed since caching. Or set data.cache_latents=false."
         )
+
+    def _check_shards(self) -> None:
+        """Fail before anything loads if a shard the index names is missing or truncated (stat
+        calls; see `CacheStore.damaged_shards`), naming it and this run's samples stored in it."""
+        damaged = self.store.damaged_shards()
+        if not damaged:
+            return
+        lost = set(self.store.keys_in(damaged))
+        samples = []
+        for batch in self.batches[self.skip_batches:]:
+            for slot in self._my_slots(batch):
+                idx = batch.indices[slot]
+                clip = self.clip_key(batch, idx)
+                keys = {item_key(clip, item) for item in self.clip_items} | set(text_items(self.fp.text, self.text_of(idx)))
+                path = str(self.samples[idx].entry.path)
+                if keys & lost and path not in samples:
+                    samples.append(path)
+        raise DataError(self.store.damage_message(damaged, samples))
 
     def _verify_planned(self) -> None:
         """Fail at epoch start, not mid-epoch: every first-choice clip and text of this process must

@@ -45,10 +45,13 @@ class CacheReport:
     failures: dict[str, str] = field(default_factory=dict)
     pruned_items: int = 0
     pruned_files: int = 0
+    dropped: dict[str, tuple[str, int]] = field(default_factory=dict)  # damaged shard -> (why, entries)
 
     def format(self) -> str:
-        lines = [
-            f"latent cache {self.cache_dir}: {self.epochs} epoch(s) x {self.num_processes} process(es)",
+        lines = [f"latent cache {self.cache_dir}: {self.epochs} epoch(s) x {self.num_processes} process(es)"]
+        lines += [f"  shard {name} {why}: dropped its {n} entries; those this run uses are encoded again"
+                  for name, (why, n) in self.dropped.items()]  # fmt: skip
+        lines += [
             f"  clips: {self.clips_used} used, {self.clips_encoded} encoded now, {self.clips_used - self.clips_encoded} already cached",
             f"  texts: {self.texts_used} used, {self.texts_encoded} encoded now",
         ]
@@ -260,11 +263,14 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
     # like the trainer's run: the sample list is built once and a skipped file reported once,
     # however many (epoch, process) walks meet it
     with store.locked(), sample_list_per_run():
+        dropped = store.drop_damaged()  # a missing or truncated shard: its entries are encoded again
+        for name, (why, n) in dropped.items():
+            log.warning("latent cache: shard %s %s; its %d entries are encoded again", name, why, n)
         first = _Filler(cfg, session, epoch=0, process_index=0, num_processes=num_processes)
         n_epochs = planned_epochs(cfg, len(first)) if epochs is None else epochs
         if n_epochs < 1:
             raise DataError(f"--epochs must be at least 1, got {n_epochs}")
-        report = CacheReport(str(store.root), n_epochs, num_processes)
+        report = CacheReport(str(store.root), n_epochs, num_processes, dropped=dropped)
         texts = sorted({""} | {s.entry.text for s in first.samples.values()})
         try:
             with tqdm(total=len(texts), desc="cache texts", unit="text", disable=not progress) as bar:

@@ -3,9 +3,10 @@
 Layout of ``data.cache_dir`` (default ``<train_data_dir>/.ufo_cache``)::
 
     index.json        {"format", "items": {key: shard file}, "failures": {clip key: reason},
-                       "lengths": {key: rows before trimming}}: a snapshot
+                       "lengths": {key: rows before trimming}, "shard_bytes": {shard file: size}}:
+                      a snapshot
     index.log         one JSON line per shard written since the snapshot
-                      {"shard", "items", "lengths", "failures", "cleared"}: appended, O(1) per shard
+                      {"shard", "bytes", "items", "lengths", "failures", "cleared"}: appended, O(1) per shard
     shards/<kind>-<shape>-<dtype>-<run>-<n>.safetensors
                       e.g. latent-4x2x4x4-bfloat16-1a2b3c4d-0003.safetensors: every tensor in a
                       shard has that kind, shape and dtype, and is named by its key
@@ -18,6 +19,13 @@ names them; a line is appended and fsynced (a torn last line, from a crash, is i
 simply unreferenced). The snapshot is rewritten (atomically, then the log emptied; replaying a
 line twice is harmless) only when the log outgrows it, so the index costs O(1) bytes per shard
 amortised, not a rewrite of every item per shard. Tensors are read lazily through ``safe_open``.
+
+Damaged shards: a shard can still be truncated or deleted afterwards (a full disk while copying
+the folder, a user's cleanup). `damaged_shards` finds that cheaply, without reading tensors: each
+shard the index names must exist and have the byte size recorded when it was written (indexes
+from before sizes were recorded: at least the length its safetensors header declares). Training
+checks it before the model loads; ``data cache`` drops the entries of such shards
+(`drop_damaged`) and so encodes those items again.
 
 Trailing zeros: a text embedding or mask whose trailing rows are all bit-for-bit zero (a mask's
 padding, or an encoder that zeroes padded positions) is stored without them (kept to a multiple of
@@ -74,6 +82,30 @@ def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros((rows - t.shape[0], *t.shape[1:]))])
 
 
+def shard_problem(path: Path, recorded: int | None) -> str | None:
+    """None if the shard file looks whole, else what is wrong: missing; a size other than the
+    `recorded` one; without a record, shorter than its safetensors header declares (8-byte header
+    length, the JSON header, then the data up to the largest `data_offsets` end)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    if recorded is not None:
+        return None if size == recorded else f"is {size} bytes, written as {recorded} (truncated or replaced)"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0 or n > size - 8:
+                return f"is truncated ({size} bytes, shorter than its safetensors header)"
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"is unreadable ({exc})"
+    need = 8 + n + end
+    return None if size >= need else f"is truncated ({size} bytes, its header needs {need})"
+
+
 class CacheStore:
     """The index and shards of one cache folder; ``writable`` stores buffer tensors with ``put``."""
 
@@ -85,6 +117,7 @@ class CacheStore:
         self.items: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.lengths: dict[str, int] = {}  # key -> rows before trimming (trimmed tensors only)
+        self.shard_bytes: dict[str, int] = {}  # shard file -> its size when written
         self._persisted_failures: dict[str, str] = {}
         self._snapshot_bytes = 0
         self._log_bytes = 0
@@ -121,6 +154,7 @@ class CacheStore:
         self.items = dict(data.get("items", {}))
         self.failures = dict(data.get("failures", {}))
         self.lengths = {k: int(v) for k, v in data.get("lengths", {}).items()}
+        self.shard_bytes = {k: int(v) for k, v in data.get("shard_bytes", {}).items()}
         self._snapshot_bytes, self._log_bytes = len(raw), 0
         self._replay_log()
         self._persisted_failures = dict(self.failures)
@@ -145,6 +179,8 @@ class CacheStore:
                                 "`ufo-video data cache` again") from None
             for key in rec.get("items", []):
                 self.items[key] = rec["shard"]
+            if "bytes" in rec:
+                self.shard_bytes[rec["shard"]] = int(rec["bytes"])
             self.lengths.update({k: int(v) for k, v in rec.get("lengths", {}).items()})
             self.failures.update(rec.get("failures", {}))
             for key in rec.get("cleared", []):
@@ -167,7 +203,7 @@ class CacheStore:
                 handle = safe_open(str(path), framework="pt", device="cpu")
             except (OSError, SafetensorError) as exc:
                 raise DataError(f"{path}: cache shard unreadable ({exc}); run `ufo-video data cache` again "
-                                "(after deleting the shard)") from None
+                                "(it encodes the shard's entries again)") from None
             self._open[name] = handle
             if len(self._open) > MAX_OPEN_SHARDS:
                 self._open.popitem(last=False)
@@ -176,7 +212,56 @@ class CacheStore:
         tensor = handle.get_tensor(key)
         return pad_rows(tensor, self.lengths[key]) if key in self.lengths else tensor
 
+    def damaged_shards(self) -> dict[str, str]:
+        """Shard file -> what is wrong with it (missing, or shorter than written), for every shard
+        the index names; stat calls only, plus a header read where no size was recorded."""
+        found = {}
+        for name in sorted(set(self.items.values())):
+            problem = shard_problem(self.shards / name, self.shard_bytes.get(name))
+            if problem:
+                found[name] = problem
+        return found
+
+    def keys_in(self, shards: set[str] | dict[str, str]) -> list[str]:
+        return [k for k, v in self.items.items() if v in shards]
+
+    def damage_message(self, damaged: dict[str, str], samples: list[str] | None = None) -> str:
+        """One line naming the damaged shards, the entries they held (and, given, the samples of
+        a run that use them) and what to run."""
+        counts = {name: sum(1 for v in self.items.values() if v == name) for name in damaged}
+        shown = "; ".join(f"{self.shards / n} {why} ({counts[n]} entries)" for n, why in list(damaged.items())[:3])
+        more = f"; and {len(damaged) - 3} more shards" if len(damaged) > 3 else ""
+        used = ""
+        if samples:
+            used = f" This run's samples in them ({len(samples)}): {', '.join(samples[:3])}{' ...' if len(samples) > 3 else ''}."
+        return (
+            f"latent cache {self.root}: {len(damaged)} shard(s) missing or damaged: {shown}{more}.{used} Run "
+            "`ufo-video data cache CONFIG [key=value ...]` with this run's config: it drops these entries and encodes "
+            "them again"
+        )
+
     # ------------------------------------------------------------------ writing
+
+    def drop_damaged(self) -> dict[str, tuple[str, int]]:
+        """Forget the entries of missing or damaged shards (the index is rewritten at once, the
+        damaged files deleted), so they count as not cached and are encoded again. Returns
+        shard file -> (what was wrong, entries dropped)."""
+        assert self.writable, "read-only cache"
+        damaged = self.damaged_shards()
+        if not damaged:
+            return {}
+        dropped = {name: (why, 0) for name, why in damaged.items()}
+        for key in self.keys_in(damaged):
+            name = self.items.pop(key)
+            self.lengths.pop(key, None)
+            dropped[name] = (dropped[name][0], dropped[name][1] + 1)
+        for name in damaged:
+            self.shard_bytes.pop(name, None)
+            self._open.pop(name, None)
+        self._compact()
+        for name in damaged:
+            (self.shards / name).unlink(missing_ok=True)
+        return dropped
 
     @contextlib.contextmanager
     def locked(self):
@@ -225,11 +310,13 @@ class CacheStore:
         name = f"{kind}-{'x'.join(map(str, shape)) or 'scalar'}-{dtype}-{self._run}-{self._serial:04d}.safetensors"
         path = self.shards / name
         save_safetensors_atomic(path, tensors, metadata={"format": str(CACHE_FORMAT), "kind": kind})
+        size = path.stat().st_size
         lengths = {k: self._pending_lengths.pop(k) for k in tensors if k in self._pending_lengths}
         for key in tensors:
             self.items[key] = name
         self.lengths.update(lengths)
-        self._unlogged.append({"shard": name, "items": list(tensors), "lengths": lengths})
+        self.shard_bytes[name] = size
+        self._unlogged.append({"shard": name, "bytes": size, "items": list(tensors), "lengths": lengths})
 
     def _write_index(self) -> None:
         """Append one line per shard written since the last call (plus failure changes), or fold
@@ -257,8 +344,10 @@ class CacheStore:
     def _compact(self) -> None:
         """A new snapshot of everything (atomic), then an empty log."""
         lengths = {k: v for k, v in self.lengths.items() if k in self.items}
+        used = set(self.items.values())
+        sizes = {k: v for k, v in self.shard_bytes.items() if k in used}
         data = json.dumps({"format": CACHE_FORMAT, "items": self.items, "failures": self.failures,
-                           "lengths": lengths}, separators=(",", ":")).encode("utf-8")
+                           "lengths": lengths, "shard_bytes": sizes}, separators=(",", ":")).encode("utf-8")
         write_bytes_atomic(self.index_path, data)
         write_bytes_atomic(self.log_path, b"")
         self._snapshot_bytes, self._log_bytes, self._fresh = len(data), 0, False

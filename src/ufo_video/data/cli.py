@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cache", help="encode latents and text embeddings for data.cache_latents (only what is missing)",
         description="Precompute the VAE latents (and InP conditioning) of every clip the planned epochs use and "
         "the text embeddings of every caption and of \"\", into data.cache_dir (default "
-        "<train_data_dir>/.ufo_cache). Pass the same config and overrides as the training run.",
+        "<train_data_dir>/.ufo_cache). Pass the same config and overrides as the training run. A shard "
+        "that was deleted or truncated since is dropped from the index and its entries encoded again.",
     )
     cache.add_argument("config", type=Path, help="the training config (.toml / .yaml)")
     cache.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for `ufo-video train`")
@@ -100,12 +101,12 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_png(path: Path, frame) -> None:
+def _write_png(path: Path, frame, exclusive: bool) -> None:
     from PIL import Image
 
     from ufo_video.media_write import to_uint8_frames
 
-    write_atomic(path, lambda tmp: Image.fromarray(to_uint8_frames(frame)[0]).save(tmp, format="PNG"))
+    write_atomic(path, lambda tmp: Image.fromarray(to_uint8_frames(frame)[0]).save(tmp, format="PNG"), exclusive=exclusive)
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -132,11 +133,12 @@ def _preview(args: argparse.Namespace) -> int:
                 break
             frames = ((clip + 1) / 2).permute(1, 0, 2, 3)  # [F, 3, H, W] in [0, 1]
             stem = f"{written:04d}-entry{idx}"
+            only = not args.overwrite  # a preview running at the same time into --out is never replaced
             if frames.shape[0] == 1:
-                _write_png(args.out / f"{stem}.png", frames)
+                _write_png(args.out / f"{stem}.png", frames, exclusive=only)
             else:
-                write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps)
-            write_text_atomic(args.out / f"{stem}.txt", text)
+                write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps, exclusive=only)
+            write_text_atomic(args.out / f"{stem}.txt", text, exclusive=only)
             written += 1
         if written >= args.n:
             break

@@ -53,6 +53,10 @@ class VideoGenerator:
         self.log = log
         self.dtype = DTYPES[settings.weight_dtype]
         self.device = resolve_device(settings.device)
+        if settings.loras:  # a broken LoRA file (NaN values, say) is named before the model loads
+            from ufo_video.lora.formats import check_lora_files
+
+            check_lora_files([spec.path for spec in settings.loras])
         self.model = load_model(settings.model, dtype=self.dtype)
         self._pipes: dict[str, Any] = {}
         self._placed: type | None = None

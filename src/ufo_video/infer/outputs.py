@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ufo_video.atomic import write_json_atomic
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import OUTPUT_FORMATS, GenerationSettings, VideoRequest
 from ufo_video.media_write import write_png_frames, write_video
+from ufo_video.writable import OutputError
 
 SIDECAR_KIND = "ufo-video generation"
 
@@ -75,12 +77,13 @@ def sidecar_path(output: Path) -> Path:
 
 
 
-def write_output(frames: np.ndarray, path: Path, fmt: str, fps: int) -> Path:
-    """mp4 / gif through the shared writer, or a folder of PNG frames."""
+def write_output(frames: np.ndarray, path: Path, fmt: str, fps: int, exclusive: bool = False) -> Path:
+    """mp4 / gif through the shared writer, or a folder of PNG frames. `exclusive`: an existing
+    `path` (even one a concurrent run made meanwhile) is an "already exists" error, never replaced."""
     if fmt == "png":
-        write_png_frames(frames, path)
+        write_png_frames(frames, path, exclusive=exclusive)
         return path
-    return write_video(frames, path, fps=fps)
+    return write_video(frames, path, fps=fps, exclusive=exclusive)
 
 
 def _absolute(path: str | None) -> str | None:
@@ -118,11 +121,31 @@ def sidecar_record(
 
 def write_video_and_sidecar(
     frames: np.ndarray, path: Path, fmt: str, settings: GenerationSettings, request: VideoRequest,
-    runtime: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None, exclusive: bool = False,
 ) -> tuple[Path, Path]:
-    out = write_output(frames, path, fmt, settings.fps)
-    side = write_json_atomic(sidecar_path(out), sidecar_record(settings, request, out, fmt, frames, runtime))
+    """The video, then its sidecar. `exclusive` (no --overwrite): neither replaces a file; if the
+    video was placed but the sidecar name was taken meanwhile (another run), the video is taken
+    back out, so no video is ever left next to another run's settings, and the error says so."""
+    out = write_output(frames, path, fmt, settings.fps, exclusive=exclusive)
+    placed = _identity(out)
+    record = sidecar_record(settings, request, out, fmt, frames, runtime)
+    try:
+        side = write_json_atomic(sidecar_path(out), record, exclusive=exclusive)
+    except OutputError:
+        if not exclusive:
+            raise
+        if _identity(out) == placed:  # still ours: take it back out
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        raise OutputError(
+            f"{sidecar_path(out)} already exists (made by another run while this one worked), so {out} was not "
+            "kept either; pass --overwrite to replace them, or choose another name"
+        ) from None
     return out, side
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:

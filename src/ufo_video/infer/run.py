@@ -66,7 +66,7 @@ def generate_videos(
             frames = gen.generate(req)
         finally:
             gen.progress_label = None
-        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime)
+        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime, exclusive=not overwrite)
         batch.update(1)
         log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
             f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip
@@ -79,8 +79,9 @@ def check_before_loading(
     settings: GenerationSettings, requests: list[VideoRequest], paths: list[Path], overwrite: bool,
     check_model: bool = True,
 ) -> None:
-    """Inputs exist, image-to-video has its start image and an InP model, outputs can be written
-    and would not replace a file unasked. Reads model configs only (no weights)."""
+    """Inputs exist, image-to-video has its start image and an InP model, the LoRA files are
+    readable and hold finite values, outputs can be written and would not replace a file unasked.
+    Reads model configs only (no model weights)."""
     if not requests:
         raise UfoError("nothing to generate: no prompts")
     for req in requests:
@@ -91,9 +92,9 @@ def check_before_loading(
                 raise UfoError(f"{what} not found: {img} (give the path of a PNG or JPEG file)")
         if not req.prompt.strip():
             raise UfoError("the prompt is empty; give --prompt TEXT (or a prompts file)")
-    for spec in settings.loras:
-        if not Path(spec.path).is_file():
-            raise UfoError(f"LoRA file not found: {spec.path}")
+    from ufo_video.lora.formats import check_lora_files
+
+    check_lora_files([spec.path for spec in settings.loras])  # found, readable, finite values
     if check_model:
         from ufo_video.infer.engine import task_of_request
         from ufo_video.models.registry import model_shell

@@ -26,6 +26,7 @@ from ufo_video.errors import UfoError
 from ufo_video.infer.outputs import write_output, write_video_and_sidecar
 from ufo_video.infer.run import Log
 from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
+from ufo_video.writable import refuse_existing
 
 LABEL_HEIGHT = 14
 GAP = 2
@@ -118,6 +119,23 @@ def sweep_grid(rows: list[list[np.ndarray]], weights: list[float], row_labels: l
     return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
+def _video_path(folder: Path, name: str, fmt: str) -> Path:
+    return folder / (name if fmt == "png" else f"{name}.{fmt}")
+
+
+def _folder(out_dir: Path, labels: list[str], label: str) -> Path:
+    return out_dir if len(labels) == 1 else out_dir / label.replace("/", "_")
+
+
+def planned_files(out_dir: Path, labels: list[str], weights: list[float], fmt: str) -> list[Path]:
+    """Every file a sweep writes (videos, their sidecars, the grid, sweep.json, sweep.html)."""
+    from ufo_video.infer.outputs import sidecar_path
+
+    videos = [_video_path(_folder(out_dir, labels, label), weight_name(w), fmt) for label in labels for w in weights]
+    files = [f for v in videos for f in (v, sidecar_path(v))]
+    return files + [_video_path(out_dir, "grid", fmt), out_dir / "sweep.json", out_dir / "sweep.html"]
+
+
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Before any work: the folder is writable and holds no earlier sweep (unless overwrite)."""
     if (out_dir / "sweep.json").exists() and not overwrite:
@@ -165,6 +183,8 @@ def run_sweep(
     rule = rule or ChoiceRule()
     check_out_dir(out_dir, overwrite)
     labels = checkpoint_labels([Path(s.path) for s in specs])
+    if not overwrite:  # files of a sweep that stopped early are outputs too (each is also placed exclusively)
+        refuse_existing(planned_files(out_dir, labels, weights, fmt))
     if generator is None:
         from ufo_video.infer.engine import VideoGenerator
 
@@ -172,7 +192,7 @@ def run_sweep(
     total = 1 + len(specs) * sum(1 for w in weights if w != 0) if 0.0 in weights else len(specs) * len(weights)
     done, base_frames, entries, rows = 0, None, [], []
     for k, (spec, label) in enumerate(zip(specs, labels)):
-        folder = out_dir if len(specs) == 1 else out_dir / label.replace("/", "_")
+        folder = _folder(out_dir, labels, label)
         columns = []
         for weight in weights:
             if weight == 0 and base_frames is not None:
@@ -189,8 +209,8 @@ def run_sweep(
             run_settings = replace(settings, loras=(replace(spec, weight=weight),))
             name = weight_name(weight)
             runtime = {"threads": torch.get_num_threads()}  # in each sidecar, as `generate` records it
-            out, side = write_video_and_sidecar(frames, folder / (name if fmt == "png" else f"{name}.{fmt}"), fmt,
-                                                run_settings, request, runtime)
+            out, side = write_video_and_sidecar(frames, _video_path(folder, name, fmt), fmt,
+                                                run_settings, request, runtime, exclusive=not overwrite)
             log(f"{label} weight {weight:g}: wrote {out}")
             entries.append({"checkpoint": label, "lora": str(Path(spec.path).resolve()), "weight": weight,
                             "file": str(out.relative_to(out_dir)), "sidecar": str(side.relative_to(out_dir)),
@@ -199,8 +219,8 @@ def run_sweep(
         rows.append(columns)
     if on_video:
         on_video(done, total, "grid and report")
-    grid_path = out_dir / ("grid" if fmt == "png" else f"grid.{fmt}")
-    write_output(sweep_grid(rows, weights, labels), grid_path, fmt, settings.fps)
+    grid_path = _video_path(out_dir, "grid", fmt)
+    write_output(sweep_grid(rows, weights, labels), grid_path, fmt, settings.fps, exclusive=not overwrite)
     log(f"wrote {grid_path} (rows: {', '.join(labels)}; weights left to right: {', '.join(f'{w:g}' for w in weights)})")
     record = {
         "kind": "ufo-video sweep",
@@ -218,7 +238,7 @@ def run_sweep(
         "trend": sweep_trends(entries) if len(weights) > 1 else None,
         "recommendation": recommend(entries, rule) if 0.0 in weights and len(weights) > 1 else None,
     }
-    path = write_json_atomic(out_dir / "sweep.json", record, allow_nan=False)
+    path = write_json_atomic(out_dir / "sweep.json", record, allow_nan=False, exclusive=not overwrite)
     from ufo_video.infer.sweep_report import write_sweep_html
 
     log(f"wrote {path} and {write_sweep_html(record, out_dir)}")

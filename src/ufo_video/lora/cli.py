@@ -61,7 +61,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     report = inspect_lora(args.file, args.model)
     print(json.dumps(report, indent=2) if args.json else format_inspect(report))
-    problems = report.get("unmatched") or report.get("shape_mismatches") or report.get("duplicates")
+    problems = report["nonfinite"] or report.get("unmatched") or report.get("shape_mismatches") or report.get("duplicates")
     return 1 if problems else 0
 
 
@@ -70,7 +70,7 @@ def _convert(args: argparse.Namespace) -> int:
     from ufo_video.writable import ensure_writable, refuse_existing
 
     refuse_existing([] if args.overwrite else [args.dst]), ensure_writable(args.dst.parent)
-    out = convert_lora(args.src, args.dst, args.to, args.model)
+    out = convert_lora(args.src, args.dst, args.to, args.model, exclusive=not args.overwrite)
     print(f"wrote {args.dst} ({out.format}, {len(out.modules)} modules, tensors unchanged)")
     return 0
 
@@ -92,7 +92,7 @@ def _combine(args: argparse.Namespace) -> int:
     refuse_existing([] if args.overwrite else [args.out]), ensure_writable(args.out.parent)
     specs = [parse_lora_spec(s) for s in args.specs]
     result = combine_loras(specs, args.model, args.rank, args.to, getattr(torch, DTYPES[args.dtype]))
-    write_lora(args.out, result.weights)
+    write_lora(args.out, result.weights, exclusive=not args.overwrite)
     ranks = ", ".join(f"{r} x{n}" for r, n in sorted(result.weights.ranks.items()))
     print(f"wrote {args.out} ({result.weights.format}, {len(result.weights.modules)} modules, rank {ranks}, scale 1)")
     if args.rank is not None:

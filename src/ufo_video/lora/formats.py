@@ -39,7 +39,7 @@ from ufo_video.lora.weights import FLAT_FORMATS, Format, LoraModule, LoraWeights
 
 __all__ = [
     "FORMATS", "Format", "LoraModule", "LoraWeights", "Resolution", "atomic_save_safetensors", "convert",
-    "group_targets", "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
+    "check_lora_files", "group_targets", "lora_from_adapter", "read_lora", "save_lora", "to_kohya", "to_peft", "write_lora",
 ]  # fmt: skip
 FORMATS = ("kohya", "musubi", "comfy", "peft")
 
@@ -140,12 +140,14 @@ def _classify(key: str) -> tuple[str, str, str] | None:
     return "peft", name, parts[1]
 
 
-def read_lora(path: str | Path) -> LoraWeights:
+def read_lora(path: str | Path, allow_nonfinite: bool = False) -> LoraWeights:
     """Read a kohya or PEFT LoRA from a safetensors file, refusing anything else.
 
     Refused with a `LoraError`: pickles (never unpickled), unreadable/truncated files, keys of
     neither layout, files mixing both, modules lacking their down or up tensor, down/up ranks
-    that disagree.
+    that disagree, and (unless `allow_nonfinite`, which `lora inspect` uses to list them) NaN or
+    infinite values or alphas: every command that applies, merges or rewrites a LoRA refuses
+    them here, naming the file, instead of producing NaN frames after a whole run.
     """
     path = Path(path)
     tensors, metadata = _load_safetensors(path)
@@ -199,7 +201,22 @@ def read_lora(path: str | Path) -> LoraWeights:
                 ) if s
             )  # fmt: skip
         )
-    return LoraWeights(format=fmt, modules=modules, metadata=metadata, source=str(path))
+    weights = LoraWeights(format=fmt, modules=modules, metadata=metadata, source=str(path))
+    bad = [] if allow_nonfinite else weights.nonfinite()
+    if bad:
+        more = f", ... ({len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise LoraError(
+            f"{path}: NaN or infinite values in {len(bad)} LoRA tensors/alphas ({'; '.join(bad[:3])}{more}); the file "
+            f"is broken (a training that diverged?): use an earlier checkpoint (`ufo-video lora inspect {path}` lists them)"
+        )
+    return weights
+
+
+def check_lora_files(paths: list[str | Path]) -> None:
+    """Read every LoRA file in full (`read_lora`'s checks, non-finite values included) before a
+    model is loaded, so a broken file costs no loading time and is named, not blamed on a dtype."""
+    for path in paths:
+        read_lora(path)
 
 
 # ---- conversion -------------------------------------------------------------------------------
@@ -261,17 +278,21 @@ def to_kohya(
 
 
 # ---- writing ----------------------------------------------------------------------------------
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    """A crash never leaves a half-written LoRA under the final name (see `ufo_video.atomic`)."""
-    return save_safetensors_atomic(path, tensors, metadata)
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str], exclusive: bool = False
+) -> Path:
+    """A crash never leaves a half-written LoRA under the final name (see `ufo_video.atomic`);
+    `exclusive`: an existing file (even one made meanwhile by another run) is never replaced."""
+    return save_safetensors_atomic(path, tensors, metadata, exclusive=exclusive)
 
 
 def write_lora(
-    path: str | Path, weights: LoraWeights, metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None
+    path: str | Path, weights: LoraWeights, metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Write `weights` in its own format. `dtype` casts down/up/alpha (None keeps them as they are,
     which makes conversions bit-exact). Metadata: the file's own, then `metadata`, then the facts
-    (format, rank, alpha, targets) that the tensors determine."""
+    (format, rank, alpha, targets) that the tensors determine. `exclusive`: never replace a file."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise LoraError(f"{path}: LoRA files are written as .safetensors; use that extension")
@@ -318,7 +339,7 @@ def write_lora(
             "ufo_targets": json.dumps(group_targets(list(weights.modules))),
         }
     )
-    return atomic_save_safetensors(tensors, path, meta)
+    return atomic_save_safetensors(tensors, path, meta, exclusive=exclusive)
 
 
 def lora_from_adapter(model, adapter_name: str, tensors: dict[str, torch.Tensor] | None = None) -> LoraWeights:

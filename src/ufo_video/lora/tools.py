@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,12 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ufo_video.atomic import fsync_tree
+from ufo_video.atomic import fsync_dir, fsync_tree, place_dir_exclusive
 from ufo_video.errors import LoraError, UfoError
+from ufo_video.writable import OutputError
 from ufo_video.lora.formats import (
     Format,
     LoraModule,
     LoraWeights,
+    check_lora_files,
     group_targets,
     read_lora,
     convert,
@@ -91,7 +92,7 @@ def names_model(path: str | Path | None, lora: LoraWeights | None = None) -> Nam
 # ---- inspect ----------------------------------------------------------------------------------
 def inspect_lora(path: str | Path, model: str | Path | None = None) -> dict[str, Any]:
     """Everything a user asks of a LoRA file; with `model`, how it fits that model."""
-    lora = read_lora(path)
+    lora = read_lora(path, allow_nonfinite=True)
     meta = dict(lora.metadata)
     report: dict[str, Any] = {
         "file": str(path),
@@ -104,6 +105,7 @@ def inspect_lora(path: str | Path, model: str | Path | None = None) -> dict[str,
         "params": lora.num_params,
         "file_bytes": Path(path).stat().st_size,
         "targets": group_targets(list(lora.modules)),
+        "nonfinite": lora.nonfinite(),
         "metadata": meta,
     }
     if model is not None:
@@ -135,6 +137,9 @@ def format_inspect(report: dict[str, Any]) -> str:
     lines.append("  targets (grouped over blocks):")
     targets = report.get("model_targets") or report["targets"]
     lines += [f"    {name}  x{n}" for name, n in targets.items()]
+    if report["nonfinite"]:
+        lines.append(f"  NaN or infinite values ({len(report['nonfinite'])}): the LoRA is broken; commands that apply it refuse it")
+        lines += [f"    {item}" for item in report["nonfinite"]]
     if "matched" in report:
         lines.append(f"  model    {report['model']}: {report['matched']} of {report['modules']} modules matched")
         for label in ("unmatched", "shape_mismatches", "duplicates"):
@@ -149,13 +154,16 @@ def format_inspect(report: dict[str, Any]) -> str:
 
 
 # ---- convert ----------------------------------------------------------------------------------
-def convert_lora(src: str | Path, dst: str | Path, to: Format, model: str | Path | None = None) -> LoraWeights:
-    """Rewrite a LoRA in the other key layout, tensors untouched (bit-exact)."""
+def convert_lora(
+    src: str | Path, dst: str | Path, to: Format, model: str | Path | None = None, exclusive: bool = False
+) -> LoraWeights:
+    """Rewrite a LoRA in the other key layout, tensors untouched (bit-exact); `exclusive`: an
+    existing `dst` is an error, never replaced."""
     lora = read_lora(src)
     nm = names_model(model, lora)
     shapes = model is not None  # the default names model is a bundled config: names only, any size
     out = convert(lora, to, nm.adapter_cls, nm.transformer, check_shapes=shapes)
-    write_lora(dst, out, {"ufo_converted_from": f"{lora.format}:{Path(src).name}"})
+    write_lora(dst, out, {"ufo_converted_from": f"{lora.format}:{Path(src).name}"}, exclusive=exclusive)
     return out
 
 
@@ -243,10 +251,12 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
     from ufo_video.models.weights import find_weight_files, read_header_shapes
 
     model_dir, out = Path(model_dir), Path(out)
+    taken = UfoError(f"{out} exists and is not empty; choose a new folder for the baked model")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UfoError(f"{out} exists and is not empty; choose a new folder for the baked model")
+        raise taken
     if not specs:
         raise LoraError("bake needs at least one --lora FILE[:WEIGHT]")
+    check_lora_files([p for p, _ in specs])  # a broken file is named before the model loads
     files = find_weight_files(model_dir / "transformer")
     headers = read_header_shapes(files)
     dtypes = {d for _, d in headers.values()}
@@ -285,10 +295,12 @@ def bake_model(model_dir: str | Path, specs: list[tuple[Path, float]], out: str 
         record = {"base_model": str(model_dir), "loras": [[str(p), float(w)] for p, w in specs], "dtype": str(dtype)}
         (tmp / "ufo_bake.json").write_text(json.dumps(record, indent=2))
         fsync_tree(tmp)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        os.replace(tmp, out)
+        try:  # rename(2) replaces an empty folder, never a non-empty one: a bake that finished first is kept
+            place_dir_exclusive(tmp, out)
+        except OutputError:
+            raise taken from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_dir(out.parent)
     return out

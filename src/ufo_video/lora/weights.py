@@ -7,6 +7,7 @@ splitting underscores) and check shapes. Reading and writing files is `formats.p
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -99,6 +100,22 @@ class LoraWeights:
     @property
     def dtypes(self) -> set[str]:
         return {str(t.dtype).replace("torch.", "") for m in self.modules.values() for t in (m.down, m.up)}
+
+    def nonfinite(self) -> list[str]:
+        """Every down/up tensor holding NaN or infinite values and every non-finite alpha, as
+        `<module> down (2 NaN, 0 inf of 64 values)` / `<module> alpha = inf`: applied, such a
+        LoRA turns every output into NaN, which would otherwise surface only after a whole run."""
+        found = []
+        for name, mod in self.modules.items():
+            for part, tensor in (("down", mod.down), ("up", mod.up)):
+                values = tensor.float()
+                bad = int((~torch.isfinite(values)).sum())
+                if bad:
+                    nan = int(torch.isnan(values).sum())
+                    found.append(f"{name} {part} ({nan} NaN, {bad - nan} inf of {values.numel()} values)")
+            if not math.isfinite(mod.alpha):
+                found.append(f"{name} alpha = {mod.alpha}")
+        return found
 
     # ---- names -----------------------------------------------------------------------------
     def match(self, adapter, transformer: nn.Module, check_shapes: bool = True) -> Resolution:

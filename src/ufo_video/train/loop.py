@@ -155,8 +155,8 @@ def train(cfg: UfoConfig) -> RunResult:
                                   start_over=cfg.train.overwrite_output_dir)
                  if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
         skip_list = out / LIST_NAME if acc.is_main_process else None  # the run's skipped files, listed
-        with claim, sample_list_per_run(skip_list):  # metadata read, paths stat'ed, skips reported: once per run
-            return _train(cfg, acc, out, started, threads)
+        with claim as claimed, sample_list_per_run(skip_list):  # metadata read, paths stat'ed, skips reported: once per run
+            return _train(cfg, acc, out, started, threads, claimed)
     finally:
         acc.end_training()
         if acc.num_processes == 1:
@@ -167,7 +167,7 @@ def train(cfg: UfoConfig) -> RunResult:
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunResult:
+def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, claimed=None) -> RunResult:
     from tqdm.auto import tqdm
 
     from ufo_video.train import report
@@ -192,6 +192,8 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
     check_validation(run)
     setup_seconds = time.perf_counter() - started
     if run.is_main:
+        if claimed is not None:  # overwrite_output_dir: the old run goes only now that data and model are fine
+            claimed.remove_previous()
         out.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_tmp(out):
             print(f"removed incomplete checkpoint {stale.name} (a run stopped while saving)")

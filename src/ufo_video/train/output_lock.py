@@ -11,7 +11,9 @@
    ours, so a refused attempt keeps them) only make the message useful;
 3. a folder holding another run's outputs (checkpoints, ``losses.jsonl``) is refused for a fresh
    run: it is continued with ``resume_from_checkpoint`` or started over with
-   ``overwrite_output_dir=true`` (which deletes those outputs first, and says so).
+   ``overwrite_output_dir=true``, which deletes those outputs, but only through
+   `ClaimedDir.remove_previous` once the dataset was read and the model set up: a run that fails
+   its checks leaves the old run intact. The deleted names are printed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ufo_video.process.locks import LockBusy, exclusive_lock
@@ -43,8 +46,27 @@ def previous_outputs(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+@dataclass
+class ClaimedDir:
+    """A held output folder; `remove_previous` deletes an earlier run's outputs if the run asked
+    to start over (`overwrite_output_dir`), and does nothing otherwise."""
+
+    folder: Path
+    previous_due: bool = False  # overwrite_output_dir found an earlier run's outputs
+    log: Callable[[str], None] = print
+
+    def remove_previous(self) -> list[Path]:
+        if not self.previous_due:
+            return []
+        self.previous_due = False
+        removed = _remove_run_outputs(self.folder)
+        names = ", ".join(p.name for p in removed[:5]) + (f" ... ({len(removed) - 5} more)" if len(removed) > 5 else "")
+        self.log(f"overwrite_output_dir: removed the previous run's {len(removed)} outputs from {self.folder}: {names}")
+        return removed
+
+
 @contextlib.contextmanager
-def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=print) -> Iterator[Path]:
+def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=print) -> Iterator[ClaimedDir]:
     """Hold `folder` for one run (see the module docstring); released when the block ends."""
     folder = ensure_writable(folder)
     lock_path = folder / LOCK_NAME
@@ -63,7 +85,8 @@ def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=prin
                 "to finish or set train.output_dir to another folder"
             ) from None
         old = previous_outputs(folder)
-        if old and not resuming:
+        due = bool(old) and not resuming
+        if due:
             if not start_over:
                 names = ", ".join(p.name for p in old[:4]) + (" ..." if len(old) > 4 else "")
                 raise OutputDirError(
@@ -71,15 +94,15 @@ def claim_output_dir(folder: Path, *, resuming: bool, start_over: bool, log=prin
                     "resume_from_checkpoint=latest, start over with overwrite_output_dir=true (deletes them), "
                     "or set train.output_dir to a new folder"
                 )
-            removed = _remove_run_outputs(folder)
-            log(f"overwrite_output_dir: removed the previous run's {len(removed)} outputs from {folder}")
-        yield folder
+            log(f"overwrite_output_dir: the previous run's {len(old)} outputs in {folder} are removed once the "
+                "dataset and the model are ready")
+        yield ClaimedDir(folder, previous_due=due, log=log)
 
 
 def _remove_run_outputs(folder: Path) -> list[Path]:
     removed = []
     for pattern in RUN_OUTPUT_GLOBS:
-        for path in folder.glob(pattern):
+        for path in sorted(folder.glob(pattern)):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
