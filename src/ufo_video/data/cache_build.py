@@ -13,6 +13,7 @@ and the VAE is loaded (only if some clip is missing), so the two never share the
 from __future__ import annotations
 
 import gc
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ from ufo_video.data.plan import PlannedBatch, limits_of, sample_list_per_run
 from ufo_video.data.skips import SHOWN, more_line
 from ufo_video.data.workers import IsolatedPool
 from ufo_video.errors import DataError
+
+log = logging.getLogger("ufo_video.data")
 
 PREFETCH_BATCHES = 2
 TEXT_BATCH = 8
