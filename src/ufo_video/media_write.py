@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ufo_video.atomic import write_atomic
+from ufo_video.atomic import DiskFullError, disk_errors, write_atomic
 from ufo_video.errors import UfoError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -88,10 +88,16 @@ def write_png_frames(frames: np.ndarray | torch.Tensor, folder: str | Path) -> l
     from PIL import Image
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with disk_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, frame in enumerate(to_uint8_frames(frames)):
         p = folder / f"{i:05d}.png"
-        Image.fromarray(frame).save(p)
+        try:
+            with disk_errors(p):
+                Image.fromarray(frame).save(p)
+        except DiskFullError as exc:
+            p.unlink(missing_ok=True)  # the cut-off frame
+            raise exc.with_context(f"the {i} frame(s) before it are complete in {folder}") from exc.__cause__
         paths.append(p)
     return paths

@@ -89,6 +89,18 @@ def latest_state(output_dir: Path) -> Path | None:
     return state_dir(output_dir, max(steps)) if steps else None
 
 
+def kept_checkpoints(output_dir: Path) -> tuple[str, str]:
+    """(what the folder keeps, how to go on) for the one-line message of a run stopped by a full disk."""
+    latest = latest_state(output_dir)
+    if latest is not None:
+        return (f"nothing was replaced: the newest complete checkpoint ({latest.name}) is kept",
+                "rerun with resume_from_checkpoint=latest")  # fmt: skip
+    loras = sorted(list_steps(output_dir))
+    have = (f"the newest LoRA ({lora_file(output_dir, loras[-1]).name}) is kept, without a training state to "
+            "resume from (train.save_state)" if loras else "no checkpoint was saved yet")  # fmt: skip
+    return f"nothing was replaced: {have}", "rerun with resume_from_checkpoint=latest (it starts again from step 0)"
+
+
 def resolve_resume(spec: str, output_dir: Path) -> Path | None:
     """`latest` -> newest complete state folder (None when there is none); a path -> that state."""
     if spec == "latest":

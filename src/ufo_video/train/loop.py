@@ -142,7 +142,8 @@ def train(cfg: UfoConfig) -> RunResult:
         claim = (claim_output_dir(out, resuming=bool(cfg.train.resume_from_checkpoint),
                                   start_over=cfg.train.overwrite_output_dir)
                  if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
-        with claim, sample_list_per_run():  # metadata read and every path stat'ed once per run, not per epoch
+        # sample list: metadata read and every path stat'ed once per run, not per epoch
+        with claim, sample_list_per_run(), saving.checkpoints_named_on_full_disk(out):
             return _train(cfg, acc, out, started, threads)
     finally:
         acc.end_training()
@@ -191,7 +192,9 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int) -> RunR
         saving.trim_loss_log(loss_log, progress.step)
     saving.check_disk_space(run, progress.step)
     if run.cfg.train.report_to == "tensorboard":
-        acc.init_trackers("ufo-train", config=_hparams(cfg))
+        from ufo_video.train import tensorboard_log
+
+        tensorboard_log.start(run, _hparams(cfg))  # a full disk later: one warning, training goes on
 
     total = run.extra["total_steps"]
     ga = cfg.train.gradient_accumulation_steps
