@@ -14,7 +14,9 @@ Layout in `output_dir`:
 A state folder is assembled under a hidden temporary name, every file fsynced, the marker written
 last, then renamed into place; so a run killed at any moment (kill -9 during a save included)
 leaves either a complete folder or a temporary one that resume ignores and the next run deletes.
-Rotation (`checkpoints_total_limit`) runs only after the new checkpoint is complete.
+Rotation (`checkpoints_total_limit`) runs only after the new checkpoint is complete. A full disk
+during a save removes the temporary folder and that step's new LoRA file at once (`saving.
+save_checkpoint`), and the message names the checkpoint that resume will pick (`kept_checkpoints`).
 """
 
 from __future__ import annotations
