@@ -8,20 +8,86 @@ An output that must not replace anything (every "refused unless --overwrite" out
 with `exclusive=True`: `os.link(tmp, final)` fails if the name exists, so of two runs writing the
 same name at once exactly one wins and the other gets the one-line "already exists" error (the
 check before the work cannot see a file that a concurrent run creates later).
+
+A full disk (ENOSPC), an exhausted quota (EDQUOT) or a read-only file system (EROFS) is not a
+bug but a state of the user's machine: every write here turns it into one `DiskFullError` that
+names the file and what was kept (the temporary file is removed, the old file is untouched), so
+the CLI prints one line instead of a traceback. `append_line` is the one non-atomic writer: a
+whole line in one `write` on an O_APPEND descriptor, cut back to the old size if it fails, so an
+append log never keeps a half line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ufo_video.writable import exists_error
+from ufo_video.errors import UfoError, exists_error
+
+# errno -> (what happened, what the user does about it)
+DISK_ERRNOS = {
+    errno.ENOSPC: ("no space left on device", "free space"),
+    errno.EDQUOT: ("disk quota exceeded", "free space (or raise the quota)"),
+    errno.EROFS: ("read-only file system", "make the disk writable (or write elsewhere)"),
+}
+# safetensors' Rust writer raises SafetensorError (not an OSError, no errno attribute) whose
+# message ends in the OS error, e.g. "Error while serializing: I/O error: No space left on
+# device (os error 28)"; only this "(os error N)" tail is trusted, and only for the errnos above
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+class DiskFullError(UfoError):
+    """A write failed because the disk is full, over quota or read-only. `kept` says what the
+    user still has, `rerun` how to continue once space is freed."""
+
+    DEFAULT_KEPT, DEFAULT_RERUN = "nothing was replaced", "run again"  # all one file write knows
+
+    def __init__(self, path: str | Path, code: int, kept: str = DEFAULT_KEPT, rerun: str = DEFAULT_RERUN):
+        self.path, self.code, self.kept, self.rerun = Path(path), code, kept, rerun
+        what, fix = DISK_ERRNOS[code]
+        super().__init__(f"{what} while writing {self.path}; {kept}; {fix} and {rerun}")
+
+    def with_context(self, kept: str, rerun: str | None = None, path: str | Path | None = None) -> DiskFullError:
+        """The same failure, told with what the caller knows was kept (and how to go on)."""
+        return DiskFullError(path or self.path, self.code, kept, rerun or self.rerun)
+
+
+def disk_errno(exc: BaseException) -> int | None:
+    """The errno of `exc` when it is one of DISK_ERRNOS (an OSError, or a safetensors write error)."""
+    if isinstance(exc, DiskFullError):
+        return exc.code
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in DISK_ERRNOS else None
+    if type(exc).__name__ == "SafetensorError":
+        m = _RUST_OS_ERROR.search(str(exc))
+        code = int(m.group(1)) if m else None
+        return code if code in DISK_ERRNOS else None
+    return None
+
+
+@contextlib.contextmanager
+def disk_errors(path: str | Path, *, within: bool = False) -> Iterator[None]:
+    """Turn a full-disk error of the writes inside into `DiskFullError` naming `path`; with
+    `within` (`path` is the folder written into) the file the OSError names, when it names one.
+    Anything else passes unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        code = disk_errno(exc)
+        if code is None:
+            raise
+        named = getattr(exc, "filename", None) if within else None
+        raise DiskFullError(named or path, code) from exc
 
 
 def fsync_file(path: str | Path) -> None:
@@ -89,18 +155,20 @@ def write_atomic(path: str | Path, writer: Callable[[Path], None], *, exclusive:
     (Pillow, PyAV, safetensors) see the right extension. `exclusive`: never replace an existing
     `path` (see `place_exclusive`); it raises the "already exists" `OutputError` instead."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
     tmp = Path(name)
     try:
-        writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        fsync_file(tmp)
-        if exclusive:
-            place_exclusive(tmp, path)
-        else:
-            os.replace(tmp, path)
+        with disk_errors(path):  # the final name: the temporary one is gone when the user reads it
+            writer(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
+            fsync_file(tmp)
+            if exclusive:
+                place_exclusive(tmp, path)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -124,6 +192,28 @@ def write_dir_exclusive(path: str | Path, writer: Callable[[Path], None]) -> Pat
         raise
     fsync_dir(path.parent)
     return path
+def append_line(path: str | Path, line: bytes) -> None:
+    """Append one whole line (ending in a newline) in a single `os.write` on an O_APPEND
+    descriptor, fsynced. If the write fails or is short (a full disk can write part of it), the
+    file is truncated back to its size before, so no reader ever sees half a line that later
+    appends would bury in the middle; a full disk raises `DiskFullError`."""
+    assert line.endswith(b"\n"), "append_line writes whole lines"
+    path = Path(path)
+    with disk_errors(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        before = os.fstat(fd).st_size
+        try:
+            with disk_errors(path):
+                written = os.write(fd, line)
+                if written != len(line):  # a short write: the disk filled up during it
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, before)
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, exclusive: bool = False) -> Path:

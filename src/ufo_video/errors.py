@@ -7,6 +7,8 @@ without a stack trace (``--debug`` shows one); every other exception is a bug an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UfoError(Exception):
     """An error caused by user input, with a message meant to be read by that user."""
@@ -26,3 +28,14 @@ class DataError(UfoError):
 
 class LoraError(UfoError):
     """A LoRA file that is unreadable or does not match the model."""
+
+
+class OutputError(UfoError):
+    """An output cannot be written where asked (not writable, or exists and not to be replaced)."""
+
+
+def exists_error(path: str | Path, flag: str = "--overwrite", more: int = 0) -> OutputError:
+    """The one line for an output that exists: the check before the work and the exclusive
+    placement after it (`ufo_video.atomic`, a concurrent run was faster) say the same."""
+    extra = f" (and {more} more)" if more else ""
+    return OutputError(f"{path} already exists{extra}; pass {flag} to replace it, or choose another name")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ufo_video.atomic import write_atomic, write_dir_exclusive
+from ufo_video.atomic import DiskFullError, disk_errors, write_atomic, write_dir_exclusive
 from ufo_video.errors import UfoError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -99,9 +99,18 @@ def write_png_frames(frames: np.ndarray | torch.Tensor, folder: str | Path, excl
     names = [f"{i:05d}.png" for i in range(len(arr))]
 
     def write(target: Path) -> None:
-        target.mkdir(parents=True, exist_ok=True)
-        for name, frame in zip(names, arr):
-            Image.fromarray(frame).save(target / name)
+        with disk_errors(target):
+            target.mkdir(parents=True, exist_ok=True)
+        for i, (name, frame) in enumerate(zip(names, arr)):
+            p = target / name
+            try:
+                with disk_errors(p):
+                    Image.fromarray(frame).save(p)
+            except DiskFullError as exc:
+                p.unlink(missing_ok=True)  # the cut-off frame
+                kept = ("nothing was written (the frames go in place only when all are complete)" if exclusive
+                        else f"the {i} frame(s) before it are complete in {folder}")  # fmt: skip
+                raise exc.with_context(kept, path=folder / name) from exc.__cause__
 
     if exclusive:
         write_dir_exclusive(folder, write)

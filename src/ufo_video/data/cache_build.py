@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ufo_video.atomic import DiskFullError
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
 from ufo_video.data.cache import LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, text_items
@@ -288,8 +289,15 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
                             cfg, session, epoch=epoch, process_index=p, num_processes=num_processes)
                         walk.fill(bar.update)
                         bar.set_postfix(encoded=session.encoded)
-        finally:
+            store.flush()
+        except DiskFullError as exc:
+            store.keep_written()  # not `flush`: the buffered tensors would hit the full disk again
+            raise exc.with_context(f"the cache {store.root} keeps every shard written before (its index names only "
+                                   "complete shards)", "rerun `ufo-video data cache`: it encodes only what is missing")
+        except BaseException:
             store.flush()  # keep what was encoded, also on an interruption or an error
+            raise
+        finally:
             session.encoder.release()
         report.clips_used, report.clips_encoded, report.failures = len(session.clips), session.encoded, session.failures
         if prune:

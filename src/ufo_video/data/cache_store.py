@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ufo_video.atomic import fsync_dir, save_safetensors_atomic, write_bytes_atomic
+from ufo_video.atomic import DiskFullError, append_line, fsync_dir, save_safetensors_atomic, write_bytes_atomic
 from ufo_video.data.cache_keys import CACHE_FORMAT
 from ufo_video.errors import DataError
 
@@ -332,10 +332,7 @@ class CacheStore:
                 self._log_bytes + len(payload) > max(MIN_COMPACT_BYTES, self._snapshot_bytes):
             self._compact()
         elif payload:
-            with open(self.log_path, "ab") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_line(self.log_path, payload)  # all of it or nothing (a full disk cuts it back)
             self._log_bytes += len(payload)
         self._unlogged = []
         self._persisted_failures = dict(self.failures)
@@ -357,6 +354,23 @@ class CacheStore:
         for group in list(self._pending):
             self._write_group(group)
         self._write_index()
+
+    def keep_written(self) -> None:
+        """After a full disk: index the shards already written (a few bytes, which may still fit)
+        and drop the buffered tensors (a later run encodes them again), so the error the caller
+        raises is the first one and what the index names is all complete."""
+        self._pending.clear()
+        self._pending_bytes.clear()
+        self._pending_lengths.clear()
+        try:
+            self._write_index()
+        except DiskFullError:
+            # the index keeps its last state; the shards it does not name are complete but unused
+            # (a later run writes them again; `data cache --prune` deletes them)
+            for rec in self._unlogged:
+                for key in rec["items"]:
+                    self.items.pop(key, None)
+            self._unlogged = []
 
     def prune(self, keep: set[str]) -> tuple[int, int]:
         """Forget index items not in ``keep`` and delete shards nothing refers to (and stray files).

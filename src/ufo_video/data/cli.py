@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ufo_video.atomic import write_atomic, write_text_atomic
+from ufo_video.atomic import DiskFullError, write_atomic, write_text_atomic
 from ufo_video.cli_intermixed import IntermixedParser
 from ufo_video.errors import UfoError
 
@@ -134,11 +134,15 @@ def _preview(args: argparse.Namespace) -> int:
             frames = ((clip + 1) / 2).permute(1, 0, 2, 3)  # [F, 3, H, W] in [0, 1]
             stem = f"{written:04d}-entry{idx}"
             only = not args.overwrite  # a preview running at the same time into --out is never replaced
-            if frames.shape[0] == 1:
-                _write_png(args.out / f"{stem}.png", frames, exclusive=only)
-            else:
-                write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps, exclusive=only)
-            write_text_atomic(args.out / f"{stem}.txt", text, exclusive=only)
+            try:
+                if frames.shape[0] == 1:
+                    _write_png(args.out / f"{stem}.png", frames, exclusive=only)
+                else:
+                    write_video(frames, args.out / f"{stem}.mp4", fps=cfg.infer.fps, exclusive=only)
+                write_text_atomic(args.out / f"{stem}.txt", text, exclusive=only)
+            except DiskFullError as exc:
+                raise exc.with_context(f"the {written} clip(s) before it are complete in {args.out}",
+                                       "run again with --overwrite") from exc.__cause__  # fmt: skip
             written += 1
         if written >= args.n:
             break

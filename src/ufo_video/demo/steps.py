@@ -8,7 +8,6 @@ generated frames stay in memory beside them for evaluation.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -158,8 +157,9 @@ def check_data(ds: dict, plan: DemoPlan, base: dict, out: Path) -> dict:
 
 
 def read_losses(output_dir: Path) -> list[dict]:
-    path = output_dir / "losses.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from ufo_video.train.loss_log import read_records
+
+    return read_records(output_dir / "losses.jsonl")
 
 
 def train_lora(plan: DemoPlan, base: dict, ds: dict, checked: dict, out: Path) -> dict:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ufo_video import __version__
-from ufo_video.atomic import write_json_atomic
+from ufo_video.atomic import DiskFullError, write_json_atomic
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import OUTPUT_FORMATS, GenerationSettings, VideoRequest
 from ufo_video.media_write import write_png_frames, write_video
@@ -75,6 +75,22 @@ def sidecar_path(output: Path) -> Path:
     return output.with_suffix(".json") if output.suffix else output.with_name(output.name + ".json")
 
 
+SIDECAR_BYTES = 64 * 1024  # a sidecar is a few kB
+RAW_SHARE = {"mp4": 1 / 10, "gif": 1 / 2, "png": 1.0}  # of the raw RGB bytes, generously
+
+
+def estimated_bytes(settings: GenerationSettings, fmt: str) -> int:
+    """Disk one video and its sidecar may take, for the free-space check before the model loads.
+    Deliberately simple and generous: the raw RGB frames (frames x height x width x 3 bytes) times
+    1/10 for mp4 (H.264 at crf 18 is usually 1/50 or less), 1/2 for gif (one palette byte per
+    pixel, LZW-packed), all of it for PNG frames (plus 1 KiB of headers per frame), plus 64 KiB for
+    the sidecar. It only has to catch a disk that plainly cannot hold the result; a disk that fills
+    up anyway fails the write with one line (`atomic.DiskFullError`)."""
+    height, width = settings.sample_size
+    frames = settings.video_length
+    raw = frames * height * width * 3
+    extra = 1024 * frames if fmt == "png" else 0
+    return int(raw * RAW_SHARE[fmt]) + extra + SIDECAR_BYTES
 
 
 def write_output(frames: np.ndarray, path: Path, fmt: str, fps: int, exclusive: bool = False) -> Path:
@@ -131,6 +147,9 @@ def write_video_and_sidecar(
     record = sidecar_record(settings, request, out, fmt, frames, runtime)
     try:
         side = write_json_atomic(sidecar_path(out), record, exclusive=exclusive)
+    except DiskFullError as exc:
+        raise exc.with_context(f"the video {out} is written, its sidecar (the settings that make it again) is not",
+                               "run again with --overwrite to write both") from exc.__cause__  # fmt: skip
     except OutputError:
         if not exclusive:
             raise

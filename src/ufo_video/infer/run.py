@@ -15,11 +15,12 @@ from typing import Any
 
 import yaml
 
+from ufo_video.atomic import DiskFullError
 from ufo_video.config import load_config
 from ufo_video.errors import UfoError
 from ufo_video.infer.outputs import next_index_path, sidecar_path, with_format, write_video_and_sidecar
 from ufo_video.infer.settings import GenerationSettings, VideoRequest, apply_values, request_from_config, settings_from_config
-from ufo_video.writable import ensure_writable, refuse_existing
+from ufo_video.writable import check_free_space, ensure_writable, refuse_existing
 
 Log = Callable[[str], None]
 
@@ -52,7 +53,7 @@ def generate_videos(
 
     from ufo_video.infer.engine import VideoGenerator
 
-    check_before_loading(settings, requests, paths, overwrite, check_model=generator is None)
+    check_before_loading(settings, requests, paths, overwrite, check_model=generator is None, fmt=fmt)
     if generator is None:
         log(f"loading {settings.model} ...")
     gen = generator or VideoGenerator(settings, log=log)
@@ -66,7 +67,11 @@ def generate_videos(
             frames = gen.generate(req)
         finally:
             gen.progress_label = None
-        out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime, exclusive=not overwrite)
+        try:
+            out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime, exclusive=not overwrite)
+        except DiskFullError as exc:
+            before = f"; the {len(written)} video(s) before it are written" if written else ""
+            raise exc.with_context(exc.kept + before) from exc.__cause__  # the same seed makes the same video
         batch.update(1)
         log(f"wrote {out} ({frames.shape[0]} frames {frames.shape[1]}x{frames.shape[2]}, seed {req.seed}, "
             f"{time.perf_counter() - t0:.1f} s); settings in {side.name}")  # fmt: skip
@@ -77,11 +82,11 @@ def generate_videos(
 
 def check_before_loading(
     settings: GenerationSettings, requests: list[VideoRequest], paths: list[Path], overwrite: bool,
-    check_model: bool = True,
+    check_model: bool = True, fmt: str = "mp4",
 ) -> None:
     """Inputs exist, image-to-video has its start image and an InP model, the LoRA files are
-    readable and hold finite values, outputs can be written and would not replace a file unasked.
-    Reads model configs only (no model weights)."""
+    readable and hold finite values, outputs can be written, fit on the disk (`estimated_bytes`) and
+    would not replace a file unasked. Reads model configs only (no model weights)."""
     if not requests:
         raise UfoError("nothing to generate: no prompts")
     for req in requests:
@@ -104,7 +109,13 @@ def check_before_loading(
             task_of_request(shell, settings.model, req)
     if not overwrite:
         refuse_existing([p if p.exists() or not sidecar_path(p).exists() else sidecar_path(p) for p in paths])
+    from ufo_video.infer.outputs import estimated_bytes
+
+    each = estimated_bytes(settings, fmt)
     for folder in sorted({p.parent for p in paths}):
+        n = sum(p.parent == folder for p in paths)
+        check_free_space(folder, n * each, f"{n} video(s) of {settings.video_length} frames "
+                         f"{settings.sample_size[0]}x{settings.sample_size[1]} as {fmt} with sidecar (estimate)")
         ensure_writable(folder)
 
 

@@ -14,7 +14,9 @@ Layout in `output_dir`:
 A state folder is assembled under a hidden temporary name, every file fsynced, the marker written
 last, then renamed into place; so a run killed at any moment (kill -9 during a save included)
 leaves either a complete folder or a temporary one that resume ignores and the next run deletes.
-Rotation (`checkpoints_total_limit`) runs only after the new checkpoint is complete.
+Rotation (`checkpoints_total_limit`) runs only after the new checkpoint is complete. A full disk
+during a save removes the temporary folder and that step's new LoRA file at once (`saving.
+save_checkpoint`), and the message names the checkpoint that resume will pick (`kept_checkpoints`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,18 @@ def latest_state(output_dir: Path) -> Path | None:
     """The complete state folder with the highest step, if any."""
     steps = [int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*") if p.is_dir() and is_complete(p)]
     return state_dir(output_dir, max(steps)) if steps else None
+
+
+def kept_checkpoints(output_dir: Path) -> tuple[str, str]:
+    """(what the folder keeps, how to go on) for the one-line message of a run stopped by a full disk."""
+    latest = latest_state(output_dir)
+    if latest is not None:
+        return (f"nothing was replaced: the newest complete checkpoint ({latest.name}) is kept",
+                "rerun with resume_from_checkpoint=latest")  # fmt: skip
+    loras = sorted(list_steps(output_dir))
+    have = (f"the newest LoRA ({lora_file(output_dir, loras[-1]).name}) is kept, without a training state to "
+            "resume from (train.save_state)" if loras else "no checkpoint was saved yet")  # fmt: skip
+    return f"nothing was replaced: {have}", "rerun with resume_from_checkpoint=latest (it starts again from step 0)"
 
 
 def resolve_resume(spec: str, output_dir: Path) -> Path | None:

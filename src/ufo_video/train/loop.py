@@ -155,7 +155,8 @@ def train(cfg: UfoConfig) -> RunResult:
                                   start_over=cfg.train.overwrite_output_dir)
                  if acc.is_main_process else contextlib.nullcontext())  # fmt: skip
         skip_list = out / LIST_NAME if acc.is_main_process else None  # the run's skipped files, listed
-        with claim as claimed, sample_list_per_run(skip_list):  # metadata read, paths stat'ed, skips reported: once per run
+        # metadata read, paths stat'ed, skips reported: once per run; a full disk names the kept checkpoint
+        with claim as claimed, sample_list_per_run(skip_list), saving.checkpoints_named_on_full_disk(out):
             return _train(cfg, acc, out, started, threads, claimed)
     finally:
         acc.end_training()
@@ -206,7 +207,9 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, claimed
         saving.trim_loss_log(loss_log, progress.step)
     saving.check_disk_space(run, progress.step)
     if run.cfg.train.report_to == "tensorboard":
-        acc.init_trackers("ufo-train", config=_hparams(cfg))
+        from ufo_video.train import tensorboard_log
+
+        tensorboard_log.start(run, _hparams(cfg))  # a full disk later: one warning, training goes on
 
     total = run.extra["total_steps"]
     ga = cfg.train.gradient_accumulation_steps

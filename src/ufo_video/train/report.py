@@ -5,7 +5,6 @@ checkpoints, timings) — readable without TensorBoard.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from html import escape
@@ -109,16 +108,14 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
 
 
 def _read_losses(path: Path) -> tuple[list[int], list[float], list[float]]:
+    from ufo_video.train.loss_log import read_records
+
     steps, losses, lrs = [], [], []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            loss = r["loss"] if isinstance(r["loss"], (int, float)) else float("nan")
-            steps.append(int(r["step"]))
-            losses.append(float(loss))
-            lrs.append(float(r.get("lr", float("nan"))))
+    for r in read_records(path):
+        loss = r["loss"] if isinstance(r["loss"], (int, float)) else float("nan")
+        steps.append(int(r["step"]))
+        losses.append(float(loss))
+        lrs.append(float(r.get("lr", float("nan"))))
     return steps, losses, lrs
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from ufo_video.atomic import DiskFullError, disk_errors, write_text_atomic
 from ufo_video.config import config_to_toml
 from ufo_video.train import checkpoint as ckpt
+from ufo_video.train import loss_log
 from ufo_video.train.checkpoint import Progress
 from ufo_video.train.setup import ADAPTER_NAME, TrainError, TrainRun
 
@@ -58,17 +62,30 @@ def check_disk_space(run: TrainRun, step: int) -> None:
                                            "(see the main process's message)")
 
 
+@contextlib.contextmanager
+def checkpoints_named_on_full_disk(output_dir: Path) -> Iterator[None]:
+    """A full disk anywhere in a run (a validation clip, the report, the config) is told with the
+    checkpoint the run keeps and how to continue, unless the writer already said more."""
+    try:
+        yield
+    except DiskFullError as exc:
+        if exc.kept != exc.DEFAULT_KEPT or exc.rerun != exc.DEFAULT_RERUN:
+            raise
+        raise exc.with_context(*ckpt.kept_checkpoints(output_dir)) from exc.__cause__
+
+
 def write_resolved_config(run: TrainRun) -> Path:
     """The exact settings of the run next to its outputs (atomic)."""
-    path = run.output_dir / "config.toml"
-    tmp = path.with_name(".config.toml.tmp")
-    tmp.write_text(config_to_toml(run.cfg))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(run.output_dir / "config.toml", config_to_toml(run.cfg))
 
 
 def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
-    """checkpoint-{step}.safetensors, then (save_state) checkpoint-{step}/, then rotation. All processes call it."""
+    """checkpoint-{step}.safetensors, then (save_state) checkpoint-{step}/, then rotation. All processes call it.
+
+    A full disk during the save (`DiskFullError`) leaves the folder as it was before it: the
+    temporary state folder and a LoRA file this save created are removed (which also frees the
+    space they took), rotation does not run, so the newest complete checkpoint stays the one
+    resume picks; every process then stops with one message naming it (`_together`)."""
     from ufo_video.train import fsdp
 
     acc, step, out = run.accelerator, progress.step, run.output_dir
@@ -77,35 +94,89 @@ def save_checkpoint(run: TrainRun, progress: Progress) -> Path:
     if bad:  # never write NaN weights
         raise TrainError(f"step {step}: LoRA weights are not finite ({bad[0]} ...); nothing saved")
     lora_path = ckpt.lora_file(out, step)
-    if acc.is_main_process:
+    new_lora = not lora_path.exists()
+    undo = _undo_save(run, step, lora_path if new_lora else None)
+
+    def write_lora() -> None:
         from ufo_video.lora.formats import save_lora
 
         save_lora(lora_path, run.model, ADAPTER_NAME, lora_metadata(run, step), dtype=save_dtype(run.cfg),
                   tensors=trainable)
+
+    _together(run, write_lora, undo)
     if run.cfg.train.save_state:
-        tmp = ckpt.tmp_dir(out, step)
-        if acc.is_main_process:
-            ckpt.begin_state(out, step)
+        tmp, final = ckpt.tmp_dir(out, step), ckpt.state_dir(out, step)
+
+        def into_state(write, *args, **kwargs) -> Callable[[], None]:
+            def call() -> None:
+                with disk_errors(final):  # the folder the user knows; its temporary name goes with the undo
+                    write(*args, **kwargs)
+
+            return call
+
+        _together(run, into_state(ckpt.begin_state, out, step), undo)
         acc.wait_for_everyone()
-        ckpt.write_rng(tmp, acc.process_index)
+        _together(run, into_state(ckpt.write_rng, tmp, acc.process_index), undo, everyone=True)
         engine, sharded = uses_engine_state(run), fsdp.uses_fsdp(acc)
         if engine:
             # every process writes its own optimizer shard (fp32 masters and moments) through
-            # accelerate's own mechanism; the frozen base weights are not written
-            acc.save_state(str(tmp / ckpt.ENGINE_DIR), exclude_frozen_parameters=True)
+            # accelerate's own mechanism; the frozen base weights are not written. (DeepSpeed
+            # writes with torch.save, whose full-disk error carries no errno: it stays a traceback.)
+            _together(run, into_state(acc.save_state, str(tmp / ckpt.ENGINE_DIR), exclude_frozen_parameters=True),
+                      undo, everyone=True)  # fmt: skip
         if sharded:  # the whole optimizer state, gathered (a collective), written by the main process
-            fsdp.save_optimizer(run.transformer, run.optimizer, tmp, acc.is_main_process)
+            _together(run, into_state(fsdp.save_optimizer, run.transformer, run.optimizer, tmp, acc.is_main_process),
+                      undo, everyone=True)  # fmt: skip
         acc.wait_for_everyone()
-        if acc.is_main_process:
+
+        def write_main() -> None:
             ckpt.write_main_state(
                 tmp, trainable=trainable, optimizer=None if engine or sharded else run.optimizer,
                 lr_scheduler=run.lr_scheduler, progress=progress,
             )  # fmt: skip
             ckpt.finish_state(tmp, out, step)
+
+        _together(run, into_state(write_main), undo)
     if acc.is_main_process:
         ckpt.rotate(out, run.cfg.train.checkpoints_total_limit)
     acc.wait_for_everyone()
     return lora_path
+
+
+def _together(run: TrainRun, write, undo, everyone: bool = False) -> None:
+    """Run `write` on the main process (`everyone`: on every process). When the disk is full on
+    any of them, the main process undoes the partial save and every process raises at this same
+    point (one flag summed over processes), so none is left waiting in a later collective."""
+    acc = run.accelerator
+    error = None
+    if everyone or acc.is_main_process:
+        try:
+            write()
+        except DiskFullError as exc:
+            error = exc
+    failed = error is not None
+    if acc.num_processes > 1:
+        flag = torch.tensor([1.0 if failed else 0.0], device=acc.device)
+        failed = float(acc.reduce(flag, reduction="sum").item()) > 0
+    if not failed:
+        return
+    kept = undo() if acc.is_main_process else None
+    if error is None:
+        raise TrainError("stopped: another process could not write the checkpoint (see its message)")
+    raise error.with_context(*kept) if kept else error
+
+
+def _undo_save(run: TrainRun, step: int, new_lora: Path | None):
+    """What a failed save of `step` cleans up; it returns (what was kept, how to go on)."""
+
+    def undo() -> tuple[str, str]:
+        out = run.output_dir
+        shutil.rmtree(ckpt.tmp_dir(out, step), ignore_errors=True)
+        if new_lora is not None:
+            new_lora.unlink(missing_ok=True)
+        return ckpt.kept_checkpoints(out)
+
+    return undo
 
 
 def uses_engine_state(run: TrainRun) -> bool:
@@ -173,13 +244,10 @@ def restore(run: TrainRun, folder: Path) -> Progress:
 
 
 def trim_loss_log(path: Path, step: int) -> None:
-    """After a resume, drop logged losses of steps beyond the restored one (they will be redone)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    """After a resume, drop logged losses of steps beyond the restored one (they will be redone)
+    and an incomplete last line (see `loss_log`)."""
+    loss_log.trim(path, step)
 
 
 def append_loss(path: Path, step: int, loss: float, lr: float) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps({"step": step, "loss": loss if math.isfinite(loss) else str(loss), "lr": lr}) + "\n")
+    loss_log.append(path, step, loss, lr)

@@ -12,7 +12,6 @@ started, e.g. with SIGINT ignored by `cmd &` in a script). The trainer watches t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -38,16 +37,17 @@ class LossLog:
 
 
 def read_losses(output_dir: Path) -> LossLog:
+    from ufo_video.train.loss_log import read_records
+
     log = LossLog([], [], [])
-    path = output_dir / "losses.jsonl"
-    if not path.is_file():
-        return log
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    # notice=None: a last line may be being written while the UI reads; a corrupt line before it
+    # is an error (LossLogError) the tab shows
+    for rec in read_records(output_dir / "losses.jsonl", notice=None):
+        step = int(rec["step"])
         try:
-            rec = json.loads(line)
-            step, loss, lr = int(rec["step"]), float(rec["loss"]), float(rec.get("lr", math.nan))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line being written, or a non-finite loss written as text
+            loss, lr = float(rec["loss"]), float(rec.get("lr", math.nan))
+        except (ValueError, TypeError):
+            loss, lr = math.nan, math.nan  # a non-finite loss written as text ("nan") parses; anything else is no number
         log.steps.append(step)
         log.losses.append(loss)
         log.lrs.append(lr)
