@@ -66,6 +66,28 @@ def _diffusers_frames(pipe, **kwargs) -> np.ndarray:
     return (frames * 255).round().to(torch.uint8).numpy()
 
 
+def _reference_pipeline(cls, model: Path):
+    """diffusers' pipeline `cls` for `model` in fp32, every tensor moved into memory of its own.
+
+    Why: `from_pretrained` leaves each weight a view into the memory-mapped safetensors file, at
+    its offset in the file; in these tiny files the data start 8 bytes past a 16-byte boundary, so
+    every transformer and VAE weight is only 8-byte aligned. ufo-video's loader reads each tensor
+    into a buffer of its own (16-byte aligned or better). The values and the operations are the
+    same, but MKL's default sgemm (not in its reproducible CNR mode; e.g. on AMD EPYC) picks its
+    summation order for a one-row product (the timestep MLP at batch 1) by the weight's 16-byte
+    alignment: the same timestep embedding then differs by ~1e-7, which moves a pixel by 1/255
+    now and then. Copying each tensor changes no value and no operation, only where its bytes
+    lie, so the comparison below stays bit-exact on every CPU."""
+    pipe = cls.from_pretrained(str(model), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                for tensor in [*component.parameters(), *component.buffers()]:
+                    tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+    return pipe
+
+
 def _applied_modules(pipe, component: str = "transformer") -> int:
     module = getattr(pipe, component)
     return sum(1 for _, m in module.named_modules() if hasattr(m, "lora_A") and len(m.lora_A) > 0)
@@ -186,8 +208,7 @@ def test_train_t2v_lora_generates_like_diffusers_after_load_lora_weights(wan_mod
     assert all(k.startswith("diffusion_model.blocks.") for k in keys) and any(".self_attn.q.lora_A" in k for k in keys)
     ours = _generate(wan_models["t2v"], tmp_path / "ours", "--lora", f"{lora}:0.7")
 
-    pipe = WanPipeline.from_pretrained(str(wan_models["t2v"]), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _reference_pipeline(WanPipeline, wan_models["t2v"])
     pipe.load_lora_weights(str(lora), adapter_name="ufo")
     n_modules = len(json.loads(meta["ufo_target_modules"]))
     assert _applied_modules(pipe) == n_modules == 2 * 10  # every module of the file applied (2 blocks x 10)
@@ -212,8 +233,7 @@ def test_a14b_one_lora_per_expert_trained_and_applied_to_its_expert(wan_models, 
     ours = _generate(model, tmp_path / "ours", "--lora", f"{high}:0.5", "--lora", f"{low}:0.9")
     assert "-> transformer, " in capsys.readouterr().out  # each file's expert is said
 
-    pipe = WanPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _reference_pipeline(WanPipeline, model)
     pipe.load_lora_weights(str(high), adapter_name="high")
     pipe.load_lora_weights(str(low), adapter_name="low", load_into_transformer_2=True)
     assert _applied_modules(pipe, "transformer") == _applied_modules(pipe, "transformer_2") == 20
@@ -230,8 +250,7 @@ def test_i2v_train_and_generate_from_a_start_image(wan_models, dataset, tmp_path
     image = tmp_path / "start.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
     ours = _generate(model, tmp_path / "ours", "--lora", f"{lora}:0.3", "--image", str(image))
-    pipe = WanImageToVideoPipeline.from_pretrained(str(model), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _reference_pipeline(WanImageToVideoPipeline, model)
     pipe.load_lora_weights(str(lora), adapter_name="ufo")
     assert _applied_modules(pipe) == 2 * 12  # the image stream's add_k/add_v included
     pipe.set_adapters(["ufo"], [0.3])
