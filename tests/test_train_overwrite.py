@@ -27,7 +27,8 @@ def test_overwrite_output_dir_keeps_the_old_run_when_the_new_one_fails_its_check
     assert main(["train", str(bad)]) == 2
     io = capsys.readouterr()
     assert "error:" in io.err and "removed the previous run" not in io.out
-    assert sorted(p.name for p in out.iterdir()) == old and losses(out) == old_losses
+    # (the failed run may add its own skipped-files.txt: nothing of the old run is gone or changed)
+    assert set(old) <= {p.name for p in out.iterdir()} and losses(out) == old_losses
     # a good dataset: the old outputs go (after the model was set up), and the message names them
     assert main(["train", str(cfg), "overwrite_output_dir=true", "max_train_steps=1"]) == 0
     text = capsys.readouterr().out
