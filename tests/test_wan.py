@@ -343,6 +343,13 @@ def test_bad_wan_inputs_give_clear_errors(wan_models, tiny_model, tmp_path, caps
     assert "multiple of 32" in message and "data.video_sample_size" in message
 
 
+def test_text_to_video_on_an_i2v_only_model_suggests_image(wan_models, tmp_path, capsys):
+    """An I2V-only model without a start image: refused before loading, and the line says how to fix it."""
+    assert main(["generate", "--model", str(wan_models["i2v"]), "--prompt", "x", "--out", str(tmp_path / "x.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot make text-to-video; it supports i2v" in err and "--image" in err and "Traceback" not in err
+
+
 def test_size_rules_come_from_the_model_not_the_config(wan_models, tiny_model, dataset, tmp_path, capsys):
     """The config no longer carries a family's rules: a 4k+1 / multiple-of-16 mistake is reported
     against the model it would run on, naming the key and the model's numbers."""

@@ -37,7 +37,8 @@ def task_of_request(model, model_path: str, request: VideoRequest) -> str:
         task = "flf2v" if request.end_image else "i2v"
     if task not in model.tasks:
         kind = "image-to-video" if task == "i2v" else "first+last-frame video" if task == "flf2v" else "text-to-video"
-        hint = " (image-to-video needs an inpaint / image-to-video model)" if task != "t2v" else ""
+        hint = (" (image-to-video needs an inpaint / image-to-video model)" if task != "t2v"
+                else "; give a start image with --image (image_path in the UI)" if "i2v" in model.tasks else "")  # fmt: skip
         raise UfoError(f"{model_path} ({model.info.variant}) cannot make {kind}; it supports {', '.join(model.tasks)}{hint}")
     return task
 
