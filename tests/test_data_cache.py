@@ -100,7 +100,8 @@ def test_cli_cache_then_batches_equal_the_uncached_path_bitwise(tiny_model: Path
                 mask = torch.stack([make_mask(kind, frames, height, width, torch.Generator())] * pixels.shape[0])
                 assert torch.equal(c["cond"][item], model.inpaint_conditioning(pixels, mask)), kind
             text = model.encode_text(p["texts"], "cpu")
-            assert torch.equal(c["text_embeds"], text.embeds) and torch.equal(c["text_mask"], text.mask)
+            assert c["text"].keys() == text.keys() == {"embeds", "mask"}
+            assert all(torch.equal(c["text"][name], text[name]) for name in text)
 
     shards = sorted(p.name for p in (cache_dir_of(cfg) / "shards").iterdir())
     pattern = re.compile(r"^(latent|cond|text_embeds|text_mask)-\d+(x\d+)*-(float32|int64)-[0-9a-f]{8}-\d{4}\.safetensors$")
@@ -177,8 +178,8 @@ def test_missing_cache_locked_cache_and_t2v_model(tiny_models: dict, tmp_path: P
     _cache(cfg, epochs=1)
     batch = next(iter(build_cached_loader(cfg, seed=SEED, epoch=0)))
     assert batch["cond"] == {} and batch["latents"].shape == (2, 4, 2, 4, 4)  # t2v: no inpaint conditioning
-    assert set(batch) == {"latents", "latents_std", "text_embeds", "text_mask", "cond", "texts", "indices", "is_static",
-                          "pixel_shape"}  # fmt: skip
+    assert set(batch) == {"latents", "latents_std", "text", "cond", "texts", "indices", "is_static", "pixel_shape"}
+    assert set(batch["text"]) == {"embeds", "mask"}
     assert batch["latents_std"].shape == batch["latents"].shape and (batch["latents_std"] > 0).all()
 
 

@@ -9,7 +9,6 @@ import torch
 from ufo_video.config import LoraSection
 from ufo_video.lora.formats import LoraModule, LoraWeights, save_lora, write_lora
 from ufo_video.lora.inject import add_lora
-from ufo_video.models.base import TextEmbeds
 from ufo_video.models.registry import load_model
 
 
@@ -23,7 +22,7 @@ def forward(model, seed: int = 0) -> torch.Tensor:
     dtype = next(model.transformer.parameters()).dtype
     latents = torch.randn(1, 4, 3, 8, 8, generator=g).to(dtype)
     cond = torch.randn(1, 5, 3, 8, 8, generator=g).to(dtype)
-    text = TextEmbeds(torch.randn(1, 6, 16, generator=g).to(dtype), torch.ones(1, 6, dtype=torch.long))
+    text = {"embeds": torch.randn(1, 6, 16, generator=g).to(dtype), "mask": torch.ones(1, 6, dtype=torch.long)}
     with torch.no_grad():
         return model.predict(latents, torch.tensor([500.0]), text, {"inpaint_latents": cond})
 

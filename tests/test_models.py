@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_file
 from conftest import REAL_12B_CONFIGS
 from ufo_video.cli import main
 from ufo_video.errors import ModelLoadError
-from ufo_video.models.base import TextEmbeds
 from ufo_video.models.easyanimate import EasyAnimateAdapter
 from ufo_video.models.registry import load_model
 
@@ -66,7 +65,8 @@ def test_encode_text_matches_pipeline(tiny_model: Path) -> None:
     pe, _, pm, _ = model.pipeline().encode_prompt(
         ["a cat", "two dogs"], device="cpu", do_classifier_free_guidance=False, dtype=torch.float32
     )
-    assert torch.equal(ours.embeds, pe) and torch.equal(ours.mask, pm)
+    assert set(ours) == set(model.text_items) == {"embeds", "mask"}
+    assert torch.equal(ours["embeds"], pe) and torch.equal(ours["mask"], pm)
 
 
 def test_deleted_tensor_is_refused_by_name(tiny_model: Path, tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_memory_modes_on_cpu(tiny_model: Path) -> None:
 
 def test_predict_requires_conditioning_for_inp(tiny_model: Path) -> None:
     model = load_model(tiny_model)
-    text = TextEmbeds(torch.zeros(1, 4, 16), torch.ones(1, 4, dtype=torch.long))
+    text = {"embeds": torch.zeros(1, 4, 16), "mask": torch.ones(1, 4, dtype=torch.long)}
     with pytest.raises(ValueError, match="inpaint_latents"):
         model.predict(torch.zeros(1, 4, 1, 4, 4), torch.tensor([1.0]), text)
 
@@ -227,4 +227,4 @@ def test_tiny_tokenizer_really_tokenizes(tiny_model: Path) -> None:
     assert len(ids[0]) >= 5 and ids[0] != ids[1]
     assert len(model.tokenizer("<|im_start|>").input_ids) == 1
     text = model.encode_text(["a red ball", "the blue cats"], "cpu")
-    assert not torch.equal(text.embeds[0], text.embeds[1])
+    assert not torch.equal(text["embeds"][0], text["embeds"][1])

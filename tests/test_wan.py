@@ -164,7 +164,7 @@ def test_i2v_training_conditioning_equals_the_pipeline_input(wan_models, variant
         assert seen.get("encoder_hidden_states_image") is None and "image_embeds" not in cond
     with torch.no_grad():  # as the trainer encodes
         text = model.encode_text(["a cat"], "cpu")
-    assert torch.equal(seen["encoder_hidden_states"], text.embeds)
+    assert torch.equal(seen["encoder_hidden_states"], text["embeds"])
 
 
 def test_easyanimate_i2v_training_conditioning_equals_the_pipeline_input(tiny_model):

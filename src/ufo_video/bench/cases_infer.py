@@ -68,11 +68,7 @@ def _step_inputs(ws: Workspace, model):
     shape = (2, latent, frames, h // 8, w // 8)
     dt = _dtype(ws)
     noisy = torch.randn(shape, generator=gen).to(ws.device, dt)
-    text_dim = model.transformer.config.text_embed_dim
-    from ufo_video.models.base import TextEmbeds
-
-    text = TextEmbeds(torch.randn(2, 256, text_dim, generator=gen).to(ws.device, dt),
-                      torch.ones(2, 256, dtype=torch.long, device=ws.device))
+    text = model.random_text(2, 256, gen, ws.device, dt)
     cond = model.t2v_conditioning(noisy)  # what text-to-video feeds the transformer
     t = torch.full((2,), 500.0, device=ws.device, dtype=dt)
     return noisy, t, text, cond

@@ -249,7 +249,7 @@ def case_caption_bytes(ws: Workspace) -> CaseResult:
     """Bytes the latent cache stores per caption (text embedding + mask, shards on disk) over the
     bytes of the padded tensors `encode_text` returns; a report, not a target."""
     from ufo_video.bench.cases_train import _train_data
-    from ufo_video.data.cache import cache_dir_of, text_items
+    from ufo_video.data.cache import cache_dir_of, text_items, text_kind, text_names
     from ufo_video.data.cache_build import build_cache
     from ufo_video.data.cache_keys import model_fingerprints
     from ufo_video.data.cache_store import CacheStore
@@ -264,10 +264,11 @@ def case_caption_bytes(ws: Workspace) -> CaseResult:
     texts = sorted({""} | {r for r in _captions(meta)})
     padded = 0
     for text in texts:
-        for key in text_items(fp.text, text):
+        for key in text_items(fp.text, text, text_names(cfg)):
             t = store.get(key)
             padded += t.numel() * t.element_size()
-    shards = [p for p in (cache_dir_of(cfg) / "shards").iterdir() if p.name.startswith(("text_embeds-", "text_mask-"))]
+    kinds = tuple(f"{text_kind(name)}-" for name in text_names(cfg))
+    shards = [p for p in (cache_dir_of(cfg) / "shards").iterdir() if p.name.startswith(kinds)]
     stored = sum(p.stat().st_size for p in shards)
     per_stored, per_padded = stored / len(texts), padded / len(texts)
     ratio = Spread.of([per_stored / per_padded])

@@ -66,6 +66,8 @@ def traineroptimizer_step(run, batch):
 
 def bare_step(run, batch):
     """The same computation without the trainer: plain calls on the same objects."""
+    from ufo_video.models.base import cast_floats
+
     model, transformer = run.model, run.transformer
     device, dtype, t = run.accelerator.device, run.weight_dtype, run.cfg.train
     optimizer = torch.optim.AdamW(run.params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
@@ -85,7 +87,7 @@ def bare_step(run, batch):
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = (1 - s) * latents + s * noise
         with autocast():
-            pred = model.predict(noisy.to(dtype), (sigma * 1000).to(dtype), text.to(device, dtype),
+            pred = model.predict(noisy.to(dtype), (sigma * 1000).to(dtype), cast_floats(text, device, dtype),
                                  {k: v.to(dtype) for k, v in cond.items()})
         loss = F.mse_loss(pred.float(), (noise - latents).float())
         loss.backward()
@@ -133,6 +135,7 @@ def _tail(run):
 
 def _predict_loss(run, latents: torch.Tensor, text, cond: torch.Tensor | None, position: int) -> torch.Tensor:
     """The second half of `train.step.batch_loss` (noise, predict, loss) on given encodings."""
+    from ufo_video.models.base import cast_floats
     from ufo_video.train import objective
 
     t, dtype = run.cfg.train, run.weight_dtype
@@ -141,7 +144,8 @@ def _predict_loss(run, latents: torch.Tensor, text, cond: torch.Tensor | None, p
                                    logit_std=t.logit_std, shift=t.timestep_shift,
                                    grid=run.model.training_timesteps())
     with run.training_forward():
-        pred = run.model.predict(noised.noisy.to(dtype), noised.timesteps.to(dtype), text.to(text.embeds.device, dtype),
+        pred = run.model.predict(noised.noisy.to(dtype), noised.timesteps.to(dtype),
+                                 cast_floats(text, noised.noisy.device, dtype),
                                  {} if cond is None else {k: v.to(dtype) for k, v in cond.items()})
     return objective.flow_loss(pred, noised.target)
 

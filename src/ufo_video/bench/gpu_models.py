@@ -148,7 +148,7 @@ def randomise_lora_b(transformer: nn.Module, name: str, std: float = INIT_STD, s
 @dataclass
 class StepInputs:
     latents: torch.Tensor  # [B, C, f, h, w]
-    text: Any  # models.base.TextEmbeds
+    text: dict[str, torch.Tensor]  # the adapter's named text conditioning (random)
     cond: dict[str, torch.Tensor]  # what text-to-video feeds the transformer (adapter.t2v_conditioning)
     video_tokens: int  # per sample, after patching
     text_tokens: int
@@ -157,8 +157,6 @@ class StepInputs:
 def step_inputs(model: BuiltModel, size: Size, batch: int, device: torch.device, dtype: torch.dtype,
                 seed: int = 0) -> StepInputs:
     """Random latents and text embeddings of a `size` clip ([frames, height, width] in pixels)."""
-    from ufo_video.models.base import TextEmbeds
-
     adapter, entry = model.adapter, model.entry
     frames, height, width = size
     sf = adapter.spatial_factor
@@ -168,10 +166,7 @@ def step_inputs(model: BuiltModel, size: Size, batch: int, device: torch.device,
     f, h, w = adapter.latent_frames(frames), height // sf, width // sf
     gen = torch.Generator().manual_seed(seed)
     latents = torch.randn(batch, latent, f, h, w, generator=gen).to(device, dtype)
-    cfg = model.transformer.config
-    text_dim = int(cfg[entry.text_dim_key])
-    embeds = torch.randn(batch, entry.text_tokens, text_dim, generator=gen).to(device, dtype)
-    text = TextEmbeds(embeds, torch.ones(batch, entry.text_tokens, dtype=torch.long, device=device))
+    text = adapter.random_text(batch, entry.text_tokens, gen, device, dtype)
     cond = adapter.t2v_conditioning(latents)
     tokens = f * (h // adapter.patch_size) * (w // adapter.patch_size)
     return StepInputs(latents, text, cond, tokens, entry.text_tokens)

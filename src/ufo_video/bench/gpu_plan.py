@@ -73,7 +73,6 @@ class Entry:
     family: str
     configs: Path
     text_tokens: int
-    text_dim_key: str
     lora_rank: int
     lora_alpha: float
     lora_targets: str
@@ -127,7 +126,7 @@ def parse_entry(raw: dict[str, Any], preset: GpuPreset, assets: Path = ASSETS) -
             targets[f"{kind}/{relabel.get(label, label)}"] = {m: (op, float(v)) for m, (op, v) in metrics.items()}
         return Entry(
             name=name, title=raw.get("title", name), family=raw["family"], configs=assets / raw["configs"],
-            text_tokens=int(text_tokens), text_dim_key=raw["text_dim_key"], lora_rank=int(lora["rank"]),
+            text_tokens=int(text_tokens), lora_rank=int(lora["rank"]),
             lora_alpha=float(lora["alpha"]), lora_targets=lora["targets"], train=_train(train, f"{name}.train"),
             fp8=bool(raw.get("fp8", False)), infer=infer, targets=targets, transformer_overrides=overrides,
         )  # fmt: skip

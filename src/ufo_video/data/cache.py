@@ -90,9 +90,22 @@ def step_components(cfg: UfoConfig) -> tuple[str, ...]:
     return shell.cache_step_components(cfg.train.train_mode, start_image_noise=cfg.train.start_image_noise == "model")
 
 
-def text_items(text_fp: str, text: str) -> tuple[str, str]:
+def text_names(cfg: UfoConfig) -> tuple[str, ...]:
+    """The names of the model's text conditioning (`ModelAdapter.text_items`), from configs alone."""
+    from ufo_video.models.registry import model_shell
+
+    return tuple(model_shell(cfg.model.pretrained_model_name_or_path).text_items)
+
+
+def text_items(text_fp: str, text: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The cache keys of one caption's text conditioning, one per name (in `names`' order)."""
     key = text_key(text_fp, text)
-    return f"{key}.embeds", f"{key}.mask"
+    return tuple(f"{key}.{name}" for name in names)
+
+
+def text_kind(name: str) -> str:
+    """The shard kind of a text item (`CacheStore` trims trailing zero rows of every text kind)."""
+    return f"text_{name}"
 
 
 class CachedLoader(TrainLoader):
@@ -109,6 +122,7 @@ class CachedLoader(TrainLoader):
         self.store = store if store is not None else CacheStore(cache_dir_of(cfg), writable=False)
         self.fp = fingerprints or model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
         cond_items, self.shared_items = items if items is not None else cache_items(cfg)
+        self.text_names = text_names(cfg)
         self.clip_items = ("latent", *cond_items)
         self._facts: dict[int, tuple[str, int, int]] = {}
         if self.verify_on_init:
@@ -129,6 +143,9 @@ class CachedLoader(TrainLoader):
     def text_of(self, idx: int) -> str:
         dropped = drop_text(self.seed, self.epoch, idx, self.d.text_drop_ratio)
         return "" if dropped else self.samples[idx].entry.text
+
+    def _text_keys(self, idx: int) -> tuple[str, ...]:
+        return text_items(self.fp.text, self.text_of(idx), self.text_names)
 
     def clip_ready(self, clip: str) -> bool:
         return all(self.store.has(item_key(clip, item)) for item in self.clip_items)
@@ -165,7 +182,7 @@ class CachedLoader(TrainLoader):
             for slot in self._my_slots(batch):
                 idx = batch.indices[slot]
                 clip = self.clip_key(batch, idx)
-                keys = {item_key(clip, item) for item in self.clip_items} | set(text_items(self.fp.text, self.text_of(idx)))
+                keys = {item_key(clip, item) for item in self.clip_items} | set(self._text_keys(idx))
                 path = str(self.samples[idx].entry.path)
                 if keys & lost and path not in samples:
                     samples.append(path)
@@ -180,7 +197,7 @@ class CachedLoader(TrainLoader):
                 clip = self.clip_key(batch, idx)
                 if not self.clip_ready(clip) and clip not in self.store.failures:
                     raise self._clip_miss(batch, idx, clip)
-                if not self.store.has(text_items(self.fp.text, self.text_of(idx))[0]):
+                if not all(self.store.has(k) for k in self._text_keys(idx)):
                     raise self._miss(batch, idx, "the caption's text embedding")
 
     # ------------------------------------------------------------------ one slot
@@ -221,14 +238,13 @@ class CachedLoader(TrainLoader):
         b = batch.bucket
         clips = [self.clip_key(batch, i) for i in used]
         texts = [self.text_of(i) for i in used]
-        text_keys = [text_items(self.fp.text, t) for t in texts]
-        for i, (emb_key, _) in zip(used, text_keys):
-            if not self.store.has(emb_key):
+        text_keys = [self._text_keys(i) for i in used]
+        for i, keys in zip(used, text_keys):
+            if not all(self.store.has(k) for k in keys):
                 raise self._miss(batch, i, "the caption's text embedding")
         out = {
             "latents": torch.stack([get(item_key(c, "latent")) for c in clips]),
-            "text_embeds": torch.stack([get(e) for e, _ in text_keys]),
-            "text_mask": torch.stack([get(m) for _, m in text_keys]),
+            "text": {name: torch.stack([get(keys[j]) for keys in text_keys]) for j, name in enumerate(self.text_names)},
             "cond": {},
             "texts": texts,
             "indices": used,
@@ -256,7 +272,7 @@ def build_cached_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: 
 
     - ``latents`` [B, C, f, h, w]: ``encode_video`` output (dtype model.weight_dtype);
     - ``latents_std`` (with ``train.vae_latents = "sample"``): the posterior std, same shape;
-    - ``text_embeds`` [B, L, D] and ``text_mask`` [B, L]: ``encode_text`` of each (possibly dropped) caption;
+    - ``text``: ``encode_text``'s named tensors (``text_items``) of each (possibly dropped) caption, [B, ...];
     - ``cond``: the adapter's cached conditioning items -> [B, ...] (shared items are expanded
       views of one tensor); the adapter's ``conditioning_from_cache`` picks per sample;
     - ``texts``, ``indices``, ``is_static`` as ``build_train_loader``; ``pixel_shape`` (F, H, W).

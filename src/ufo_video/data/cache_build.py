@@ -22,7 +22,8 @@ import torch
 from ufo_video.atomic import DiskFullError
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.cache import LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, text_items
+from ufo_video.data.cache import (LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, text_items, text_kind,
+                                  text_names)
 from ufo_video.data.cache_keys import Fingerprints, item_key, model_fingerprints, shared_key
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.plan import PlannedBatch, limits_of, sample_list_per_run
@@ -228,23 +229,26 @@ def planned_epochs(cfg: UfoConfig, batches_per_epoch: int) -> int:
 
 @torch.no_grad()
 def _encode_texts(cfg: UfoConfig, store: CacheStore, fp: Fingerprints, texts: list[str], tick) -> int:
-    missing = [t for t in texts if not store.has(text_items(fp.text, t)[0])]
+    names = text_names(cfg)
+    missing = [t for t in texts if not all(store.has(k) for k in text_items(fp.text, t, names))]
     if not missing:
         return 0
     from ufo_video.models.memory import resolve_device
-    from ufo_video.models.registry import load_model
+    from ufo_video.models.registry import load_model, model_shell
 
     device = resolve_device(cfg.model.device)
-    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=DTYPES[cfg.model.weight_dtype],
-                       components=("text_encoder", "tokenizer"))
-    model.text_encoder.requires_grad_(False).eval().to(device)
+    wanted = model_shell(cfg.model.pretrained_model_name_or_path).text_components
+    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=DTYPES[cfg.model.weight_dtype], components=wanted)
+    for name in wanted:
+        module = model.component(name)
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval().to(device)
     for start in range(0, len(missing), TEXT_BATCH):
         chunk = missing[start : start + TEXT_BATCH]
         enc = model.encode_text(chunk, device)
         for i, text in enumerate(chunk):
-            emb_key, mask_key = text_items(fp.text, text)
-            store.put(emb_key, "text_embeds", enc.embeds[i])
-            store.put(mask_key, "text_mask", enc.mask[i])
+            for key, name in zip(text_items(fp.text, text, names), names):
+                store.put(key, text_kind(name), enc[name][i])
         tick(len(chunk))
     del model
     gc.collect()
@@ -280,7 +284,7 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
             with tqdm(total=len(texts), desc="cache texts", unit="text", disable=not progress) as bar:
                 report.texts_encoded = _encode_texts(cfg, store, fp, texts, bar.update)
             report.texts_used = len(texts)
-            session.used.update(k for t in texts for k in text_items(fp.text, t))
+            session.used.update(k for t in texts for k in text_items(fp.text, t, text_names(cfg)))
             total = n_epochs * len(first) * cfg.train.train_batch_size * num_processes
             with tqdm(total=total, desc="cache clips", unit="clip", disable=not progress) as bar:
                 for epoch in range(n_epochs):

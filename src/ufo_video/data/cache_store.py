@@ -54,7 +54,7 @@ from ufo_video.errors import DataError
 SHARD_BYTES = 256 * 1024 * 1024  # a shard is written when its buffered tensors reach this size
 FLUSH_SECONDS = 300.0  # ...or at least this often, so an interrupted run loses little work
 MAX_OPEN_SHARDS = 64
-TRIM_KINDS = ("text_embeds", "text_mask")
+TRIM_PREFIX = "text_"  # text conditioning kinds (`data.cache.text_kind`): trailing zero rows not stored
 TRIM_MULTIPLE = 16
 MIN_COMPACT_BYTES = 1024 * 1024  # the log is folded into the snapshot once it is larger than both
 
@@ -283,7 +283,7 @@ class CacheStore:
     def put(self, key: str, kind: str, tensor: torch.Tensor) -> None:
         assert self.writable, "read-only cache"
         t = tensor.detach().to("cpu").contiguous().clone()
-        if kind in TRIM_KINDS:
+        if kind.startswith(TRIM_PREFIX):
             trimmed = trim_trailing_zeros(t)
             if trimmed.shape[0] < t.shape[0]:
                 self._pending_lengths[key] = t.shape[0]

@@ -4,10 +4,10 @@ A family implements `ModelAdapter` in one module under `models/` and is listed o
 `models/registry.py`. Trainer, data, inference, LoRA tools and CLI talk only to this interface,
 so they never branch on model names (docs/adapters.md explains each hook and why it exists).
 
-Conditioning flows as *named tensors* (finetrainers' pattern): `training_conditioning` returns a
-dict whose keys `predict` understands, and the same definition feeds the latent cache, so the
-trainer never knows which extra inputs (inpaint latents, a first-frame mask, image embeddings) a
-family's transformer takes.
+Conditioning flows as *named tensors* (finetrainers' pattern): `encode_text` and
+`training_conditioning` return dicts whose keys `predict` understands, and the same definitions
+feed the latent cache, so the trainer never knows which text encoders, masks or extra inputs
+(inpaint latents, a first-frame mask, image embeddings) a family's transformer takes.
 """
 
 from __future__ import annotations
@@ -100,15 +100,10 @@ class ModelInfo:
     rules: SizeRules | None = None
 
 
-@dataclass
-class TextEmbeds:
-    """Encoded prompts: hidden states [B, L, D] and attention mask [B, L]."""
-
-    embeds: torch.Tensor
-    mask: torch.Tensor
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "TextEmbeds":
-        return TextEmbeds(self.embeds.to(device=device, dtype=dtype or self.embeds.dtype), self.mask.to(device))
+def cast_floats(tensors: Conditioning, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
+    """Named tensors moved to `device`, the floating ones cast to `dtype` (masks and ids keep theirs)."""
+    return {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+            for k, v in tensors.items()}  # fmt: skip
 
 
 class ModelAdapter(ABC):
@@ -139,6 +134,12 @@ class ModelAdapter(ABC):
         self.extra_components: dict[str, Any] = {
             k: v for k, v in components.items() if k not in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
         }
+
+    def component(self, name: str) -> Any:
+        """A loaded component by its folder name (None when not loaded)."""
+        if name in COMPONENTS:
+            return getattr(self, name)
+        return self.extra_components.get(name)
 
     # ---- folders -------------------------------------------------------------------------
     @classmethod
@@ -200,9 +201,22 @@ class ModelAdapter(ABC):
         return "i2v" in self.info.tasks
 
     # ---- encoders ------------------------------------------------------------------------
+    #: the names `encode_text` returns (the latent cache stores one item per name, per caption)
+    text_items: ClassVar[tuple[str, ...]]
+    #: the components `encode_text` runs (loaded by `data cache` without the transformer)
+    text_components: ClassVar[tuple[str, ...]] = ("text_encoder", "tokenizer")
+
     @abstractmethod
-    def encode_text(self, prompts: list[str], device: torch.device | str) -> TextEmbeds:
-        """Prompts -> text-encoder hidden states and mask, exactly as the pipelines compute them."""
+    def encode_text(self, prompts: list[str], device: torch.device | str) -> Conditioning:
+        """Prompts -> the transformer's text conditioning as named tensors (`text_items`, each
+        [B, ...]: hidden states of any number of encoders, masks, pooled outputs, connector
+        outputs), exactly as the family's pipelines compute them."""
+
+    @abstractmethod
+    def random_text(self, batch: int, tokens: int, generator: torch.Generator, device: torch.device | str,
+                    dtype: torch.dtype) -> Conditioning:
+        """Random text conditioning with `encode_text`'s names and shapes for `tokens` tokens, from
+        the loaded transformer's config (benchmarks and checks on random inputs)."""
 
     @abstractmethod
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -305,10 +319,11 @@ class ModelAdapter(ABC):
         self,
         noisy_latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: TextEmbeds,
+        text: Conditioning,
         conditioning: Conditioning | None = None,
     ) -> torch.Tensor:
-        """The transformer's flow prediction for noisy latents at `timesteps` (0..1000 scale)."""
+        """The transformer's flow prediction for noisy latents at `timesteps` (0..1000 scale);
+        `text` is `encode_text`'s named tensors, `conditioning` the training/t2v conditioning's."""
 
     def experts(self) -> tuple[Expert, ...]:
         """The model's denoisers and their timestep ranges (one for single-transformer models)."""

@@ -29,7 +29,7 @@ from ufo_video.models import easyanimate_layout as layout
 from ufo_video.models import easyanimate_masks as masks
 from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
-from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules, TextEmbeds
+from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules
 from ufo_video.models.weights import (
     build_on_meta,
     find_weight_files,
@@ -222,7 +222,10 @@ class EasyAnimateAdapter(ModelAdapter):
         return FlowMatchEulerDiscreteScheduler.from_config(cfg)
 
     # ---- encoders ------------------------------------------------------------------------
-    def encode_text(self, prompts: list[str], device: torch.device | str) -> TextEmbeds:
+    #: the text encoder's hidden states [B, 256, D] and its attention mask [B, 256]
+    text_items = ("embeds", "mask")
+
+    def encode_text(self, prompts: list[str], device: torch.device | str) -> Conditioning:
         """Same computation as the pipelines' `encode_prompt`: chat template, right padding to
         256 tokens, the text encoder's second-to-last hidden state."""
         assert self.tokenizer is not None and self.text_encoder is not None, "text encoder not loaded"
@@ -246,7 +249,13 @@ class EasyAnimateAdapter(ModelAdapter):
         hidden = self.text_encoder(
             input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True
         ).hidden_states[-2]
-        return TextEmbeds(hidden, tokens.attention_mask)
+        return {"embeds": hidden, "mask": tokens.attention_mask}
+
+    def random_text(self, batch: int, tokens: int, generator: torch.Generator, device: torch.device | str,
+                    dtype: torch.dtype) -> Conditioning:
+        dim = int(self.transformer.config.text_embed_dim)
+        return {"embeds": torch.randn(batch, tokens, dim, generator=generator).to(device, dtype),
+                "mask": torch.ones(batch, tokens, dtype=torch.long, device=device)}  # fmt: skip
 
     @property
     def scaling_factor(self) -> float:
@@ -361,7 +370,7 @@ class EasyAnimateAdapter(ModelAdapter):
         self,
         noisy_latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: TextEmbeds,
+        text: Conditioning,
         conditioning: Conditioning | None = None,
     ) -> torch.Tensor:
         assert self.transformer is not None, "transformer not loaded"
@@ -371,7 +380,7 @@ class EasyAnimateAdapter(ModelAdapter):
         return self.transformer(
             noisy_latents,
             timesteps,
-            encoder_hidden_states=text.embeds,
+            encoder_hidden_states=text["embeds"],
             inpaint_latents=inpaint_latents,
             return_dict=False,
         )[0]

@@ -34,7 +34,7 @@ from torch import nn
 
 from ufo_video.errors import UfoError
 from ufo_video.models import timestep_grid, wan_layout
-from ufo_video.models.base import Conditioning, Expert, ModelAdapter, TextEmbeds
+from ufo_video.models.base import Conditioning, Expert, ModelAdapter
 from ufo_video.models.wan_folders import MAX_SEQUENCE_LENGTH, WanFolders
 
 
@@ -82,7 +82,10 @@ class WanAdapter(WanFolders, ModelAdapter):
 
         return WanPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=None, scheduler=None, transformer=None)
 
-    def encode_text(self, prompts: list[str], device: torch.device | str) -> TextEmbeds:
+    #: UMT5's last hidden state [B, 512, D] (padding zeroed) and the real-token mask [B, 512]
+    text_items = ("embeds", "mask")
+
+    def encode_text(self, prompts: list[str], device: torch.device | str) -> Conditioning:
         """Exactly `WanPipeline.encode_prompt` (its own code: ftfy + whitespace cleaning, UMT5's last
         hidden state, real tokens kept and the rest ZEROED to 512). Wan's transformer has no text
         mask; the mask returned marks the real tokens for the cache and the logs."""
@@ -92,7 +95,13 @@ class WanAdapter(WanFolders, ModelAdapter):
             prompts, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH, device=device
         )
         mask = (embeds != 0).any(dim=-1).to(torch.long)
-        return TextEmbeds(embeds, mask)
+        return {"embeds": embeds, "mask": mask}
+
+    def random_text(self, batch: int, tokens: int, generator: torch.Generator, device: torch.device | str,
+                    dtype: torch.dtype) -> Conditioning:
+        dim = int(self.transformer.config.text_dim)
+        return {"embeds": torch.randn(batch, tokens, dim, generator=generator).to(device, dtype),
+                "mask": torch.ones(batch, tokens, dtype=torch.long, device=device)}  # fmt: skip
 
     def _latent_stats(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.vae.config
@@ -233,7 +242,7 @@ class WanAdapter(WanFolders, ModelAdapter):
         self,
         noisy_latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: TextEmbeds,
+        text: Conditioning,
         conditioning: Conditioning | None = None,
     ) -> torch.Tensor:
         """The expert in `self.transformer` on `cat([noisy, latent_condition])` (I2V), with the CLIP
@@ -253,7 +262,7 @@ class WanAdapter(WanFolders, ModelAdapter):
         return self.transformer(
             hidden_states=hidden,
             timestep=timesteps,
-            encoder_hidden_states=text.embeds,
+            encoder_hidden_states=text["embeds"],
             encoder_hidden_states_image=cond.get("image_embeds"),
             return_dict=False,
         )[0]

@@ -24,7 +24,8 @@ from ufo_video.train import checkpoint as ckpt
 from ufo_video.train import saving
 from ufo_video.train.checkpoint import Progress
 from ufo_video.train.objective import clip_norm_at
-from ufo_video.train.setup import TrainError, TrainRun, check_inputs, make_accelerator, setup, uses_ddp
+from ufo_video.train.run import TrainError, TrainRun
+from ufo_video.train.setup import check_inputs, make_accelerator, setup, uses_ddp
 from ufo_video.train.step import batch_loss
 from ufo_video.train.validation import check_validation, run_validation, validation_due
 

@@ -15,7 +15,7 @@ from ufo_video.config import config_to_toml
 from ufo_video.train import checkpoint as ckpt
 from ufo_video.train import loss_log
 from ufo_video.train.checkpoint import Progress
-from ufo_video.train.setup import ADAPTER_NAME, TrainError, TrainRun
+from ufo_video.train.run import ADAPTER_NAME, TrainError, TrainRun
 
 
 def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
@@ -35,7 +35,7 @@ def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
 
 def save_dtype(cfg) -> torch.dtype:
     """The LoRA files' dtype (train.save_dtype; the state folder keeps exact fp32 values)."""
-    from ufo_video.train.setup import DTYPES
+    from ufo_video.train.run import DTYPES
 
     return DTYPES[cfg.train.save_dtype]
 

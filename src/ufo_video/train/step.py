@@ -12,9 +12,9 @@ import contextlib
 
 import torch
 
-from ufo_video.models.base import COMPONENTS
+from ufo_video.models.base import cast_floats
 from ufo_video.train import objective
-from ufo_video.train.setup import TrainRun, on_device
+from ufo_video.train.run import TrainRun, on_device
 
 
 @torch.no_grad()
@@ -46,10 +46,8 @@ def encode_batch(run: TrainRun, batch: dict, position: int):
 
 def _from_cache(run: TrainRun, batch: dict, generators: list[torch.Generator]):
     """Text embeddings, latents and conditioning of a cached batch (nothing is encoded)."""
-    from ufo_video.models.base import TextEmbeds
-
     model, device = run.model, run.accelerator.device
-    text = TextEmbeds(batch["text_embeds"], batch["text_mask"]).to(device)
+    text = cast_floats(batch["text"], device)
     latents = batch["latents"].to(device).float()
     if run.cfg.train.vae_latents == "sample":  # the cache holds the posterior's mean and std
         latents = objective.sample_posterior(latents, batch["latents_std"].to(device).float(), generators)
@@ -66,7 +64,7 @@ def _from_cache(run: TrainRun, batch: dict, generators: list[torch.Generator]):
 
 
 def _component(model, name: str) -> torch.nn.Module:
-    module = getattr(model, name, None) if name in COMPONENTS else model.extra_components.get(name)
+    module = model.component(name)
     if module is None:
         raise RuntimeError(f"the cached conditioning needs the model's {name}, which setup did not load")
     return module
@@ -86,7 +84,7 @@ def batch_loss(run: TrainRun, batch: dict, position: int) -> torch.Tensor:
         pred = run.model.predict(
             noised.noisy.to(dtype),
             noised.timesteps.to(dtype),
-            text.to(text.embeds.device, dtype),
+            cast_floats(text, latents.device, dtype),
             {k: v.to(dtype) for k, v in cond.items()},
         )
     return objective.flow_loss(pred, noised.target)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ufo_video.media_write import write_video
-from ufo_video.train.setup import ADAPTER_NAME, TrainRun, on_device
+from ufo_video.train.run import ADAPTER_NAME, TrainRun, on_device
 
 
 def validation_task(cfg, model) -> tuple[str, dict]:

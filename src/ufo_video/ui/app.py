@@ -11,13 +11,10 @@ there (training samples and dataset previews are copied in), uploads live in Gra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ufo_video.ui.session import ModelSession
+from ufo_video.ui.context import UiContext
 
-DEVICE = {"concurrency_id": "device", "concurrency_limit": 1}
 
 # keeps two (or more) <video> elements of one group playing in step: play, pause and seek on one
 # are applied to the others (media events do not bubble, hence the capture listener)
@@ -46,30 +43,6 @@ SYNC_JS = """
 """
 
 CSS = ".ufo-note{color:#666;font-size:13px} .ufo-sync-group video{image-rendering:pixelated}"
-
-
-@dataclass
-class UiContext:
-    """What every tab shares: the default model, the output folder and the one loaded model."""
-
-    model: str
-    out_dir: Path
-    session: ModelSession = field(default_factory=ModelSession)
-    train_job: Any = None  # the Train tab's `TrainJob`
-
-    def device_free(self) -> None:
-        """Jobs use the device one at a time; a training started from the page is one of them."""
-        from ufo_video.errors import UfoError
-
-        job = self.train_job
-        if job is not None and job.running():
-            raise UfoError(f"the device is busy with the training started in the Train tab (output_dir {job.output_dir}); "
-                           "stop it there or wait for it to finish")  # fmt: skip
-
-    def folder(self, name: str) -> Path:
-        path = self.out_dir / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 def build_app(model: str | Path, out_dir: str | Path):

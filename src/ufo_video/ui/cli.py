@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "tiny-base"
+from ufo_video.ui.defaults import DEFAULT_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import LoraSpec
-from ufo_video.ui.app import DEVICE, UiContext
+from ufo_video.ui.context import DEVICE, UiContext
 from ufo_video.ui.inputs import existing_file, number, user_errors, weight_slider
 from ufo_video.ui.tab_generate import SETTING_NAMES, StepProgress, request_from_values, settings_from_values
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ufo_video.errors import UfoError
-from ufo_video.ui.app import DEVICE, UiContext
+from ufo_video.ui.context import DEVICE, UiContext
 from ufo_video.ui.inputs import existing_file, number, user_errors
 
 FILE_LEVEL = ("invalid_json", "missing_field", "wrong_type")  # the metadata file itself is bad

@@ -13,7 +13,7 @@ from typing import Any
 
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
-from ufo_video.ui.app import DEVICE, UiContext
+from ufo_video.ui.context import DEVICE, UiContext
 from ufo_video.ui.inputs import MAX_LORAS, MODES, image_file, image_input, lora_rows, number, user_errors, weight_slider
 
 # order of the shared settings components (handlers receive their values in this order)
@@ -119,7 +119,7 @@ def page_defaults(model: str) -> dict[str, Any]:
     import torch
 
     from ufo_video.config import UfoConfig
-    from ufo_video.ui.cli import DEFAULT_MODEL
+    from ufo_video.ui.defaults import DEFAULT_MODEL
 
     inf, mod = UfoConfig().infer, UfoConfig().model
     values = {"height": inf.sample_size[0], "width": inf.sample_size[1], "frames": inf.video_length,

@@ -9,7 +9,7 @@ from typing import Any
 
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import LoraSpec
-from ufo_video.ui.app import DEVICE, UiContext
+from ufo_video.ui.context import DEVICE, UiContext
 from ufo_video.ui.inputs import number, slider, user_errors
 from ufo_video.ui.tab_generate import SETTING_NAMES, request_from_values, settings_from_values
 

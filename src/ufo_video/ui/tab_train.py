@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ufo_video.errors import UfoError
-from ufo_video.ui.app import DEVICE, UiContext
+from ufo_video.ui.context import DEVICE, UiContext
 from ufo_video.ui.inputs import existing_file, user_errors
 from ufo_video.ui.train_watch import TrainJob, checkpoints, read_losses, samples, smoothed
 

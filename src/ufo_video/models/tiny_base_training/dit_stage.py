@@ -73,7 +73,7 @@ def encode_pool(model, *, count: int, frames: int, size: int, seed: int, log=pri
     everything = masks.make_mask("all", frames, size, size, torch.Generator())[None]
     t2v = model.inpaint_conditioning(torch.zeros(1, 3, frames, size, size), everything)
     unique = sorted(set(prompts)) + [""]
-    embeds = torch.cat([model.encode_text(unique[j : j + 64], "cpu").embeds for j in range(0, len(unique), 64)])
+    embeds = torch.cat([model.encode_text(unique[j : j + 64], "cpu")["embeds"] for j in range(0, len(unique), 64)])
     index = {p: k for k, p in enumerate(unique)}
     return {
         "latents": torch.cat(latents),
@@ -108,7 +108,6 @@ def draw_batch(pool: dict, step: int, batch: int, seed: int):
 
 def train_transformer(model, pool: dict, *, steps: int, batch: int, seed: int, log=print) -> tuple[torch.nn.Module, dict]:
     """Full training (every parameter) with AdamW; returns the EMA transformer and final losses."""
-    from ufo_video.models.base import TextEmbeds
 
     transformer = model.transformer.train()
     for p in transformer.parameters():
@@ -122,7 +121,7 @@ def train_transformer(model, pool: dict, *, steps: int, batch: int, seed: int, l
     smooth, start = None, time.perf_counter()
     for step in range(steps):
         noised, cond, embeds = draw_batch(pool, step, batch, seed)
-        text = TextEmbeds(embeds, torch.ones(embeds.shape[:2], dtype=torch.long))
+        text = {"embeds": embeds, "mask": torch.ones(embeds.shape[:2], dtype=torch.long)}
         pred = model.predict(noised.noisy, noised.timesteps, text, {"inpaint_latents": cond})
         loss = objective.flow_loss(pred, noised.target)
         opt.zero_grad(set_to_none=True)
