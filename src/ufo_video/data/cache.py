@@ -81,15 +81,6 @@ def cache_items(cfg: UfoConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (*std, *shell.cache_conditioning_items(mode, start_image_noise=noise)), shell.cache_shared_items(mode)
 
 
-def step_components(cfg: UfoConfig) -> tuple[str, ...]:
-    """Components a cached training step still runs (the adapter's `cache_step_components`: e.g.
-    the VAE, where the pipeline's start-image noise is redrawn and encoded every step)."""
-    from ufo_video.models.registry import model_shell
-
-    shell = model_shell(cfg.model.pretrained_model_name_or_path)
-    return shell.cache_step_components(cfg.train.train_mode, start_image_noise=cfg.train.start_image_noise == "model")
-
-
 def text_names(cfg: UfoConfig) -> tuple[str, ...]:
     """The names of the model's text conditioning (`ModelAdapter.text_items`), from configs alone."""
     from ufo_video.models.registry import model_shell

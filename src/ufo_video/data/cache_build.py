@@ -89,9 +89,10 @@ class ClipEncoder:
 
             self.device = resolve_device(self.cfg.model.device)
             path = self.cfg.model.pretrained_model_name_or_path
-            extra = model_shell(path).conditioning_components(self.cfg.train.train_mode)
-            self._model = load_model(path, dtype=self.dtype, components=("vae", *extra))
-            for module in (self._model.vae, *self._model.extra_components.values()):
+            wanted = model_shell(path).stage_components("cache_video", mode=self.cfg.train.train_mode)
+            self._model = load_model(path, dtype=self.dtype, components=wanted)
+            for name in wanted:
+                module = self._model.component(name)
                 if isinstance(module, torch.nn.Module):
                     module.requires_grad_(False).eval().to(self.device)
         return self._model
@@ -237,7 +238,7 @@ def _encode_texts(cfg: UfoConfig, store: CacheStore, fp: Fingerprints, texts: li
     from ufo_video.models.registry import load_model, model_shell
 
     device = resolve_device(cfg.model.device)
-    wanted = model_shell(cfg.model.pretrained_model_name_or_path).text_components
+    wanted = model_shell(cfg.model.pretrained_model_name_or_path).stage_components("cache_text")
     model = load_model(cfg.model.pretrained_model_name_or_path, dtype=DTYPES[cfg.model.weight_dtype], components=wanted)
     for name in wanted:
         module = model.component(name)

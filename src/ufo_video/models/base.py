@@ -350,6 +350,46 @@ class ModelAdapter(ABC):
             raise ConfigError(f"train.expert={component!r}: this model's experts are {', '.join(experts)}")
         return experts[component]
 
+    def activate_expert(self, expert: Expert) -> None:
+        """Put `expert`'s module in `self.transformer`, the slot the trainer, LoRA injection and
+        saving work on (a no-op for the default expert)."""
+        if expert.component != "transformer":
+            self.transformer = self.expert_module(expert.component)
+
+    # ---- components per stage ------------------------------------------------------------------
+    def model_components(self) -> tuple[str, ...]:
+        """Every component of this model (what inference loads): its experts, the VAE, the text
+        components and the scheduler; a family adds what else it has (an image encoder)."""
+        experts = tuple(e.component for e in self.experts())
+        return (*experts, "vae", *self.text_components, "scheduler")
+
+    def stage_components(self, stage: str, *, mode: str = "normal", start_image_noise: bool = False,
+                         expert: str | None = None) -> tuple[str, ...]:
+        """The components a stage loads, so generic code names none:
+
+        - "infer": `model_components()`;
+        - "train" (encoding every step, validation clips): all of them except the experts this run
+          does not train (`expert` is `train.expert`);
+        - "train_cached" (from the latent cache, no validation): the trained expert, the scheduler
+          and what the cached conditioning runs every step (`cache_step_components`); never the text
+          encoders or the VAE otherwise;
+        - "cache_video" (`data cache`'s clip encoder): the VAE and `conditioning_components(mode)`;
+        - "cache_text" (`data cache`'s caption encoder): `text_components`.
+        """
+        if stage == "infer":
+            return self.model_components()
+        if stage == "cache_video":
+            return ("vae", *self.conditioning_components(mode))
+        if stage == "cache_text":
+            return tuple(self.text_components)
+        trained = self.select_expert(expert).component
+        others = {e.component for e in self.experts()} - {trained}
+        if stage == "train":
+            return tuple(c for c in self.model_components() if c not in others)
+        if stage == "train_cached":
+            return (trained, "scheduler", *self.cache_step_components(mode, start_image_noise=start_image_noise))
+        raise ValueError(f"unknown stage {stage!r}")
+
     def expert_module(self, component: str) -> nn.Module:
         module = self.transformer if component == "transformer" else self.extra_components.get(component)
         if module is None:

@@ -175,6 +175,9 @@ class WanAdapter(WanFolders, ModelAdapter):
     def conditioning_components(self, mode: str) -> tuple[str, ...]:
         return ("image_encoder",) if self.uses_clip else ()
 
+    def model_components(self) -> tuple[str, ...]:
+        return (*super().model_components(), *self.conditioning_components("inpaint"))
+
     def _needs_image(self) -> bool:
         """I2V models always train with their first-frame input (they cannot run without it)."""
         return self.info.variant in ("i2v", "a14b-i2v")

@@ -13,7 +13,6 @@ import torch
 
 from ufo_video.config import UfoConfig
 from ufo_video.errors import ConfigError, DataError
-from ufo_video.models.base import COMPONENTS
 from ufo_video.train.run import ADAPTER_NAME, DTYPES, TrainRun
 
 
@@ -199,22 +198,17 @@ def check_sizes(cfg: UfoConfig) -> None:
 
 
 def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
-    """With the latent/text cache and no validation, the VAE and encoders are not loaded at all
-    (the biggest memory saving the cache brings), except what the adapter's cached conditioning
-    runs every step (`data.cache.step_components`: e.g. the VAE for start-image noise redrawn per
-    step); the text encoders never. `image_encoder` is loaded by families whose conditioning has
-    one. A multi-expert model loads only the expert this run trains (`train.expert`) in place of
-    `transformer`."""
-    if cfg.data.cache_latents and cfg.train.validation_steps is None:
-        from ufo_video.data.cache import step_components
+    """What this run loads, as the adapter says (`ModelAdapter.stage_components`). With the
+    latent/text cache and no validation, the VAE and encoders are not loaded at all (the biggest
+    memory saving the cache brings), except what the cached conditioning runs every step (e.g. the
+    VAE for start-image noise redrawn per step); the text encoders never. A multi-expert model
+    loads only the expert this run trains (`train.expert`)."""
+    from ufo_video.models.registry import model_shell
 
-        names: tuple[str, ...] = ("transformer", "scheduler", *step_components(cfg))
-    else:
-        names = (*COMPONENTS, "image_encoder")
-    expert = cfg.train.expert
-    if expert and expert != "transformer":
-        names = tuple(expert if n == "transformer" else n for n in names)
-    return names
+    t = cfg.train
+    stage = "train_cached" if cfg.data.cache_latents and t.validation_steps is None else "train"
+    return model_shell(cfg.model.pretrained_model_name_or_path).stage_components(
+        stage, mode=t.train_mode, start_image_noise=t.start_image_noise == "model", expert=t.expert)
 
 
 def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict | None = None) -> TrainRun:
@@ -244,14 +238,13 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
         raise ConfigError("train.fp8_base computes in model.weight_dtype; set it to bf16 (or fp16), not fp32")
     components = needed_components(cfg)
     model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype, components=components)
-    per_step = [c for c in components if c not in ("transformer", "scheduler", cfg.train.expert)]
+    per_step = model.cache_step_components(cfg.train.train_mode, start_image_noise=cfg.train.start_image_noise == "model")
     if cfg.data.cache_latents and cfg.train.validation_steps is None and per_step and accelerator.is_main_process:
         print(f"latent cache: also loading the {' and '.join(per_step)}: with train.start_image_noise="
               f"'{cfg.train.start_image_noise}' the model's cached conditioning is rebuilt every step (fresh "
               "start-image noise on the cached given frames, then encoded); the text encoders stay unloaded")
     expert = model.select_expert(cfg.train.expert)
-    if expert.component != "transformer":  # the LoRA, the optimizer and saving all work on `transformer`
-        model.transformer = model.expert_module(expert.component)
+    model.activate_expert(expert)  # the LoRA, the optimizer and saving all work on `model.transformer`
     for module in (model.transformer, model.vae, model.text_encoder, *model.extra_components.values()):
         if isinstance(module, torch.nn.Module):
             module.requires_grad_(False)
