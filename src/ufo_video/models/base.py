@@ -179,6 +179,14 @@ class ModelAdapter(ABC):
         """Per component, tensor name -> shape from the safetensors headers, in the model's naming."""
 
     @classmethod
+    @abstractmethod
+    def fingerprint_sources(cls, path: Path) -> dict[str, dict[str, Any]]:
+        """What the latent cache's keys depend on, per kind ("video": latents and conditioning;
+        "text": text conditioning), by label: ("text", config_path) hashes a config's text, ("files",
+        folder, suffixes or None) the names, sizes and mtimes of weight files
+        (`data.cache_keys.model_fingerprints`). A change in any of them makes the cache miss."""
+
+    @classmethod
     def describe_folder(cls) -> str:
         """What a folder of this family holds, for 'not a model folder' messages."""
         return f"a {cls.display_name} model folder"

@@ -1,7 +1,7 @@
 """Training setup: accelerator, model, LoRA, memory options, optimizer and LR schedule.
 
-Everything model-specific goes through the `ModelAdapter` (encode_text, encode_video,
-inpaint_conditioning, predict); the trainer never names a model family.
+Everything model-specific goes through the `ModelAdapter` (which components to load, encode_text,
+encode_video, training_conditioning, predict); the trainer never names a model family.
 """
 
 from __future__ import annotations
