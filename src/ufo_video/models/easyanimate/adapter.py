@@ -1,7 +1,7 @@
 """EasyAnimate V5.1 (InP and T2V) on diffusers' classes — the first model family.
 
-Everything EasyAnimate-specific lives here and in its helpers (`easyanimate_layout.py`,
-`easyanimate_masks.py`, `easyanimate_cache.py`): loading both on-disk layouts strictly, text
+Everything EasyAnimate-specific lives here and in its helpers in this package
+(`layout.py`, `masks.py`, `cache.py`): loading both on-disk layouts strictly, text
 encoding with the Qwen2-VL chat template, VAE encode/decode, the inpaint conditioning (training
 masks, latent-cache items), the transformer call, LoRA target presets, and pipeline construction.
 """
@@ -24,9 +24,7 @@ from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
-from ufo_video.models import easyanimate_cache as cache
-from ufo_video.models import easyanimate_layout as layout
-from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models.easyanimate import cache, layout, masks
 from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
 from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules, TextEmbeds
@@ -297,7 +295,7 @@ class EasyAnimateAdapter(ModelAdapter):
         self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str,
         start_image_noise: bool = False,
     ) -> tuple[Conditioning, list[str]]:
-        """InP: a random mask per sample (`easyanimate_masks`) in "inpaint" mode, zeros (what
+        """InP: a random mask per sample (`masks`) in "inpaint" mode, zeros (what
         text-to-video feeds) in "normal" mode; T2V models take no conditioning. With
         `start_image_noise` (and the model's `add_noise_in_inpaint_model`), the kept pixels get the
         reference's noise before encoding."""
@@ -320,7 +318,7 @@ class EasyAnimateAdapter(ModelAdapter):
             return {}
         return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}
 
-    # ---- latent cache (easyanimate_cache: clean given frames when the start-image noise applies) ------
+    # ---- latent cache (`cache`: clean given frames when the start-image noise applies) ------
     def cache_conditioning_items(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
         if not (self.is_inpaint and mode == "inpaint"):
             return ()
@@ -395,14 +393,14 @@ class EasyAnimateAdapter(ModelAdapter):
 
     @classmethod
     def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
-        from ufo_video.models.tiny import make_tiny
+        from ufo_video.models.easyanimate.tiny import make_tiny
 
         return make_tiny(path, layout=layout, variant=variant, seed=seed, sizes=sizes)  # type: ignore[arg-type]
 
     @classmethod
     def names_model_path(cls) -> Path:
         """The bundled V5.1 12B configs: every V5.1 size shares their module names up to its block count."""
-        return Path(__file__).resolve().parent.parent / "assets" / "easyanimate-v5.1-12b-inp-configs"
+        return Path(__file__).resolve().parents[2] / "assets" / "easyanimate-v5.1-12b-inp-configs"
 
     @classmethod
     def to_original_module_name(cls, name: str) -> str:
