@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ufo_video.models.easyanimate.adapter import UfoEasyAnimateTransformer
+from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models.registry import load_model
 from ufo_video.models.easyanimate.tiny import tiny_text_encoder, tiny_transformer_config, write_model_folder, write_tokenizer
 from ufo_video import scenes

@@ -1,7 +1,7 @@
 """EasyAnimate V5.1 (InP and T2V) on diffusers' classes — the first model family.
 
 Everything EasyAnimate-specific lives here and in its helpers in this package
-(`layout.py`, `masks.py`, `cache.py`): loading both on-disk layouts strictly, text
+(`transformer.py`, `layout.py`, `masks.py`, `cache.py`): loading both on-disk layouts strictly, text
 encoding with the Qwen2-VL chat template, VAE encode/decode, the inpaint conditioning (training
 masks, latent-cache items), the transformer call, LoRA target presets, and pipeline construction.
 """
@@ -19,12 +19,11 @@ from diffusers import (
     EasyAnimateTransformer3DModel,
     FlowMatchEulerDiscreteScheduler,
 )
-from diffusers.loaders.peft import PeftAdapterMixin
-from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.easyanimate import cache, layout, masks
+from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
 from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules, TextEmbeds
@@ -37,25 +36,6 @@ from ufo_video.models.weights import (
 
 MAX_SEQUENCE_LENGTH = 256
 TRANSFORMER_CLASS_NAMES = {"EasyAnimateTransformer3DModel"}
-
-
-class UfoEasyAnimateTransformer(EasyAnimateTransformer3DModel, PeftAdapterMixin, CacheMixin):
-    """diffusers' EasyAnimate transformer with the PEFT adapter and cache APIs it lacks in 0.42.1.
-
-    diffusers 0.42.1 ships no LoRA loader for EasyAnimate; giving the class `PeftAdapterMixin`
-    brings `add_adapter`, `set_adapters(names, weights)`, `fuse_lora` and `unload_lora`, all
-    implemented by diffusers/PEFT; `CacheMixin` brings `enable_cache` / `cache_context`, the public
-    step-cache API diffusers' own video transformers have. Remove once diffusers adds the mixins.
-    """
-
-    # keep the diffusers class name in saved configs so plain diffusers can load what we save
-    config_name = EasyAnimateTransformer3DModel.config_name
-
-    def save_config(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - passthrough
-        return super().save_config(*args, **kwargs)
-
-
-UfoEasyAnimateTransformer.__name__ = "EasyAnimateTransformer3DModel"
 
 
 class EasyAnimateAdapter(ModelAdapter):

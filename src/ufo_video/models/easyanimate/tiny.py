@@ -16,7 +16,7 @@ from diffusers import AutoencoderKLMagvit, FlowMatchEulerDiscreteScheduler
 from safetensors.torch import save_file
 
 from ufo_video.errors import UfoError
-from ufo_video.models.easyanimate.adapter import UfoEasyAnimateTransformer
+from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models.easyanimate.layout import diffusers_to_original
 
 QWEN2VL_CHAT_TEMPLATE = (
