@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+# the training code beside this script (not library code): `python scripts/train_tiny_base.py` puts
+# scripts/ first on sys.path, so its package imports as a sibling
+from tiny_base_training import dit_stage, vae_stage
 from ufo_video.atomic import write_text_atomic
-from ufo_video.models.tiny_base_training import dit_stage, vae_stage
 
 FRAMES, SIZE = 9, 64
 # the VAE must keep the motion: reconstruction flow at least this share of the input's

@@ -22,7 +22,7 @@ REAL_12B_CONFIGS = REPO / "src" / "ufo_video" / "assets" / "easyanimate-v5.1-12b
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same random weights (seed 0) written in both layouts, plus a T2V variant."""
-    from ufo_video.models.tiny import make_tiny
+    from ufo_video.models.easyanimate.tiny import make_tiny
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {

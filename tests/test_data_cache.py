@@ -22,7 +22,7 @@ from test_data_fixtures import write_image, write_meta, write_mp4
 from ufo_video.cli import main
 from ufo_video.config import build_config, config_to_toml
 from ufo_video.data.cache import build_cached_loader, cache_dir_of
-from ufo_video.models.easyanimate_masks import fixed_mask, select_conditioning
+from ufo_video.models.easyanimate.masks import fixed_mask, select_conditioning
 from ufo_video.data.cache_build import build_cache
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.loader import build_train_loader
@@ -70,7 +70,7 @@ def _cache(cfg, **kw):
 
 def test_cli_cache_then_batches_equal_the_uncached_path_bitwise(tiny_model: Path, tmp_path: Path, capsys) -> None:
     from ufo_video.models.registry import load_model
-    from ufo_video.models.easyanimate_masks import make_mask
+    from ufo_video.models.easyanimate.masks import make_mask
 
     data = tmp_path / "data"
     cfg = _cfg(tiny_model, data, _dataset(data, broken=True))
@@ -184,7 +184,7 @@ def test_missing_cache_locked_cache_and_t2v_model(tiny_models: dict, tmp_path: P
 
 
 def test_fixed_masks_match_the_trainer_masks() -> None:
-    from ufo_video.models.easyanimate_masks import make_mask
+    from ufo_video.models.easyanimate.masks import make_mask
 
     for kind in ("all", "first", "first_last"):
         for frames in (1, 2, 5):

@@ -13,6 +13,7 @@ import pytest
 
 from ufo_video.cli import main
 from ufo_video.demo import findings, plan, steps, svg
+from ufo_video.eval import trend_verdict
 from ufo_video.demo.dataset import training_metadata
 from ufo_video.demo.report import render_html
 from ufo_video.errors import UfoError
@@ -77,7 +78,7 @@ def test_quick_demo_writes_report_videos_and_finite_numbers(quick_run):
     # the verdict is the trend's own answer, not a constant
     expected = all(
         report["trend"]["all"]["metrics"][m]["non_decreasing" if want == "up" else "non_increasing"]
-        for m, want in findings.EXPECTED.items()
+        for m, want in trend_verdict.EXPECTED.items()
     )
     assert report["verdict"]["holds"] is expected
     assert ("HOLDS" if expected else "does NOT hold") in report["verdict"]["statement"]
@@ -137,10 +138,10 @@ def _trend(values: dict[str, list[float]], weights=(0.0, 0.5, 1.0)) -> dict:
 
 def test_verdict_holds_only_when_every_expected_direction_holds():
     good = _trend({"ssim": [0.90, 0.95, 0.95], "warp_error": [0.3, 0.2, 0.1], "flow_px": [2.0, 1.0, 1.0]})
-    v = findings.verdict({"all": good})
+    v = trend_verdict.verdict({"all": good})
     assert v["holds"] is True and "HOLDS" in v["statement"]
     bad = _trend({"ssim": [0.90, 0.95, 0.94], "warp_error": [0.3, 0.2, 0.1], "flow_px": [2.0, 1.0, 1.5]})
-    v = findings.verdict({"all": bad, "t2v": good})
+    v = trend_verdict.verdict({"all": bad, "t2v": good})
     assert v["holds"] is False and "does NOT hold" in v["statement"]
     ssim, warp, flow = v["groups"]["all"]
     assert ssim["holds"] is False and len(ssim["violations"]) == 1

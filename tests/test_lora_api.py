@@ -194,7 +194,7 @@ def test_fuse_in_bf16_keeps_a_small_weight_and_restores_exactly(tiny_model: Path
 
 def test_lora_from_another_model_of_the_same_specification(tiny_models, tmp_path: Path) -> None:
     """A LoRA saved on one model applies to another with the same names and shapes (other weights)."""
-    from ufo_video.models.tiny import make_tiny
+    from ufo_video.models.easyanimate.tiny import make_tiny
 
     other = make_tiny(tmp_path / "other", seed=5)
     path = random_lora_file(tiny_models["diffusers"], tmp_path / "l.safetensors")

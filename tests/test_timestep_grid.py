@@ -15,7 +15,7 @@ import ufo_video
 from test_train_helpers import make_dataset, write_config
 from ufo_video.cli import main
 from ufo_video.models.registry import load_model, model_shell
-from ufo_video.models.wan_tiny import make_tiny_wan
+from ufo_video.models.wan.tiny import make_tiny_wan
 from ufo_video.train import objective
 
 ASSETS = Path(ufo_video.__file__).parent / "assets"

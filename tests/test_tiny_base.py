@@ -4,6 +4,7 @@ comparison relies on; its VAE is the constructed one (docs/tiny-base-model.md)."
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,10 @@ from ufo_video.models.registry import load_model
 from ufo_video import scenes
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "ufo_video" / "assets" / "tiny-base"
+# the tiny base's training code lives beside its script (scripts/tiny_base_training/), not in the library
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
 FRAMES, SIZE, STEPS, GUIDANCE = 9, 64, 12, 6.0  # the demo's generation settings
 PROMPT = "a red circle moves right over a blue plain background"
 
@@ -175,7 +180,7 @@ def test_merges_spell_every_word_with_a_leading_space_first():
 
 @pytest.fixture(scope="module")
 def built_vae():
-    from ufo_video.models.tiny_base_training import vae_stage
+    from tiny_base_training import vae_stage
 
     return vae_stage.build_vae()
 
@@ -205,7 +210,7 @@ def test_constructed_vae_decodes_by_upsampling_and_blending_odd_frames(built_vae
 
 
 def test_constructed_vae_keeps_motion_and_beats_the_mean_colour(built_vae):
-    from ufo_video.models.tiny_base_training import vae_stage
+    from tiny_base_training import vae_stage
 
     check = vae_stage.check_vae(built_vae, frames=FRAMES, size=SIZE, seed=0, count=3)
     assert check["l1"] < 0.3 * check["mean_colour_l1"], check
@@ -214,8 +219,8 @@ def test_constructed_vae_keeps_motion_and_beats_the_mean_colour(built_vae):
 
 def test_adapter_takes_compression_from_the_vae_config():
     from ufo_video.errors import ModelLoadError
-    from ufo_video.models.easyanimate_layout import vae_compression
-    from ufo_video.models.tiny_base_training import vae_stage
+    from ufo_video.models.easyanimate.layout import vae_compression
+    from tiny_base_training import vae_stage
 
     assert vae_compression({"block_out_channels": [128, 256, 512, 512]}) == {"spatial_factor": 8, "temporal_factor": 4}
     assert vae_compression(vae_stage.vae_config()) == {"spatial_factor": 4, "temporal_factor": 2}
@@ -238,7 +243,7 @@ def test_shipped_vae_is_the_constructed_one(model, built_vae):
     # scaling_factor is calibrated on clips drawn from the last training run's seed
     import json
 
-    from ufo_video.models.tiny_base_training import vae_stage
+    from tiny_base_training import vae_stage
 
     seed = json.loads((ASSET / "training-report.json").read_text())["runs"][-1]["seed"]
     factor = vae_stage.calibrate_scaling(built_vae, frames=FRAMES, size=SIZE, seed=seed)

@@ -17,7 +17,7 @@ import torch
 from test_train_helpers import losses, lora, make_dataset, max_diff, write_config
 from ufo_video.cli import main
 from ufo_video.config import load_config
-from ufo_video.models import easyanimate_cache, easyanimate_masks
+from ufo_video.models.easyanimate import cache as easyanimate_cache, masks as easyanimate_masks
 from ufo_video.models.easyanimate import EasyAnimateAdapter
 from ufo_video.train.setup import needed_components
 

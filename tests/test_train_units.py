@@ -10,7 +10,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ufo_video.errors import ConfigError, UfoError
 from ufo_video.train import checkpoint as ckpt
-from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models.easyanimate import masks
 from ufo_video.train import objective, state_io
 from ufo_video.train.legacy_flags import translate
 

@@ -1,6 +1,6 @@
 """Wan 2.1 / 2.2 through ufo-video's public interface, compared with diffusers' own Wan pipelines.
 
-Tiny folders are written by diffusers' `WanPipeline.save_pretrained` (models/wan_tiny.py). A UFO
+Tiny folders are written by diffusers' `WanPipeline.save_pretrained` (models/wan/tiny.py). A UFO
 LoRA trained by `ufo-video train` must give the same video in `ufo-video generate` and in
 diffusers' `WanPipeline` after `load_lora_weights` (users move between the two freely).
 """
@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from test_train_helpers import make_dataset, write_config
 from ufo_video.cli import main
-from ufo_video.models.wan_tiny import make_tiny_wan
+from ufo_video.models.wan.tiny import make_tiny_wan
 
 STEPS = 3
 
@@ -174,7 +174,7 @@ def test_easyanimate_i2v_training_conditioning_equals_the_pipeline_input(tiny_mo
     own per sample (`train.start_image_noise`, tested in test_train_units.py)."""
     from PIL import Image
 
-    from ufo_video.models import easyanimate_masks as masks
+    from ufo_video.models.easyanimate import masks
     from ufo_video.models.registry import load_model
 
     model = load_model(tiny_model)

@@ -1,4 +1,4 @@
-"""Wan original <-> diffusers transformer names (ufo_video.models.wan_layout).
+"""Wan original <-> diffusers transformer names (ufo_video.models.wan.layout).
 
 Oracles: hand-written pairs taken from Wan's original module names / diffusers' converter,
 strict `load_state_dict` into diffusers' own `WanTransformer3DModel`, and diffusers' own
@@ -12,8 +12,8 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from ufo_video.errors import ModelLoadError
-from ufo_video.models import wan_layout as wl
-from ufo_video.models.wan_tiny import tiny_transformer_config
+from ufo_video.models.wan import layout as wl
+from ufo_video.models.wan.tiny import tiny_transformer_config
 
 # Every transformer structure: 2.1 T2V / 2.2 A14B T2V, 2.1 I2V (image stream), 2.2 I2V A14B
 # (36 channels, no image stream), 2.2 TI2V-5B (48 channels), FLF2V (image position embedding).

@@ -1,4 +1,4 @@
-"""Tiny Wan folders (ufo_video.models.wan_tiny) and the shipped real Wan configs.
+"""Tiny Wan folders (ufo_video.models.wan.tiny) and the shipped real Wan configs.
 
 Each tiny folder must be exactly what diffusers writes and reads: it is loaded back with
 diffusers' own `WanPipeline` / `WanImageToVideoPipeline.from_pretrained` (offline, see conftest)
@@ -20,8 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ufo_video.errors import UfoError
-from ufo_video.models import wan_layout
-from ufo_video.models.wan_tiny import SINGLE_FILE_NAME, SINGLE_FILE_PREFIX, VARIANTS, WAN_CONFIGS, make_tiny_wan
+from ufo_video.models.wan import layout as wan_layout
+from ufo_video.models.wan.tiny import SINGLE_FILE_NAME, SINGLE_FILE_PREFIX, VARIANTS, WAN_CONFIGS, make_tiny_wan
 
 I2V = {"i2v", "a14b-i2v"}
 

@@ -5,8 +5,9 @@ realistic share of a step (the 12B model cannot run here: random weights are fin
 shapes are what cost time). "smoke" is the tests' tiny size, for CI: it checks that every case
 runs, and its numbers mean little.
 
-Everything is built with `models/tiny.py`'s builders (tokenizer, transformer/VAE configs,
-folder writer) so the bench loads exactly what users load, through `load_model`.
+Everything is built with the first registered family's tiny builder (its adapter's `make_tiny`:
+tokenizer, transformer/VAE configs, folder writer) so the bench loads exactly what users load,
+through `load_model`.
 """
 
 from __future__ import annotations

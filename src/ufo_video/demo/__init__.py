@@ -8,7 +8,7 @@ line and its time. The report states whether the expected trend (consistency non
 dynamics non-increasing as the weight grows) holds, computed from the measured numbers.
 
 Modules: `plan` (sizes, the base-model path), `dataset` (synthetic data), `steps` (one function
-per step), `findings` (the verdict), `svg` and `report` (the outputs).
+per step), `findings` (notes around the verdict of `eval.trend_verdict`), `svg` and `report` (the outputs).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def run_demo(out: Path, quick: bool = False, threads: int = DEFAULT_THREADS, mod
 
 def _run(out: Path, quick: bool, model: Path | None = None) -> int:
     from ufo_video.demo import findings, steps
+    from ufo_video.eval.trend_verdict import verdict as trend_verdict
     from ufo_video.demo.plan import FULL, QUICK
     from ufo_video.demo.report import KIND, machine_info, versions, write_html, write_json
     from ufo_video.errors import UfoError
@@ -85,7 +86,7 @@ def _run(out: Path, quick: bool, model: Path | None = None) -> int:
         records, frames = steps.generate(plan, base, trained, out)
     with timer.step("evaluate", "evaluate every video"):
         trends = steps.evaluate(plan, records, frames)
-        verdict = findings.verdict(trends)
+        verdict = trend_verdict(trends)
         if plan.name == "quick":
             findings.quick_caveat(verdict, plan.train_steps, len(plan.weights))
         motion = findings.motion_note(records, plan.gen_size, plan.fps)

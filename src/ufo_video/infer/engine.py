@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class VideoGenerator:
     """Load once, generate many. Every message for the user goes through `log`."""
 
     def __init__(self, settings: GenerationSettings, log: Callable[[str], None] = print):
+        from ufo_video.lora.apply import unfuse_before_low_precision_storage
         from ufo_video.models.memory import apply_memory_mode, resolve_device
         from ufo_video.models.registry import load_model
 
@@ -78,7 +80,8 @@ class VideoGenerator:
             log(f"LoRA{'s' if len(specs) > 1 else ''} {'fused' if settings.fuse else 'attached'}: {shown}")
         if self.adapter_names and settings.memory_mode == "model_cpu_offload_and_qfloat8":
             self._lora_layers_to_compute_dtype()
-        self._memory = (apply_memory_mode, settings.memory_mode)
+        # fused LoRAs are unfused before fp8 storage (they run on top of the fp8 base; see models.memory)
+        self._memory = (partial(apply_memory_mode, before_fp8=unfuse_before_low_precision_storage), settings.memory_mode)
         self.pipeline(self.model.tasks[0])  # applies the memory mode now, so its notice comes first
         self.cache = None
         if settings.cache == "first-block":

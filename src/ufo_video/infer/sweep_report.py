@@ -1,9 +1,10 @@
 """sweep.html: one self-contained page for a `ufo-video sweep` (like the demo's report).
 
 Grid video, the recommendation and its rule, charts of consistency and motion against the weight
-(one line per checkpoint), the metrics table and the trend verdict computed by the demo's
-`findings.verdict` (never assumed). Inline SVG and CSS only; the videos are referenced by relative
-paths so the page works when the folder is moved.
+(one line per checkpoint), the metrics table and the trend verdict computed by
+`eval.trend_verdict.verdict`, as in the demo's report (never assumed). Inline SVG and CSS only
+(`charts`, `report_style`); the videos are referenced by relative paths so the page works when
+the folder is moved.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from html import escape
 from pathlib import Path
 
 from ufo_video.atomic import write_text_atomic
-from ufo_video.demo.report import CSS
-from ufo_video.demo.svg import line_chart
+from ufo_video.charts import line_chart
+from ufo_video.report_style import CSS
 
 # below this many denoising steps the videos are mostly noise, and so is any trend measured on
 # them (the demo's quick plan uses 2; its full plan's 12 already give clean tiny-base videos)
@@ -69,7 +70,7 @@ def recommendation_html(record: dict) -> str:
 
 
 def verdict_html(record: dict) -> str:
-    from ufo_video.demo.findings import verdict
+    from ufo_video.eval.trend_verdict import verdict
 
     if not record.get("trend"):
         return "<p>No trend: the sweep has one weight.</p>"

@@ -15,6 +15,7 @@ value (the CLI prints it). fp8 storage works on the CPU too and is applied there
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,21 +41,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype) -> bool:
+#: runs on a transformer just before its weights are stored in fp8; True when it changed
+#: something the user should hear about
+BeforeFp8 = Callable[[torch.nn.Module], bool]
+
+
+def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype, before_fp8: BeforeFp8 | None = None) -> bool:
     """Store the transformer's Linear weights in float8_e4m3fn and upcast per layer for compute
     (once: a second pipeline over the same transformer finds it already stored in fp8).
 
-    LoRAs fused into the weights are unfused first and run unfused on top of the fp8 base: fp8's
-    3 mantissa bits would round a small weight's delta (UFO's 0.05-0.2) away. Returns True when
-    that happened (the caller says so)."""
-    from ufo_video.lora.apply import unfuse_before_low_precision_storage
-
+    `before_fp8` runs first. Whoever may have fused LoRAs into the weights passes the hook that
+    unfuses them (`lora.apply.unfuse_before_low_precision_storage`: generation does), so they run
+    unfused on top of the fp8 base: fp8's 3 mantissa bits would round a small weight's delta
+    (UFO's 0.05-0.2) away. A hook, because models/ sits below lora/ and does not import it.
+    Returns the hook's answer (the caller says so)."""
     if getattr(transformer, "_ufo_fp8_storage", False):
         return False
-    unfused = unfuse_before_low_precision_storage(transformer)
+    changed = before_fp8(transformer) if before_fp8 is not None else False
     transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
     transformer._ufo_fp8_storage = True
-    return unfused
+    return changed
 
 
 def denoisers(pipe: Any) -> list[torch.nn.Module]:
@@ -63,13 +69,15 @@ def denoisers(pipe: Any) -> list[torch.nn.Module]:
     return [m for name, m in pipe.components.items() if name.startswith("transformer") and isinstance(m, torch.nn.Module)]
 
 
-def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype: torch.dtype) -> MemoryPlan:
-    """Place a diffusers pipeline according to `mode`; returns what was done (and why, on CPU)."""
+def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype: torch.dtype,
+                      before_fp8: BeforeFp8 | None = None) -> MemoryPlan:
+    """Place a diffusers pipeline according to `mode`; returns what was done (and why, on CPU).
+    `before_fp8`: see `enable_fp8_storage` (True from it means fused LoRAs now run unfused)."""
     if mode not in MEMORY_MODES:
         raise ConfigError(f"GPU_memory_mode={mode!r} is unknown; choose one of: {', '.join(MEMORY_MODES)}")
     fused_notice = None
     if mode == "model_cpu_offload_and_qfloat8":
-        unfused = [enable_fp8_storage(transformer, compute_dtype) for transformer in denoisers(pipe)]
+        unfused = [enable_fp8_storage(transformer, compute_dtype, before_fp8) for transformer in denoisers(pipe)]
         if any(unfused):
             fused_notice = (f"GPU_memory_mode={mode}: the fused LoRAs run unfused on top of the fp8 weights instead "
                             "(fusing into fp8 would round a small LoRA weight away); --fuse has no effect in this mode")

@@ -1,4 +1,4 @@
-"""Model families known to ufo-video. A new family is one adapter module plus one line here."""
+"""Model families known to ufo-video. A new family is one package (`models/<family>/`) plus one line here."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models.easyanimate import masks
 
 #: the clean given frames of a clip (first and last), [3, 2, H, W] in the model's weight dtype
 PIXELS_ITEM = "pixels_first_last"

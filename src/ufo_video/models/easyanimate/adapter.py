@@ -1,7 +1,7 @@
 """EasyAnimate V5.1 (InP and T2V) on diffusers' classes — the first model family.
 
-Everything EasyAnimate-specific lives here and in its helpers (`easyanimate_layout.py`,
-`easyanimate_masks.py`, `easyanimate_cache.py`): loading both on-disk layouts strictly, text
+Everything EasyAnimate-specific lives here and in its helpers in this package
+(`transformer.py`, `layout.py`, `masks.py`, `cache.py`): loading both on-disk layouts strictly, text
 encoding with the Qwen2-VL chat template, VAE encode/decode, the inpaint conditioning (training
 masks, latent-cache items), the transformer call, LoRA target presets, and pipeline construction.
 """
@@ -19,14 +19,11 @@ from diffusers import (
     EasyAnimateTransformer3DModel,
     FlowMatchEulerDiscreteScheduler,
 )
-from diffusers.loaders.peft import PeftAdapterMixin
-from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
-from ufo_video.models import easyanimate_cache as cache
-from ufo_video.models import easyanimate_layout as layout
-from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models.easyanimate import cache, layout, masks
+from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
 from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules
@@ -39,25 +36,6 @@ from ufo_video.models.weights import (
 
 MAX_SEQUENCE_LENGTH = 256
 TRANSFORMER_CLASS_NAMES = {"EasyAnimateTransformer3DModel"}
-
-
-class UfoEasyAnimateTransformer(EasyAnimateTransformer3DModel, PeftAdapterMixin, CacheMixin):
-    """diffusers' EasyAnimate transformer with the PEFT adapter and cache APIs it lacks in 0.42.1.
-
-    diffusers 0.42.1 ships no LoRA loader for EasyAnimate; giving the class `PeftAdapterMixin`
-    brings `add_adapter`, `set_adapters(names, weights)`, `fuse_lora` and `unload_lora`, all
-    implemented by diffusers/PEFT; `CacheMixin` brings `enable_cache` / `cache_context`, the public
-    step-cache API diffusers' own video transformers have. Remove once diffusers adds the mixins.
-    """
-
-    # keep the diffusers class name in saved configs so plain diffusers can load what we save
-    config_name = EasyAnimateTransformer3DModel.config_name
-
-    def save_config(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - passthrough
-        return super().save_config(*args, **kwargs)
-
-
-UfoEasyAnimateTransformer.__name__ = "EasyAnimateTransformer3DModel"
 
 
 class EasyAnimateAdapter(ModelAdapter):
@@ -306,7 +284,7 @@ class EasyAnimateAdapter(ModelAdapter):
         self, pixels: torch.Tensor, latents: torch.Tensor, generators: list[torch.Generator], mode: str,
         start_image_noise: bool = False,
     ) -> tuple[Conditioning, list[str]]:
-        """InP: a random mask per sample (`easyanimate_masks`) in "inpaint" mode, zeros (what
+        """InP: a random mask per sample (`masks`) in "inpaint" mode, zeros (what
         text-to-video feeds) in "normal" mode; T2V models take no conditioning. With
         `start_image_noise` (and the model's `add_noise_in_inpaint_model`), the kept pixels get the
         reference's noise before encoding."""
@@ -329,7 +307,7 @@ class EasyAnimateAdapter(ModelAdapter):
             return {}
         return {"inpaint_latents": masks.zero_conditioning(self._in_channels(), latents)}
 
-    # ---- latent cache (easyanimate_cache: clean given frames when the start-image noise applies) ------
+    # ---- latent cache (`cache`: clean given frames when the start-image noise applies) ------
     def cache_conditioning_items(self, mode: str, start_image_noise: bool = False) -> tuple[str, ...]:
         if not (self.is_inpaint and mode == "inpaint"):
             return ()
@@ -404,14 +382,14 @@ class EasyAnimateAdapter(ModelAdapter):
 
     @classmethod
     def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
-        from ufo_video.models.tiny import make_tiny
+        from ufo_video.models.easyanimate.tiny import make_tiny
 
         return make_tiny(path, layout=layout, variant=variant, seed=seed, sizes=sizes)  # type: ignore[arg-type]
 
     @classmethod
     def names_model_path(cls) -> Path:
         """The bundled V5.1 12B configs: every V5.1 size shares their module names up to its block count."""
-        return Path(__file__).resolve().parent.parent / "assets" / "easyanimate-v5.1-12b-inp-configs"
+        return Path(__file__).resolve().parents[2] / "assets" / "easyanimate-v5.1-12b-inp-configs"
 
     @classmethod
     def to_original_module_name(cls, name: str) -> str:

@@ -10,7 +10,7 @@ Variants (read from the folder's configs, never from its name):
 | `a14b-i2v` | 2.2 I2V A14B                  | i2v       | transformer, transformer_2| 36 (no CLIP)               |
 | `ti2v`     | 2.2 TI2V 5B (z=48, 16x VAE)   | t2v, i2v  | transformer               | 48, per-token timesteps    |
 
-Everything Wan-specific lives here and in `wan_layout.py` (names) / `wan_tiny.py` (tiny
+Everything Wan-specific lives here and in this package's `layout.py` (names) / `tiny.py` (tiny
 models): strict loading of the diffusers layout and of a single-file transformer with Wan's
 original names, UMT5 text encoding exactly as `WanPipeline.encode_prompt`, per-channel latent
 normalisation, the first-frame conditioning (one definition for training and the latent cache,
@@ -33,9 +33,10 @@ import torch
 from torch import nn
 
 from ufo_video.errors import UfoError
-from ufo_video.models import timestep_grid, wan_layout
+from ufo_video.models import timestep_grid
+from ufo_video.models.wan import layout as wan_layout
 from ufo_video.models.base import Conditioning, Expert, ModelAdapter
-from ufo_video.models.wan_folders import MAX_SEQUENCE_LENGTH, WanFolders
+from ufo_video.models.wan.folders import MAX_SEQUENCE_LENGTH, WanFolders
 
 
 
@@ -296,23 +297,23 @@ class WanAdapter(WanFolders, ModelAdapter):
 
     @classmethod
     def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
-        from ufo_video.models.wan_tiny import VARIANTS
+        from ufo_video.models.wan.tiny import VARIANTS
 
         return {"layout": ("diffusers", "single-file"), "variant": VARIANTS}
 
     @classmethod
     def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
-        from ufo_video.models.wan_tiny import make_tiny_wan
+        from ufo_video.models.wan.tiny import make_tiny_wan
 
         if sizes:
-            raise UfoError("tiny Wan models come in one size (models/wan_tiny.py); `sizes` is not supported")
+            raise UfoError("tiny Wan models come in one size (models/wan/tiny.py); `sizes` is not supported")
         return make_tiny_wan(path, variant=variant, seed=seed, layout=layout)  # type: ignore[arg-type]
 
     @classmethod
     def names_model_path(cls) -> Path:
         """Wan 2.1 I2V-14B's configs: their 40 blocks hold every module name of every Wan variant's
         blocks (T2V and 2.2 lack only the image stream), so LoRAs of any size resolve by name."""
-        return Path(__file__).resolve().parent.parent / "assets" / "wan-configs" / "wan2.1-i2v-14b-480p"
+        return Path(__file__).resolve().parents[2] / "assets" / "wan-configs" / "wan2.1-i2v-14b-480p"
 
     # ---- pipelines -----------------------------------------------------------------------
     def pipeline(self, task: str = "t2v") -> Any:

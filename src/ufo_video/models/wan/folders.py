@@ -1,6 +1,6 @@
 """Wan model folders: detection, configs-only inspection (variant, tasks, experts, size rules),
 strict loading of the diffusers layout and of a single-file transformer with Wan's original names,
-meta-device building and header shapes. The behaviour lives in `wan.py`; this is its folder side.
+meta-device building and header shapes. The behaviour lives in `adapter.py`; this is its folder side.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
-from ufo_video.models import wan_layout
+from ufo_video.models.wan import layout as wan_layout
 from ufo_video.models.base import COMPONENTS, ModelInfo, SizeRules
 from ufo_video.models.components import folder_has_weights, load_image_processor, load_tokenizer, load_transformers_strict
 from ufo_video.models.configs import init_kwargs, read_json

@@ -16,8 +16,8 @@ from diffusers import AutoencoderKLMagvit, FlowMatchEulerDiscreteScheduler
 from safetensors.torch import save_file
 
 from ufo_video.errors import UfoError
-from ufo_video.models.easyanimate import UfoEasyAnimateTransformer
-from ufo_video.models.easyanimate_layout import diffusers_to_original
+from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
+from ufo_video.models.easyanimate.layout import diffusers_to_original
 
 QWEN2VL_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

@@ -31,13 +31,13 @@ from typing import Any, Literal
 import torch
 
 from ufo_video.errors import UfoError
-from ufo_video.models.wan_layout import diffusers_to_original_state_dict
+from ufo_video.models.wan.layout import diffusers_to_original_state_dict
 
 Variant = Literal["t2v", "i2v", "ti2v", "a14b", "a14b-i2v"]
 VARIANTS: tuple[str, ...] = ("t2v", "i2v", "ti2v", "a14b", "a14b-i2v")
 SINGLE_FILE_NAME = "wan-original.safetensors"
 # ComfyUI's checkpoints put this in front of the original names; the tiny single file does too so
-# that loaders must strip it (wan_layout strips it, and an unprefixed file works the same).
+# that loaders must strip it (wan/layout.py strips it, and an unprefixed file works the same).
 SINGLE_FILE_PREFIX = "model.diffusion_model."
 
 # Facts of the converted repositories (diffusers' scripts/convert_wan_to_diffusers.py).
@@ -47,7 +47,7 @@ FLOW_SHIFT = {"ti2v": 5.0}  # every other variant: 3.0
 TEXT_DIM = 32  # tiny UMT5 d_model (real: 4096)
 IMAGE_DIM = 16  # tiny CLIP vision hidden size (real: 1280)
 CLIP_IMAGE_SIZE = 32  # tiny CLIP input side (real: 224)
-WAN_CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "wan-configs"
+WAN_CONFIGS = Path(__file__).resolve().parents[2] / "assets" / "wan-configs"
 
 
 def tiny_transformer_config(variant: str, **overrides: Any) -> dict[str, Any]:

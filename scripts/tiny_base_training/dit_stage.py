@@ -2,7 +2,7 @@
 
 The objective is the repository's own (`train.objective`: uniform sigma grid, x_t, velocity
 target, MSE) and the conditioning is built by the model adapter (`inpaint_conditioning`) from
-`models.easyanimate_masks` masks, restricted to the two modes the demo uses:
+`models.easyanimate.masks` masks, restricted to the two modes the demo uses:
 
 - text-to-video: the ``all`` mask; its conditioning is zeroed with `masks.ZERO_CONDITIONING_P`
   (exactly what the inpaint pipeline feeds at t2v inference), else the latents of the all-masked
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ufo_video.models.easyanimate import UfoEasyAnimateTransformer
+from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models.registry import load_model
-from ufo_video.models.tiny import tiny_text_encoder, tiny_transformer_config, write_model_folder, write_tokenizer
+from ufo_video.models.easyanimate.tiny import tiny_text_encoder, tiny_transformer_config, write_model_folder, write_tokenizer
 from ufo_video import scenes
-from ufo_video.models import easyanimate_masks as masks
+from ufo_video.models.easyanimate import masks
 from ufo_video.train import objective
 
 # tiny_text_encoder fixes 2 heads and mrope_section [1, 1, 2] (head_dim 8), so hidden must be 16
