@@ -84,7 +84,7 @@ def test_real_12b_rank128_all_linear_parameter_count() -> None:
     # PEFT itself, injecting on the meta device, agrees with the count from shapes
     from accelerate import init_empty_weights
 
-    from ufo_video.models.base import ModelInfo
+    from ufo_video.models.info import ModelInfo
 
     model = EasyAnimateAdapter(ModelInfo("easyanimate", REAL_12B_CONFIGS, "diffusers", "inp", 16), {"transformer": transformer})
     with init_empty_weights(include_buffers=False):

@@ -1,6 +1,6 @@
 """Aspect-ratio and frame-count buckets, derived by rule from the model's size rules.
 
-The model's adapter gives the grid (`models.base.SizeRules`): sides are multiples of
+The model's adapter gives the grid (`models.info.SizeRules`): sides are multiples of
 ``size_multiple`` (VAE compression x patch), frame counts are ``temporal_factor * k + 1``, the
 aspect family is built around ``bucket_base``^2 pixels and random sides come from
 ``side_choices``. The defaults below are the common grid (16-pixel sides, 4k+1 frames, base 512,

@@ -102,7 +102,7 @@ def usable_entries(d: DataSection) -> list[Entry]:
 
 
 def data_rules(model_path: str | None) -> Any:
-    """The size rules (`models.base.SizeRules`) of the model a run trains, read from its configs;
+    """The size rules (`models.info.SizeRules`) of the model a run trains, read from its configs;
     None (the common grid of `buckets`) when no model folder is there yet (``data check`` before a
     download)."""
     from pathlib import Path

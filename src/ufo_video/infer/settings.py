@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from ufo_video.config import MEMORY_MODES, UfoConfig
 from ufo_video.errors import ConfigError
-from ufo_video.models.base import SizeRules
+from ufo_video.models.info import SizeRules
 
 CACHE_KINDS = ("none", "first-block")
 OUTPUT_FORMATS = ("mp4", "gif", "png")

@@ -26,7 +26,8 @@ from ufo_video.models.easyanimate import cache, layout, masks
 from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
-from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter, ModelInfo, SizeRules
+from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter
+from ufo_video.models.info import ModelInfo, SizeRules
 from ufo_video.models.weights import (
     build_on_meta,
     find_weight_files,

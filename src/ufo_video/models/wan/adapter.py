@@ -35,7 +35,8 @@ from torch import nn
 from ufo_video.errors import UfoError
 from ufo_video.models import timestep_grid
 from ufo_video.models.wan import layout as wan_layout
-from ufo_video.models.base import Conditioning, Expert, ModelAdapter
+from ufo_video.models.base import Conditioning, ModelAdapter
+from ufo_video.models.info import Expert
 from ufo_video.models.wan.folders import MAX_SEQUENCE_LENGTH, WanFolders
 
 
