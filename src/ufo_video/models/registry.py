@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.base import ModelAdapter
@@ -15,14 +16,43 @@ ADAPTERS: dict[str, type[ModelAdapter]] = {
 }
 
 
-def adapter_for(path: str | Path) -> type[ModelAdapter]:
-    """The adapter class whose `detect` accepts the folder; a clear error when none does."""
-    path = Path(path)
+def folder_signature(path: Path) -> tuple:
+    """Names, sizes and mtimes of a folder's entries and of its subfolders' entries: what changes
+    when a config or a weight file is replaced, added or removed (a few dozen `stat` calls)."""
+    out = []
+    for entry in sorted(path.iterdir()):
+        st = entry.stat()
+        out.append((entry.name, st.st_size, st.st_mtime_ns))
+        if entry.is_dir():
+            out.extend((f"{entry.name}/{sub.name}", s.st_size, s.st_mtime_ns)
+                       for sub in sorted(entry.iterdir()) for s in (sub.stat(),))  # fmt: skip
+    return tuple(out)
+
+
+# (resolved folder, folder_signature) -> [adapter class, ModelInfo or None]: a run's stages (loader,
+# cache, setup, validation, every epoch) ask about the same folder many times; while its files are
+# unchanged it is detected and inspected once per process
+_SEEN: dict[tuple, list] = {}
+
+
+def _entry(path: Path) -> list:
     if not path.exists():
         raise ModelLoadError(
             f"model folder not found: {path}. Put the model there (see README's guide for each "
             "family's folders) or make a tiny one with `ufo-video model make-tiny DIR`."
         )
+    try:
+        key = (str(path.resolve()), folder_signature(path) if path.is_dir() else ())
+    except OSError:  # an unreadable entry: no memo; detection and loading name the problem
+        return [_detect(path), None]
+    if key not in _SEEN:
+        if len(_SEEN) > 64:  # a long-lived process (the UI, tests) that saw many folders
+            _SEEN.clear()
+        _SEEN[key] = [_detect(path), None]
+    return _SEEN[key]
+
+
+def _detect(path: Path) -> type[ModelAdapter]:
     for adapter in ADAPTERS.values():
         if adapter.detect(path):
             return adapter
@@ -32,11 +62,24 @@ def adapter_for(path: str | Path) -> type[ModelAdapter]:
     )
 
 
+def adapter_for(path: str | Path) -> type[ModelAdapter]:
+    """The adapter class whose `detect` accepts the folder; a clear error when none does."""
+    return _entry(Path(path))[0]
+
+
+def inspected(path: str | Path) -> tuple[type[ModelAdapter], Any]:
+    """The folder's adapter class and its `ModelInfo` (configs only; see `_SEEN`)."""
+    entry = _entry(Path(path))
+    if entry[1] is None:
+        entry[1] = entry[0].inspect(Path(path))
+    return entry[0], entry[1]
+
+
 def model_shell(path: str | Path) -> ModelAdapter:
     """An adapter instance with no components loaded: its rules, tasks and conditioning items
     from the folder's configs alone (cheap: reads no weights)."""
-    cls = adapter_for(path)
-    return cls(cls.inspect(Path(path)), {})
+    cls, info = inspected(path)
+    return cls(info, {})
 
 
 def load_model(path: str | Path, **kwargs) -> ModelAdapter:
