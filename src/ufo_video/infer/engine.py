@@ -194,7 +194,8 @@ class VideoGenerator:
         s = self.settings
         height, width = s.sample_size
         task = self.task_of(request)
-        kwargs = self._task_inputs(task, request)
+        kwargs = {**self.model.pipeline_defaults(task, steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+                                                 fps=s.fps), **self._task_inputs(task, request)}
         pipe = self.pipeline(task)
         # seeded on the CPU so a seed gives the same noise on every device
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))

@@ -30,9 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv = lsub.add_parser("convert", help="rewrite a LoRA in another key format (bit-exact): kohya, musubi, comfy, peft")
     conv.add_argument("src", type=Path)
     conv.add_argument("dst", type=Path)
-    conv.add_argument("--to", choices=FORMAT_NAMES, required=True,
+    conv.add_argument("--to", required=True, metavar="FORMAT",
                       help="kohya (the UFO reference's layout), musubi (musubi-tuner), comfy (ComfyUI, diffusion-pipe), "
-                           "peft (diffusers); each family's default is listed in README")
+                           "peft (diffusers), or a format a model family adds; each family's formats "
+                           "are listed in README")
     conv.add_argument("--model", type=Path, help=MODEL_HELP)
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists (DST may be SRC)")
     conv.set_defaults(func=_convert)

@@ -245,11 +245,16 @@ def convert(
     """The same tensors under `to`'s names (not copied or cast: bit-exact). Names of a format
     other than PEFT are resolved through `transformer`'s real module names (never by splitting
     underscores); PEFT names convert to any format without a model."""
-    if to not in FORMATS:
-        raise LoraError(f"unknown LoRA format {to!r}; formats: {', '.join(FORMATS)}")
     adapter_cls = adapter if isinstance(adapter, type) else type(adapter)
+    family_formats = adapter_cls.lora_file_formats()
+    if to not in FORMATS and to not in family_formats:
+        raise LoraError(f"unknown LoRA format {to!r}; formats: {', '.join((*FORMATS, *family_formats))}")
     if weights.format == to:
         return weights
+    if to in family_formats:  # the generic format it spells names in, then the family's own storage
+        fmt = family_formats[to]
+        spelled = convert(weights, fmt.reads_as, adapter_cls, transformer, check_shapes)
+        return replace(spelled, format=to, modules=fmt.fold(spelled.modules), family_format=fmt)
     if weights.format == "peft" and transformer is None:
         paths = dict(weights.modules)
     else:
@@ -304,7 +309,9 @@ def write_lora(
     ranks, alphas = weights.ranks, weights.alphas
     rank = ranks.most_common(1)[0][0]
     alpha = alphas.most_common(1)[0][0]
-    for name, mod in weights.modules.items():
+    if weights.family_format is not None:
+        tensors = weights.family_format.tensors(weights.modules, dtype)
+    for name, mod in ({} if weights.family_format is not None else weights.modules).items():
         down, up = (mod.down, mod.up) if dtype is None else (mod.down.to(dtype), mod.up.to(dtype))
         if weights.format in FLAT_PREFIXES:
             base = f"{FLAT_PREFIXES[weights.format]}{name}"

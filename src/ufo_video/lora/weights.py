@@ -11,7 +11,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -83,6 +83,9 @@ class LoraWeights:
     modules: dict[str, LoraModule]
     metadata: dict[str, str] = field(default_factory=dict)
     source: str = "<memory>"
+    #: a family-provided file format (`ModelAdapter.lora_file_formats`) that writes these modules;
+    #: None for the generic formats
+    family_format: Any = None
 
     # ---- facts -----------------------------------------------------------------------------
     @property

@@ -44,6 +44,9 @@ class ModelAdapter(ABC):
     patch_size: ClassVar[int]
     #: the LoRA file format `save_lora` writes by default (a key of `lora.formats.FORMATS`)
     default_lora_format: ClassVar[str] = "kohya"
+    #: the model's licence when it is not a permissive one: its name and a one-line note on its
+    #: terms, shown by `model check` (None: nothing to flag)
+    licence: ClassVar[str | None] = None
 
     def __init__(self, info: ModelInfo, components: dict[str, Any]):
         self.info = info
@@ -115,6 +118,12 @@ class ModelAdapter(ABC):
     def describe_folder(cls) -> str:
         """What a folder of this family holds, for 'not a model folder' messages."""
         return f"a {cls.display_name} model folder"
+
+    @classmethod
+    def check_trainable(cls, path: Path) -> None:
+        """Refuse (a `UfoError`, one line) before anything loads when this family's models cannot be
+        trained yet; `ufo-video train` calls it first. Default: trainable."""
+        return None
 
     # ---- sizes, frames, tasks ------------------------------------------------------------------
     @property
@@ -357,6 +366,15 @@ class ModelAdapter(ABC):
         """LoRA file formats this family reads and writes (keys of `lora.formats.FORMATS`)."""
         return ("kohya", "peft")
 
+    @classmethod
+    def lora_file_formats(cls) -> dict[str, Any]:
+        """LoRA file formats this family adds to the generic ones in `lora.formats.FORMATS`: name ->
+        an object with `reads_as` (the generic format whose names it uses and as which its files
+        read back), `fold(modules)` (the modules as the file stores them, e.g. with alpha folded
+        into `up`) and `tensors(modules, dtype)` (the file's tensors). Names may appear in
+        `lora_formats` and `default_lora_format`. Default: none."""
+        return {}
+
     # ---- tiny models -----------------------------------------------------------------------
     @classmethod
     def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
@@ -376,6 +394,13 @@ class ModelAdapter(ABC):
 
     def pipeline_inputs(self, task: str, start: Any, end: Any, frames: int, size: tuple[int, int]) -> dict[str, Any]:
         """Extra pipeline keyword arguments of a task (start/end images are PIL images)."""
+        return {}
+
+    def pipeline_defaults(self, task: str, *, steps: int, guidance_scale: float, fps: float) -> dict[str, Any]:
+        """Pipeline keyword arguments every call of `task` adds besides the generic ones (prompt,
+        size, frames, steps, guidance, generator) and `pipeline_inputs`': the defaults a family's
+        pipeline does not pick for a given model itself (a schedule for a distilled checkpoint, a
+        guidance block list valid for the model's depth, the frame rate). Default: none."""
         return {}
 
     def pipeline_negative_prompt(self, negative_prompt: str | None) -> str | None:

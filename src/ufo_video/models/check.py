@@ -45,12 +45,13 @@ class CheckReport:
     components: list[ComponentReport] = field(default_factory=list)
     memory_gib: dict[str, float] = field(default_factory=dict)
     configs_only: bool = False
+    licence: str | None = None  # the adapter's `licence` note (None: nothing to flag)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "family": self.family, "layout": self.layout, "variant": self.variant,
             "components": [c.__dict__ for c in self.components], "memory_gib": self.memory_gib,
-            "configs_only": self.configs_only,
+            "configs_only": self.configs_only, "licence": self.licence,
         }  # fmt: skip
 
 
@@ -130,7 +131,7 @@ def check_model(path: str | Path, meta: bool = False) -> CheckReport:
     path = Path(path)
     adapter = adapter_for(path)
     info = adapter.inspect(path)
-    report = CheckReport(str(path), info.family, info.layout, info.variant)
+    report = CheckReport(str(path), info.family, info.layout, info.variant, licence=adapter.licence)
     modules = adapter.build_meta(path)
     dtypes: dict[str, list[str]] = {}
     if not adapter.has_weights(path):
@@ -167,6 +168,7 @@ def format_report(report: CheckReport, meta: bool) -> str:
         f"model:   {report.path}",
         f"family:  {report.family}   layout: {report.layout}   variant: {report.variant}",
         "weights: " + _weights_line(report, meta),
+        *([f"licence: {report.licence}"] if report.licence else []),
         "",
         f"{'component':<14}{'parameters':>18}  dtypes",
     ]

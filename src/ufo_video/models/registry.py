@@ -8,11 +8,13 @@ from typing import Any
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.base import ModelAdapter
 from ufo_video.models.easyanimate import EasyAnimateAdapter
+from ufo_video.models.ltx2.adapter import LTX2Adapter
 from ufo_video.models.wan import WanAdapter
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     EasyAnimateAdapter.family: EasyAnimateAdapter,
     WanAdapter.family: WanAdapter,
+    LTX2Adapter.family: LTX2Adapter,
 }
 
 

@@ -25,6 +25,9 @@ def check_inputs(cfg: UfoConfig) -> None:
             "supported model and its folder) or point model.pretrained_model_name_or_path (MODEL_NAME for "
             "scripts/train_ufo.sh) at it; `ufo-video model make-tiny DIR` makes a tiny one to try things."
         )
+    from ufo_video.models.registry import adapter_for
+
+    adapter_for(model_dir).check_trainable(model_dir)  # a family that cannot train yet says so first
     check_sizes(cfg)
     root, meta = Path(cfg.data.train_data_dir), Path(cfg.data.train_data_meta)
     if not root.is_dir():

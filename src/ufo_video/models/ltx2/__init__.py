@@ -1,5 +1,5 @@
 """LTX-2 / LTX-2.3 (Lightricks) on diffusers' classes: the third model family.
 
-Self-contained parts only for now (tiny folders, shipped configs, the LoRA file format); the
-adapter is drafted in `adapter.py` and not yet registered (see docs/ltx2-notes.md).
+The adapter (`adapter.py`, registry key `ltx2`) generates; training is not supported yet. Parts:
+folders.py (detection, strict loading), tiny.py, lora_format.py (see docs/ltx2-notes.md).
 """

@@ -168,3 +168,40 @@ def apply_to_transformer(transformer: Any, modules: dict[str, tuple[torch.Tensor
     if unexpected:
         raise Ltx2LoraFormatError(f"LoRA tensors not used by the transformer: {unexpected[:3]}")
     return len(modules)
+
+
+class Ltx2ComfyFormat:
+    """This format as a family-provided LoRA file format (`ModelAdapter.lora_file_formats`): the
+    generic `lora/` code converts a LoRA to `reads_as` names (ComfyUI's: `diffusion_model.` + the
+    original dotted path), then `fold` puts each module's scale into its up tensor and `tensors`
+    spells the file's keys. A file written so reads back as a `reads_as` file with alpha = rank
+    (no `.alpha` keys), which is exactly what it means. Works on any module objects with `down`,
+    `up`, `alpha` and `rank` (the `lora/` code's `LoraModule`), so `models/` imports nothing from `lora/`."""
+
+    name = FORMAT_NAME
+    reads_as = "comfy"
+
+    @staticmethod
+    def fold(modules: dict[str, Any]) -> dict[str, Any]:
+        """Each module with alpha / rank folded into `up` (in float32, cast back) and alpha = rank."""
+        out = {}
+        for key, mod in modules.items():
+            scale = mod.alpha / mod.rank
+            up = mod.up if scale == 1.0 else (mod.up.float() * scale).to(mod.up.dtype)
+            out[key] = type(mod)(down=mod.down, up=up, alpha=float(mod.rank))
+        return out
+
+    @staticmethod
+    def tensors(modules: dict[str, Any], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The file's tensors for folded modules keyed by original dotted names: lora_A / lora_B only."""
+        out: dict[str, torch.Tensor] = {}
+        for key, mod in modules.items():
+            if mod.alpha != float(mod.rank):
+                raise Ltx2LoraFormatError(f"{key}: alpha {mod.alpha} != rank {mod.rank}; fold the scale first")
+            down, up = (mod.down, mod.up) if dtype is None else (mod.down.to(dtype), mod.up.to(dtype))
+            out[f"{PREFIX}{key}.lora_A.weight"] = down
+            out[f"{PREFIX}{key}.lora_B.weight"] = up
+        return out
+
+
+LTX2_COMFY = Ltx2ComfyFormat()
