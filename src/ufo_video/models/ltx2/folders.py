@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
-from ufo_video.models.base import COMPONENTS, ModelInfo, SizeRules
+from ufo_video.models.base import COMPONENTS
+from ufo_video.models.info import ModelInfo, SizeRules
 from ufo_video.models.components import folder_has_weights, load_transformers_strict
 from ufo_video.models.configs import init_kwargs, read_json
 from ufo_video.models.weights import build_on_meta, find_weight_files, load_strict, read_header_shapes
