@@ -43,13 +43,3 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
   echo ".venv ready" >&2
 fi
-# The web app's browser test (tests/test_ui_browser.py) drives Debian's Chromium through its
-# chromedriver (no browser download at test time). Installed here when missing, as root.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium and chromium-driver for the browser test (apt-get; about a minute)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-  else
-    echo "note: the browser test needs chromium and chromium-driver: sudo apt-get install -y chromium chromium-driver" >&2
-  fi
-fi

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -233,3 +234,31 @@ def test_setup_says_what_it_installs_and_is_quiet_when_done(tmp_path):
     second = subprocess.run(["bash", "scripts/setup_env.sh"], cwd=project, env=env, capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert second.returncode == 0 and second.stderr == "" and second.stdout == ""
+
+
+def test_setup_never_installs_a_browser_the_tests_do(tmp_path):
+    """A user running only the demo gets no browser: setup_env.sh (shared by demo.sh and test.sh)
+    calls no apt-get for chromium even where chromium is missing; test.sh installs it."""
+    project = tmp_path / "proj"
+    (project / "scripts").mkdir(parents=True)
+    for name in ("scripts/setup_env.sh", "pyproject.toml"):
+        (project / name).write_text((REPO / name).read_text())
+    (project / ".venv" / "bin").mkdir(parents=True)
+    stub = project / ".venv" / "bin" / "python"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    bin_dir = tmp_path / "bin"  # a PATH with apt-get (logging) but no chromium / chromedriver
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path / "apt.log"}"\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    for tool in ("bash", "dirname", "sha256sum", "cut", "cat", "id", "mkdir", "rm", "mktemp", "c++", "env", "echo"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    env = {"PATH": str(bin_dir), "PYTHON": sys.executable}
+    result = subprocess.run([str(bin_dir / "bash"), "scripts/setup_env.sh"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "chromium" not in result.stdout + result.stderr
+    assert "chromium" not in ((tmp_path / "apt.log").read_text() if (tmp_path / "apt.log").exists() else "")
+    assert "chromium-driver" in (REPO / "scripts" / "test.sh").read_text()
