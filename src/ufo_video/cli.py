@@ -25,7 +25,7 @@ from ufo_video.errors import UfoError
 # command -> (module defining `register(subparsers)` with `func=` defaults, its one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ufo_video.demo",
-             "run the end-to-end demo on a tiny model (CPU, a few minutes; --quick: under a minute)"),
+             "run the end-to-end demo on a tiny model (CPU; about 2.5 minutes on 2 shared cores; --quick: a short smoke run)"),
     "model": ("ufo_video.models.cli", "make a tiny test model, check a model folder"),
     "data": ("ufo_video.data.cli", "check, preview and summarise a training dataset"),
     "train": ("ufo_video.train.cli", "train a UFO (or ordinary) LoRA"),

@@ -25,7 +25,7 @@ DEFAULT_THREADS = 1
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo",
-        help="run the end-to-end demo on a tiny model (CPU, a few minutes; --quick: under a minute)",
+        help="run the end-to-end demo on a tiny model (CPU; about 2.5 minutes on 2 shared cores; --quick: a short smoke run)",
         description="Make data, check it, train a UFO LoRA, generate t2v/i2v at several weights, evaluate, "
         "and write DIR/report.html + DIR/report.json.",
     )
