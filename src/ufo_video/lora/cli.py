@@ -31,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("src", type=Path)
     conv.add_argument("dst", type=Path)
     conv.add_argument("--to", required=True, metavar="FORMAT",
-                      help="kohya (the UFO reference's layout), musubi (musubi-tuner), comfy (ComfyUI, diffusion-pipe), "
-                           "peft (diffusers), or a format a model family adds; each family's formats "
+                      help="kohya (lora_unet__ keys: the UFO reference's and its base model's merge_lora), musubi "
+                           "(lora_unet_ keys: musubi-tuner and ComfyUI; for a family without a kohya layout of its "
+                           "own, kohya writes this), comfy (diffusion_model. keys: ComfyUI, diffusion-pipe), peft "
+                           "(diffusers' load_lora_weights), or a format a model family adds; each family's formats "
                            "are listed in README")
     conv.add_argument("--model", type=Path, help=MODEL_HELP)
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists (DST may be SRC)")

@@ -246,6 +246,7 @@ def convert(
     other than PEFT are resolved through `transformer`'s real module names (never by splitting
     underscores); PEFT names convert to any format without a model."""
     adapter_cls = adapter if isinstance(adapter, type) else type(adapter)
+    to = adapter_cls.lora_format_aliases().get(to, to)
     family_formats = adapter_cls.lora_file_formats()
     if to not in FORMATS and to not in family_formats:
         raise LoraError(f"unknown LoRA format {to!r}; formats: {', '.join((*FORMATS, *family_formats))}")

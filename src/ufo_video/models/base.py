@@ -367,6 +367,12 @@ class ModelAdapter(ABC):
         return ("kohya", "peft")
 
     @classmethod
+    def lora_format_aliases(cls) -> dict[str, str]:
+        """Format names this family writes as another format (e.g. a family whose tools read
+        kohya-style keys with musubi's single-underscore prefix maps "kohya" to "musubi"). Default: none."""
+        return {}
+
+    @classmethod
     def lora_file_formats(cls) -> dict[str, Any]:
         """LoRA file formats this family adds to the generic ones in `lora.formats.FORMATS`: name ->
         an object with `reads_as` (the generic format whose names it uses and as which its files

@@ -297,6 +297,13 @@ class WanAdapter(WanFolders, ModelAdapter):
         return ("comfy", "musubi", "peft")
 
     @classmethod
+    def lora_format_aliases(cls) -> dict[str, str]:
+        """Wan has no kohya layout of its own: the kohya-style keys musubi-tuner writes and ComfyUI
+        reads natively are `lora_unet_blocks_0_...` (musubi's); EasyAnimate's `lora_unet__` prefix
+        loads in ComfyUI only through a legacy special case."""
+        return {"kohya": "musubi"}
+
+    @classmethod
     def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
         from ufo_video.models.wan.tiny import VARIANTS
 
