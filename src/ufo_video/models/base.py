@@ -192,6 +192,11 @@ class ModelAdapter(ABC):
         Text-only models return ({}, ["t2v", ...])."""
         return {}, ["t2v"] * latents.shape[0]
 
+    def applied_train_mode(self, mode: str) -> str:
+        """The `train.train_mode` this model really trains with: a model without image conditioning
+        ignores "inpaint" and trains text-only ("normal"); summaries and file metadata say this."""
+        return mode if self.is_inpaint else "normal"
+
     def start_image_noise_applies(self, mode: str) -> bool:
         """Whether this model's pipeline adds noise to the given (start/end) frames at inference, so
         training with `mode` should too (`train.start_image_noise = "model"`)."""

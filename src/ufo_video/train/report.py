@@ -47,6 +47,20 @@ def _data_lines(loader: Any) -> list[str]:
     return lines
 
 
+def applied_mode(run: Any) -> str:
+    return run.model.applied_train_mode(run.cfg.train.train_mode)
+
+
+def expert_note(run: Any) -> str:
+    """Which expert a multi-expert model's run trains and its timestep range ("" for one expert)."""
+    experts = run.model.experts()
+    if len(experts) < 2:
+        return ""
+    e = run.extra["expert"]
+    return (f"expert: {e.component} (timesteps {e.t_min:g}-{e.t_max:g} of 1000; the model's experts: "
+            f"{', '.join(x.component for x in experts)}; one UFO LoRA per expert)")
+
+
 def start_summary(run: Any, loader: Any, threads: int) -> list[str]:
     """What the run is about to do, before the first step."""
     cfg, acc = run.cfg, run.accelerator
@@ -56,7 +70,12 @@ def start_summary(run: Any, loader: Any, threads: int) -> list[str]:
     lines = [f"training {run.extra['total_steps']} steps of {per_step} sample(s) (batch {t.train_batch_size} per "
              f"process x {n} process{'es' if n != 1 else ''} x {t.gradient_accumulation_steps} accumulation "
              f"step{'s' if t.gradient_accumulation_steps != 1 else ''}), clip_mode={cfg.data.clip_mode}, "
-             f"train_mode={t.train_mode}"]
+             f"train_mode={applied_mode(run)}"]
+    if applied_mode(run) != t.train_mode:
+        lines.append(f"  train.train_mode={t.train_mode} does not apply: this model has no image conditioning, so it "
+                     "trains text-to-video")
+    if expert_note(run):
+        lines.append(f"  {expert_note(run)}")
     lines += _data_lines(loader)
     lines.append(f"  device: {acc.device} ({n} process(es), {threads} CPU thread(s)); weights "
                  f"{cfg.model.weight_dtype}, mixed precision {t.mixed_precision}, LoRA in fp32")
@@ -158,7 +177,9 @@ def write_train_report(run: Any, result: Any, timings: dict[str, Any]) -> Path:
         f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>" for k, v in timing.items()) + "</table>")
     settings = {"learning_rate": t.learning_rate, "lr_scheduler": t.lr_scheduler, "rank": run.cfg.lora.rank,
                 "network_alpha": run.cfg.lora.network_alpha, "clip_mode": run.cfg.data.clip_mode,
-                "model": run.cfg.model.pretrained_model_name_or_path}  # fmt: skip
+                "train_mode": applied_mode(run), "model": run.cfg.model.pretrained_model_name_or_path}  # fmt: skip
+    if expert_note(run):
+        settings["expert"] = expert_note(run).removeprefix("expert: ")
     parts.append("<h2>Settings</h2><table>" + "".join(
         f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in settings.items())
         + "</table><p>All settings: config.toml</p>")  # fmt: skip

@@ -29,8 +29,17 @@ def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
         "ufo_training_weight": "1.0",
         "ufo_config_fingerprint": run.cfg.fingerprint(),
         "ufo_clip_mode": run.cfg.data.clip_mode,
-        "ufo_train_mode": run.cfg.train.train_mode,
+        "ufo_train_mode": run.model.applied_train_mode(run.cfg.train.train_mode),
+        **expert_metadata(run),
     }
+
+
+def expert_metadata(run: TrainRun) -> dict[str, str]:
+    """On a multi-expert model: the expert the LoRA is for and its timestep range (`lora inspect` shows them)."""
+    if len(run.model.experts()) < 2:
+        return {}
+    e = run.extra["expert"]
+    return {"ufo_expert": e.component, "ufo_expert_timesteps": f"{e.t_min:g}-{e.t_max:g}"}
 
 
 def save_dtype(cfg) -> torch.dtype:
