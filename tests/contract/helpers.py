@@ -43,6 +43,14 @@ def train_mode(folder: Path) -> str:
     return "inpaint" if shell(folder).is_inpaint else "normal"
 
 
+def cache_mode(folder: Path) -> str:
+    """The train mode in which a cached run must equal an encoding run bit for bit: text only where
+    the model has text-to-video, else its image conditioning. (A model's image-conditioning mix may
+    draw differently from the cache by design: EasyAnimate InP's cache holds only the fixed-shape
+    mask kinds, see models/easyanimate_masks.py.)"""
+    return "normal" if "t2v" in shell(folder).tasks else "inpaint"
+
+
 def experts(folder: Path) -> tuple[str, ...]:
     """The experts one run trains each (`train.expert`); a single-expert model: just the default."""
     names = tuple(e.component for e in shell(folder).experts())
@@ -92,29 +100,31 @@ class Trainings:
     def __init__(self, root: Path, models: TinyModels, dataset: Path):
         self.root, self.models, self.dataset, self._runs = root, models, dataset, {}
 
-    def overrides(self, v: Variant, expert: str) -> tuple[str, ...]:
+    def overrides(self, v: Variant, expert: str, mode: str | None = None) -> tuple[str, ...]:
         folder = self.models(v)
         side, frames = geometry(folder)
         sizes = [f"{k}={side}" for k in ("image_sample_size", "video_sample_size", "token_sample_size")]
-        return (*sizes, f"video_sample_n_frames={frames}", f"train.train_mode={train_mode(folder)}",
+        return (*sizes, f"video_sample_n_frames={frames}", f"train.train_mode={mode or train_mode(folder)}",
                 *([f"train.expert={expert}"] if expert else []))  # fmt: skip
 
-    def __call__(self, v: Variant, expert: str = "") -> Run:
-        key = (v, expert)
+    def __call__(self, v: Variant, expert: str = "", mode: str | None = None) -> Run:
+        """The run of `expert` in train mode `mode` (default: `train_mode`)."""
+        mode = mode or train_mode(self.models(v))
+        key = (v, expert, mode)
         if key not in self._runs:
-            name = f"{v.id}-{expert or 'only'}"
+            name = f"{v.id}-{expert or 'only'}-{mode}"
             out = self.root / name
             cfg = write_config(self.root / f"{name}.toml", self.models(v), self.dataset, out, max_train_steps=2,
                                checkpointing_steps=2, save_state=False, learning_rate=5e-2)  # fmt: skip
-            overrides = self.overrides(v, expert)
+            overrides = self.overrides(v, expert, mode)
             assert main(["train", str(cfg), *overrides]) == 0, f"training {name} failed"
             self._runs[key] = Run(out, cfg, overrides)
         return self._runs[key]
 
 
-def first_lora(trainings: Trainings, v: Variant) -> Run:
+def first_lora(trainings: Trainings, v: Variant, mode: str | None = None) -> Run:
     """A trained LoRA of the variant (its first expert's)."""
-    return trainings(v, experts(trainings.models(v))[0])
+    return trainings(v, experts(trainings.models(v))[0], mode)
 
 
 def model_index_class(folder: Path) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from contract.families import FAMILIES, VARIANTS, Variant
-from contract.helpers import experts, first_lora, supports_training
+from contract.helpers import cache_mode, experts, first_lora, supports_training
 from test_train_helpers import losses, write_config
 from ufo_video.cli import main
 
@@ -36,9 +36,18 @@ def test_every_registered_family_declares_its_contract_variants():
 
 
 @BY_ID
-def test_two_training_steps_write_a_finite_trained_lora_per_expert(v, contract_models, trainings):
+def test_two_training_steps_write_a_finite_trained_lora_per_expert(v, contract_models, contract_dataset, trainings,
+                                                                  tmp_path, capsys):
+    """Each expert trains on its own (`train.expert`, from `adapter.experts()`); a multi-expert
+    model without `train.expert` is refused before any checkpoint is written."""
     _needs_training(v)
-    for expert in experts(contract_models(v)):
+    names = experts(contract_models(v))
+    if names != ("",):
+        cfg = write_config(tmp_path / "c.toml", contract_models(v), contract_dataset, tmp_path / "out")
+        assert main(["train", str(cfg), *trainings.overrides(v, "")]) == 2
+        assert "set train.expert" in capsys.readouterr().err
+        assert not list((tmp_path / "out").glob("checkpoint-*"))
+    for expert in names:
         run = trainings(v, expert)
         steps = run.losses()
         assert [s for s, _ in steps] == [1, 2] and all(math.isfinite(x) for _, x in steps), steps
@@ -53,25 +62,13 @@ def test_two_training_steps_write_a_finite_trained_lora_per_expert(v, contract_m
 
 
 @BY_ID
-def test_a_multi_expert_model_refuses_training_without_train_expert(v, contract_models, contract_dataset, trainings,
-                                                                   tmp_path, capsys):
-    _needs_training(v)
-    folder = contract_models(v)
-    if experts(folder) == ("",):
-        pytest.skip("one expert")
-    cfg = write_config(tmp_path / "c.toml", folder, contract_dataset, tmp_path / "out")
-    assert main(["train", str(cfg), *trainings.overrides(v, "")]) == 2
-    assert "set train.expert" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("checkpoint-*"))
-
-
-@BY_ID
 def test_training_from_the_cache_equals_encoding_every_step(v, trainings, tmp_path):
     """`data cache`, then the same run from the cache: the same per-step losses and the same LoRA,
     bit for bit (the cache stores the posterior's mean and std and the run samples per step, and
-    text dropout draws alike), in the model's own train mode (image conditioning where it has any)."""
+    text dropout draws alike); text only where the model has text-to-video (`cache_mode`), else with
+    its image conditioning."""
     _needs_training(v)
-    run = first_lora(trainings, v)
+    run = first_lora(trainings, v, cache_mode(trainings.models(v)))
     cache = [f"data.cache_dir={tmp_path / 'cache'}"]
     assert main(["data", "cache", str(run.config), *run.overrides, *cache]) == 0
     out = tmp_path / "cached"
