@@ -73,16 +73,38 @@ def _applied(module: torch.nn.Module, adapter: str) -> int:
     return sum(1 for _, m in module.named_modules() if hasattr(m, "lora_A") and adapter in m.lora_A)
 
 
-def _load_reference_loras(pipe, loras: list[tuple[Path, float, str]], tmp_path: Path) -> None:
-    """Each file into its expert's component through diffusers' own loader, every module applied.
+def _peft_inject(module: torch.nn.Module, peft_file: Path, name: str, weight: float) -> None:
+    """PEFT's own injection of a PEFT-format file (config from diffusers' `lora_adapter_metadata`)."""
+    import json
 
-    A pipeline with a LoRA loader (`load_lora_weights`) reads the file as ufo-video wrote it; one
-    without (diffusers 0.42.1's EasyAnimate pipelines have none) gets it through the model's PEFT
-    loader (`load_lora_adapter`) after `ufo-video lora convert --to peft`."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(peft_file), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["lora_adapter_metadata"])
+    config = LoraConfig(**{k.removeprefix("transformer."): v for k, v in meta.items()})
+    inject_adapter_in_model(config, module, adapter_name=name)
+    state = {k.removeprefix("transformer."): t for k, t in load_file(str(peft_file)).items()}
+    result = set_peft_model_state_dict(module, state, adapter_name=name)
+    assert not result.unexpected_keys, result.unexpected_keys
+    for layer in module.modules():
+        if isinstance(layer, LoraLayer) and name in layer.lora_A:
+            layer.set_scale(name, weight)
+
+
+def _load_reference_loras(pipe, loras: list[tuple[Path, float, str]], tmp_path: Path) -> None:
+    """Each file into its expert's component, every module applied, at its weight.
+
+    A pipeline with diffusers' LoRA loader reads the file as ufo-video wrote it
+    (`load_lora_weights` + `set_adapters`). Where diffusers has none for the family (0.42.1's
+    EasyAnimate pipelines and transformer), PEFT itself injects the file converted by
+    `ufo-video lora convert --to peft`: still an implementation independent of ufo-video's."""
     from ufo_video.lora.formats import read_lora
 
     names = []
-    for i, (path, _, component) in enumerate(loras):
+    for i, (path, weight, component) in enumerate(loras):
         name = f"ufo{i}"
         if hasattr(pipe, "load_lora_weights"):
             into = {} if component == "transformer" else {f"load_into_{component}": True}
@@ -90,15 +112,11 @@ def _load_reference_loras(pipe, loras: list[tuple[Path, float, str]], tmp_path: 
         else:
             peft = tmp_path / f"{name}-peft.safetensors"
             assert main(["lora", "convert", str(path), str(peft), "--to", "peft"]) == 0
-            getattr(pipe, component).load_lora_adapter(str(peft), prefix="transformer", adapter_name=name)
+            _peft_inject(getattr(pipe, component), peft, name, weight)
         assert _applied(getattr(pipe, component), name) == len(read_lora(path).modules), f"{path}: modules not applied"
         names.append(name)
-    weights = [w for _, w, _ in loras]
     if hasattr(pipe, "set_adapters"):
-        pipe.set_adapters(names, weights)
-    else:
-        for (_, w, component), name in zip(loras, names):
-            getattr(pipe, component).set_adapters([name], [w])
+        pipe.set_adapters(names, [w for _, w, _ in loras])
 
 
 def _theirs(pipe, folder: Path, task: str, image: Path | None, side: int, frames: int) -> np.ndarray:
@@ -129,7 +147,8 @@ def test_generate_with_trained_loras_equals_the_diffusers_pipeline(v, contract_m
         start = image if task == "i2v" else None
         ours = _ours(folder, tmp_path / f"ours-{task}", [(p, w) for p, w, _ in loras], start, side, frames)
         pipe = _reference_pipeline(folder, task)
-        _load_reference_loras(pipe, loras, tmp_path)
+        (tmp_path / task).mkdir()
+        _load_reference_loras(pipe, loras, tmp_path / task)
         theirs = _theirs(pipe, folder, task, start, side, frames)
         assert ours.shape == theirs.shape == (frames, side, side, 3), task
         assert np.array_equal(ours, theirs), f"{v.id} {task}: max diff {np.abs(ours.astype(int) - theirs).max()}"
