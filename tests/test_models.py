@@ -177,25 +177,6 @@ def test_cache_mag_vae_quirk_is_wrapped(tiny_model: Path) -> None:
     assert out.frames.shape == (1, 5, 3, 32, 32)
 
 
-def test_inpaint_conditioning_matches_pipeline_construction(tiny_model: Path) -> None:
-    """Our training-time conditioning equals the mask/latent pair the inpaint pipeline builds."""
-    from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import resize_mask
-
-    model = load_model(tiny_model)
-    torch.manual_seed(0)
-    pixels = torch.rand(1, 3, 5, 32, 32) * 2 - 1
-    mask = torch.ones(1, 1, 5, 32, 32)
-    mask[:, :, 0] = 0  # first frame kept (image-to-video)
-    cond = model.inpaint_conditioning(pixels, mask)
-    masked = torch.cat([pixels[:, :, :1], -torch.ones_like(pixels[:, :, 1:])], dim=2)
-    with torch.no_grad():
-        lat = model.vae.encode(masked)[0].mode() * model.vae.config.scaling_factor
-    m = resize_mask(1 - mask, lat, True) * model.vae.config.scaling_factor
-    assert cond.shape == (1, 5, 2, 4, 4)
-    torch.testing.assert_close(cond, torch.cat([m, lat], 1))
-    assert torch.all(cond[:, :1, 0] > 0) and torch.all(cond[:, :1, 1:] == 0)
-
-
 def test_memory_modes_on_cpu(tiny_model: Path) -> None:
     from ufo_video.models.memory import apply_memory_mode
 

@@ -67,6 +67,19 @@ def _experts(model) -> dict[str, nn.Module]:
     return out
 
 
+def check_family(model, lora, path: Path) -> None:
+    """A file whose metadata names the family it was trained for (`ufo_base_family`, written by
+    `save_lora`) is refused on a model of another family in one line, before its keys are matched:
+    a list of unmatched names would hide the reason. Files without that metadata are matched by name."""
+    info = getattr(model, "info", None)
+    trained = lora.metadata.get("ufo_base_family")
+    if info is not None and trained and trained != info.family:
+        raise LoraError(
+            f"{path}: this LoRA was trained for a {trained} model (its metadata ufo_base_family), but "
+            f"{info.path} is a {info.family} model; use a LoRA trained on a {info.family} model"
+        )
+
+
 def expert_of_file(model, lora, path: Path) -> str:
     """The expert a LoRA file is for: its `ufo_expert` metadata on a multi-expert model, else
     `transformer`; a file for an expert this model lacks is refused."""
@@ -199,6 +212,7 @@ def load_loras(model, specs: list[tuple[str | Path, float]], fuse: bool = False)
     prepared = []
     for path, weight in specs:
         lora = read_lora(path)
+        check_family(model, lora, Path(path))
         expert = expert_of_file(model, lora, Path(path))
         prepared.append((Path(path), float(weight), expert, lora.resolve(model, experts[expert])))
     refuse = any(_state(t).fused for t in experts.values())

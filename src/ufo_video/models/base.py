@@ -414,6 +414,20 @@ class ModelAdapter(ABC):
         guidance block list valid for the model's depth, the frame rate). Default: none."""
         return {}
 
+    def pipeline_call_conditioning(self, call: dict[str, Any]) -> Conditioning:
+        """The named tensors of `training_conditioning` (and those of `encode_text` the family can
+        tell) inside one call of the transformer by this family's pipeline; `call` holds that
+        call's arguments by parameter name. The inverse of how `predict` passes them: the contract
+        suite (tests/contract) captures the pipeline's call for a start image and compares, so
+        training and the pipeline cannot drift apart. Default: none (models without conditioning)."""
+        return {}
+
+    def noiseless_pipeline_inputs(self, task: str) -> dict[str, Any]:
+        """Pipeline keyword arguments that switch off the noise the pipeline adds to given frames
+        (where `start_image_noise_applies`), so a captured call can equal `training_conditioning`
+        without start-image noise exactly. Default: the pipeline adds none."""
+        return {}
+
     def pipeline_negative_prompt(self, negative_prompt: str | None) -> str | None:
         """What to pass as `negative_prompt` for "none given" (a family may need "" instead of None)."""
         return negative_prompt

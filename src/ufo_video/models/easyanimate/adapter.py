@@ -422,6 +422,18 @@ class EasyAnimateAdapter(ModelAdapter):
         video, mask = get_image_to_video_latent(start, end, frames, size)
         return {"video": video, "mask_video": mask}
 
+    def pipeline_call_conditioning(self, call: dict[str, Any]) -> Conditioning:
+        """`predict` passes the text as `encoder_hidden_states` and the InP input under its own name."""
+        out = {"embeds": call["encoder_hidden_states"]}
+        if call.get("inpaint_latents") is not None:
+            out["inpaint_latents"] = call["inpaint_latents"]
+        return out
+
+    def noiseless_pipeline_inputs(self, task: str) -> dict[str, Any]:
+        """The inpaint pipeline's start-image noise (`add_noise_in_inpaint_model`) has its strength
+        as a call argument."""
+        return {"noise_aug_strength": 0.0} if task != "t2v" and self.start_image_noise_applies("inpaint") else {}
+
     def pipeline_negative_prompt(self, negative_prompt: str | None) -> str:
         """diffusers 0.42.1: every EasyAnimate pipeline's `encode_prompt` iterates over
         `negative_prompt` when guidance > 1, so `None` raises "TypeError: 'NoneType' object is not

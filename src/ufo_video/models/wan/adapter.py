@@ -345,3 +345,14 @@ class WanAdapter(WanFolders, ModelAdapter):
         if task == "t2v":
             return {}
         return {"image": start, **({"last_image": end} if end is not None else {})}
+
+    def pipeline_call_conditioning(self, call: dict[str, Any]) -> Conditioning:
+        """`predict`'s inverse: the first-frame input is the channels after the noisy latents in
+        `hidden_states` (I2V), the CLIP embedding `encoder_hidden_states_image` (2.1 I2V)."""
+        out = {"embeds": call["encoder_hidden_states"]}
+        z = self.info.latent_channels
+        if call["hidden_states"].shape[1] > z:
+            out["latent_condition"] = call["hidden_states"][:, z:]
+        if call.get("encoder_hidden_states_image") is not None:
+            out["image_embeds"] = call["encoder_hidden_states_image"]
+        return out

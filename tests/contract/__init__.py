@@ -1,0 +1,1 @@
+"""The contract suite: the same tests for every registered model family (see families.py)."""
