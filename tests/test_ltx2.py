@@ -3,7 +3,7 @@ LTX-2 pipelines on tiny folders (models/ltx2/tiny.py, written by `LTX2Pipeline.s
 
 A LoRA in the LTX-2 file format (the one ComfyUI and diffusers both load) must give the same video
 in `ufo-video generate` and in `LTX2Pipeline` / `LTX2ImageToVideoPipeline` after
-`load_lora_weights` + `set_adapters`, frame for frame. Training is refused with one line.
+`load_lora_weights` + `set_adapters`, frame for frame. Training: tests/test_ltx2_train.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from test_train_helpers import make_dataset, write_config
 from ufo_video.cli import main
 
 ASSETS = Path(__file__).resolve().parent.parent / "src" / "ufo_video" / "assets" / "ltx2-configs"
@@ -183,14 +182,3 @@ def test_generate_i2v_with_a_lora_equals_ltx2_image_to_video_pipeline(ltx2_model
     assert np.array_equal(ours, theirs)
     t2v = _generate(ltx2_models["i2v"], tmp_path / "t2v", "--lora", f"{lora_file}:{WEIGHT}")
     assert not np.array_equal(t2v, ours)  # the start image conditioned the video
-
-
-# ---- what is not supported yet ---------------------------------------------------------------------
-def test_train_refuses_with_one_line_before_loading(ltx2_models, tmp_path, capsys):
-    data = make_dataset(tmp_path / "ds")
-    cfg = write_config(tmp_path / "ltx2.toml", ltx2_models["t2v"], data, tmp_path / "out")
-    assert main(["train", str(cfg)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == ("error: LTX-2 training is not supported yet (generation is): use this model with "
-                   "`ufo-video generate`")  # fmt: skip
-    assert not (tmp_path / "out").exists()

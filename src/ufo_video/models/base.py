@@ -244,6 +244,12 @@ class ModelAdapter(ABC):
         `start_image_noise` as in `training_conditioning` (with `cache_step_components` loaded)."""
         return {}, ["t2v"] * len(generators)
 
+    def loss_mask(self, conditioning: Conditioning, latents: torch.Tensor) -> torch.Tensor | None:
+        """Where the flow loss counts for a batch with this conditioning: a 0/1 tensor broadcastable
+        to `latents` (e.g. 0 on latent frames the conditioning gives clean and whose prediction the
+        pipeline discards), or None for every element (the default: a plain mean)."""
+        return None
+
     # ---- training noise levels --------------------------------------------------------------
     def training_timesteps(self) -> torch.Tensor:
         """The grid the trainer's `uniform` weighting scheme draws from (uniformly by index):

@@ -119,9 +119,13 @@ def timesteps_for(sigma: torch.Tensor) -> torch.Tensor:
     return sigma * NUM_TRAIN_TIMESTEPS
 
 
-def flow_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over every element, computed in float32."""
-    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+def flow_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error in float32: over every element, or over those where `mask` (0/1,
+    broadcastable to `pred`; the adapter's `loss_mask`) is 1."""
+    if mask is None:
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+    weight = mask.to(device=pred.device, dtype=torch.float32).expand_as(pred)
+    return ((pred.float() - target.float()).square() * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 @dataclass

@@ -87,4 +87,4 @@ def batch_loss(run: TrainRun, batch: dict, position: int) -> torch.Tensor:
             cast_floats(text, latents.device, dtype),
             {k: v.to(dtype) for k, v in cond.items()},
         )
-    return objective.flow_loss(pred, noised.target)
+    return objective.flow_loss(pred, noised.target, run.model.loss_mask(cond, latents))

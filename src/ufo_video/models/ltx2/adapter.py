@@ -12,9 +12,12 @@ after the video noise from the same generator, audio and video are denoised toge
 decoded (the audio tokens change the video, so skipping them would give other frames); ufo-video
 keeps the frames and drops the audio.
 
-Training is not supported yet: the hooks that only training needs raise `LTX2TrainingUnsupported`,
-and `ufo-video train` refuses LTX-2 folders before loading anything (`check_trainable`). What
-training still needs is listed in docs/ltx2-notes.md.
+Training (training.py): a UFO LoRA through the generic trainer, text-to-video (`train_mode =
+"normal"`) and image-to-video (`"inpaint"`: the first frame as `LTX2ImageToVideoPipeline` gives
+it), with a silent audio stream fed as SimpleTuner feeds it (docs/ltx2-notes.md says why). The
+stages load the generic component sets over all eight parts: "train" everything (validation runs
+the pipelines), "train_cached" the transformer and scheduler, "cache_video" the VAE, "cache_text"
+Gemma 3, its tokenizer and the connectors (whose outputs the text cache stores).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ufo_video.models import timestep_grid
 from ufo_video.models.base import Conditioning, ModelAdapter
 from ufo_video.models.ltx2 import lora_format
 from ufo_video.models.ltx2.folders import ALL_PARTS, LTX2Folders
+from ufo_video.models.ltx2.training import LTX2Training
 
 #: what the pipelines pad prompts to (`max_sequence_length` default)
 MAX_SEQUENCE_LENGTH = 1024
@@ -36,14 +40,7 @@ MAX_SEQUENCE_LENGTH = 1024
 STG_BLOCK, STG_DEPTH = 28, 48
 
 
-class LTX2TrainingUnsupported(UfoError):
-    """Raised by every training-only hook of the LTX-2 adapter."""
-
-    def __init__(self) -> None:
-        super().__init__("LTX-2 training is not supported yet (generation is): use this model with `ufo-video generate`")
-
-
-class LTX2Adapter(LTX2Folders, ModelAdapter):
+class LTX2Adapter(LTX2Training, LTX2Folders, ModelAdapter):
     """LTX-2: LTX2VideoTransformer3DModel (joint audio-video), both VAEs, vocoder, Gemma 3 + connectors."""
 
     family = "ltx2"
@@ -57,15 +54,6 @@ class LTX2Adapter(LTX2Folders, ModelAdapter):
     # ---- components --------------------------------------------------------------------------
     def model_components(self) -> tuple[str, ...]:
         return ALL_PARTS
-
-    def stage_components(self, stage: str, **kwargs: Any) -> tuple[str, ...]:
-        if stage in ("infer", "cache_text"):
-            return super().stage_components(stage, **kwargs)
-        raise LTX2TrainingUnsupported()
-
-    @classmethod
-    def check_trainable(cls, path: Path) -> None:
-        raise LTX2TrainingUnsupported()
 
     # ---- text ----------------------------------------------------------------------------------
     #: the connectors' outputs, named after the transformer arguments they feed (one mask serves
@@ -110,30 +98,14 @@ class LTX2Adapter(LTX2Folders, ModelAdapter):
             "encoder_attention_mask": torch.ones(batch, tokens, dtype=torch.long, device=device),
         }
 
-    # ---- training-only hooks (not supported yet) ------------------------------------------------
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        raise LTX2TrainingUnsupported()
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        raise LTX2TrainingUnsupported()
-
-    def training_conditioning(self, *args: Any, **kwargs: Any) -> Any:
-        raise LTX2TrainingUnsupported()
-
-    def conditioning_from_cache(self, *args: Any, **kwargs: Any) -> Any:
-        raise LTX2TrainingUnsupported()
-
-    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text: Conditioning,
-                conditioning: Conditioning | None = None) -> torch.Tensor:
-        raise LTX2TrainingUnsupported()
-
     def build_training_timesteps(self) -> torch.Tensor:
-        """The scheduler's own construction grid (`FlowMatchEulerDiscreteScheduler(**config)`):
-        unshifted for the base checkpoints, whose sampler shifts by the video's token count
-        (`use_dynamic_shifting`, `mu` from 1024..4096 tokens, then `shift_terminal` 0.1), so no
-        single static grid equals their sampling sigmas at every size; the distilled checkpoints'
-        scheduler has no shift either. A token-count-aware grid is part of the training step that
-        is not done yet (docs/ltx2-notes.md, item 8)."""
+        """The scheduler's own construction grid (`FlowMatchEulerDiscreteScheduler(**config)`, as
+        EasyAnimate trains): unshifted for the base checkpoints, whose sampler shifts by the video's
+        token count (`use_dynamic_shifting`, `mu` from 1024..4096 tokens, then `shift_terminal` 0.1),
+        so no single static grid equals their sampling sigmas at every size — the unshifted grid
+        covers every level evenly (`train.weighting_scheme = "shift"` with `timestep_shift` pushes
+        it towards high noise for a chosen size); the distilled checkpoints' scheduler has no
+        shift either."""
         return timestep_grid.flow_match_grid(timestep_grid.scheduler_config(self))
 
     # ---- LoRA ----------------------------------------------------------------------------------
