@@ -125,9 +125,8 @@ def feature_consistency(features) -> float:
 
 def temporal_flickering(frames: np.ndarray) -> float:
     """VBench's temporal flickering score of uint8 frames [F, H, W, 3]."""
-    arr = np.asarray(frames, dtype=np.float32)
-    mae = np.abs(np.diff(arr, axis=0)).reshape(len(arr) - 1, -1).mean(axis=1)
-    return float((255.0 - mae.mean()) / 255.0)
+    mae = [np.abs(frames[t + 1].astype(np.float32) - frames[t]).mean() for t in range(len(frames) - 1)]
+    return float((255.0 - np.mean(mae)) / 255.0)
 
 
 def dynamic_degree(frames: np.ndarray, fps: float | None, flow: Flow) -> bool:
@@ -150,7 +149,7 @@ def warp(images, flows):
     images float [N, C, H, W]; flows [N, 2, H, W] in pixels (dx, dy)."""
     import torch
 
-    n, _, h, w = images.shape
+    h, w = images.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=images.dtype), torch.arange(w, dtype=images.dtype), indexing="ij")
     x = xs + flows[:, 0]
     y = ys + flows[:, 1]
