@@ -109,6 +109,13 @@ class LTX2Training:
         length, width = self.audio_shape(frames)
         return torch.stack([torch.randn(length, width, generator=g, dtype=torch.float32) for g in generators])
 
+    def t2v_conditioning(self, latents: torch.Tensor) -> Conditioning:
+        """Text-to-video on random latents (benchmarks, checks): the audio stream `predict` needs,
+        drawn for the clip these latents encode (a fixed seed: the values do not matter there)."""
+        frames = (latents.shape[2] - 1) * self.temporal_factor + 1
+        generators = [torch.Generator().manual_seed(i) for i in range(latents.shape[0])]
+        return {"audio_noise": self._audio_noise(frames, generators).to(latents.device)}
+
     # ---- image-to-video conditioning -------------------------------------------------------------
     def image_crf(self) -> int:
         """The H.264 CRF the i2v pipeline re-compresses its image with (`resolve_default_image_crf`)."""
