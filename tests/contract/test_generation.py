@@ -22,7 +22,7 @@ from contract.helpers import experts, first_lora, geometry, model_index_class, s
 from ufo_video.cli import main
 
 BY_ID = pytest.mark.parametrize("v", VARIANTS, ids=lambda v: v.id)
-PROMPT, NEGATIVE, SEED, STEPS, GUIDANCE = "a cat on a car", "dog", 7, 3, 5.0
+PROMPT, NEGATIVE, SEED, STEPS, GUIDANCE, FPS = "a cat on a car", "dog", 7, 3, 5.0, 8
 #: LoRA weights when one file is applied, and when one per expert (multi-expert models)
 WEIGHTS = {1: (0.7,), 2: (0.5, 0.9)}
 
@@ -36,7 +36,7 @@ def _ours(folder: Path, out: Path, loras: list[tuple[Path, float]], image: Path 
     args = [arg for path, w in loras for arg in ("--lora", f"{path}:{w}")] + (["--image", str(image)] if image else [])
     assert main(["generate", "--model", str(folder), "--prompt", PROMPT, "--negative-prompt", NEGATIVE,
                  "--video-length", str(frames), "--sample-size", str(side), str(side), "--steps", str(STEPS),
-                 "--seed", str(SEED), "--dtype", "fp32", "--device", "cpu", "--guidance-scale", str(GUIDANCE),
+                 "--seed", str(SEED), "--fps", str(FPS), "--dtype", "fp32", "--device", "cpu", "--guidance-scale", str(GUIDANCE),
                  "--format", "png", "--out", str(out), *args]) == 0  # fmt: skip
     return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))])
 
@@ -120,8 +120,11 @@ def _load_reference_loras(pipe, loras: list[tuple[Path, float, str]], tmp_path: 
 
 
 def _theirs(pipe, folder: Path, task: str, image: Path | None, side: int, frames: int) -> np.ndarray:
+    """The call `generate` makes: the generic arguments, the task's inputs and the adapter's
+    `pipeline_defaults` (what the family's pipeline does not pick for this model itself)."""
     model = shell(folder)
     inputs = {} if task == "t2v" else model.pipeline_inputs(task, Image.open(image).convert("RGB"), None, frames, (side, side))
+    inputs.update(model.pipeline_defaults(task, steps=STEPS, guidance_scale=GUIDANCE, fps=FPS))
     result = pipe(prompt=PROMPT, negative_prompt=model.pipeline_negative_prompt(NEGATIVE), num_frames=frames,
                   height=side, width=side, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
                   generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt", **inputs)  # fmt: skip
