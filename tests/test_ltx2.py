@@ -144,13 +144,47 @@ def test_lora_file_is_the_format_diffusers_and_comfyui_load(lora_file, ltx2_mode
     assert not any(k.endswith(".alpha") for k in keys)  # diffusers' LTX-2 loader refuses alpha keys
     assert main(["lora", "inspect", str(lora_file), "--model", str(ltx2_models["t2v"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["format"] == "comfy" and report["modules"] == len(keys) // 2 == 2 * 28  # 2 blocks x 28 linears
+    assert report["format"] == "ltx2-comfy" and report["modules"] == len(keys) // 2 == 2 * 28  # 2 blocks x 28 linears
     # PEFT and back: the folded scale is 1, so the round trip is bit-exact
     peft, back = lora_file.parent / "peft.safetensors", lora_file.parent / "back.safetensors"
     assert main(["lora", "convert", str(lora_file), str(peft), "--to", "peft", "--model", str(ltx2_models["t2v"])]) == 0
     assert main(["lora", "convert", str(peft), str(back), "--to", "ltx2-comfy"]) == 0
     with safe_open(str(lora_file), framework="pt") as a, safe_open(str(back), framework="pt") as b:
         assert sorted(a.keys()) == sorted(b.keys()) and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+
+
+def test_the_format_is_read_from_the_metadata_and_a_folded_scale_is_reported(lora_file, ltx2_models, tmp_path, capsys):
+    """`ltx2-comfy` files carry ComfyUI's keys: the writer's `ufo_format` record tells them apart
+    (without it the same keys read as `comfy`, alpha = rank). Converting a LoRA whose alpha/rank is
+    not 1 into `ltx2-comfy` changes lora_B, and `lora convert` says so instead of "tensors unchanged"."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file, save_file
+
+    from ufo_video.lora.formats import LoraModule, read_lora, write_lora
+
+    ours = read_lora(lora_file)
+    assert ours.format == "ltx2-comfy" and ours.metadata["ufo_format"] == "ltx2-comfy"
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(lora_file)), str(bare))  # the same tensors, no metadata
+    plain = read_lora(bare)
+    assert plain.format == "comfy" and all(m.alpha == m.rank for m in plain.modules.values())
+
+    model = ["--model", str(ltx2_models["t2v"])]
+    peft = tmp_path / "peft.safetensors"
+    assert main(["lora", "convert", str(lora_file), str(peft), "--to", "peft", *model]) == 0
+    assert "tensors unchanged" in capsys.readouterr().out
+    half = read_lora(peft)  # scale 2 (alpha = 2 x rank) on every module, lora_B halved
+    doubled = {k: LoraModule(m.down, m.up / 2, 2.0 * m.rank) for k, m in half.modules.items()}
+    scaled = tmp_path / "scaled.safetensors"
+    write_lora(scaled, replace(half, modules=doubled, metadata={}))
+    folded = tmp_path / "folded.safetensors"
+    assert main(["lora", "convert", str(scaled), str(folded), "--to", "ltx2-comfy", *model]) == 0
+    out = capsys.readouterr().out
+    assert f"alpha/rank folded into lora_B of {len(doubled)} modules" in out and "unchanged" not in out
+    back = read_lora(folded)
+    assert back.format == "ltx2-comfy"
+    assert all(torch.equal(back.modules[k].up, m.up) for k, m in ours.modules.items())  # x0.5 then x2: exact
 
 
 def test_generate_t2v_with_a_lora_equals_ltx2_pipeline(ltx2_models, lora_file, tmp_path):

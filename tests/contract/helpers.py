@@ -15,7 +15,8 @@ from contract.families import Variant
 from test_train_helpers import losses, write_config
 from ufo_video.cli import main
 
-SIDE = 32  # the smallest side every tiny model takes (rounded up to the model's multiple)
+SIDE = 32  # the suite's side, rounded up to the model's multiple and to at least two latent cells
+MIN_CELLS = 2  # latent cells per side at the least: a 1x1 latent is no image (a VAE may pad by one cell)
 FRAMES = 5  # rounded to the model's frame rule
 
 
@@ -38,9 +39,10 @@ def shell(folder: Path):
 
 
 def geometry(folder: Path) -> tuple[int, int]:
-    """(side, frames) for this model: the suite's 32 px / 5 frames moved onto its own rules."""
+    """(side, frames) for this model: the suite's 32 px / 5 frames moved onto its own rules, with
+    at least `MIN_CELLS` latent cells per side (32 px stays 32 where the multiple is 16 or less)."""
     rules = shell(folder).rules
-    side = math.ceil(SIDE / rules.size_multiple) * rules.size_multiple
+    side = math.ceil(max(SIDE, MIN_CELLS * rules.size_multiple) / rules.size_multiple) * rules.size_multiple
     return side, rules.nearest_frames(FRAMES)
 
 

@@ -73,8 +73,9 @@ def _convert(args: argparse.Namespace) -> int:
     from ufo_video.writable import ensure_writable, refuse_existing
 
     refuse_existing([] if args.overwrite else [args.dst]), ensure_writable(args.dst.parent)
-    out = convert_lora(args.src, args.dst, args.to, args.model, exclusive=not args.overwrite)
-    print(f"wrote {args.dst} ({out.format}, {len(out.modules)} modules, tensors unchanged)")
+    out, folded = convert_lora(args.src, args.dst, args.to, args.model, exclusive=not args.overwrite)
+    tensors = f"alpha/rank folded into lora_B of {folded} modules" if folded else "tensors unchanged"
+    print(f"wrote {args.dst} ({out.format}, {len(out.modules)} modules, {tensors})")
     return 0
 
 

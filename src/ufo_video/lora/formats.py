@@ -18,6 +18,11 @@ Four key layouts are read and written (never pickles); a model family says which
   `transformer.`); without it alpha = rank (scale 1), the rule diffusers applies to PEFT files
   that carry no alpha.
 
+A family may add a file format of its own (`ModelAdapter.lora_file_formats`) that spells names as
+one of these and stores the modules its way (e.g. alpha folded into lora_B, no alpha keys). Its
+files read back as that format when their metadata records it (`ufo_format`, written by
+`write_lora`) and their keys are exactly what it writes; otherwise as the generic format.
+
 Underscore names are ambiguous (`txt_ff_net_0_proj`), so kohya names are resolved ONLY through a
 lookup built from the real module names of a model (`name.replace('.', '_') -> name`), never by
 splitting.
@@ -201,7 +206,9 @@ def read_lora(path: str | Path, allow_nonfinite: bool = False) -> LoraWeights:
                 ) if s
             )  # fmt: skip
         )
-    weights = LoraWeights(format=fmt, modules=modules, metadata=metadata, source=str(path))
+    family = _recorded_family_format(fmt, metadata, set(tensors), modules)
+    weights = LoraWeights(format=family.name if family is not None else fmt, modules=modules, metadata=metadata,
+                          source=str(path), family_format=family)  # fmt: skip
     bad = [] if allow_nonfinite else weights.nonfinite()
     if bad:
         more = f", ... ({len(bad) - 3} more)" if len(bad) > 3 else ""
@@ -210,6 +217,30 @@ def read_lora(path: str | Path, allow_nonfinite: bool = False) -> LoraWeights:
             f"is broken (a training that diverged?): use an earlier checkpoint (`ufo-video lora inspect {path}` lists them)"
         )
     return weights
+
+
+def _recorded_family_format(fmt: str, metadata: dict[str, str], keys: set[str], modules: dict[str, LoraModule]):
+    """The family file format (`ModelAdapter.lora_file_formats`) a file is, or None: the one its
+    metadata names (`ufo_format`, which `write_lora` records) when the file is exactly what that
+    format writes (it reads as the format's `reads_as` and `tensors` spells the same keys). A file
+    without that record, or one that does not match it, reads as its generic format: the keys alone
+    cannot tell a family format from the generic one it spells names in."""
+    name = metadata.get("ufo_format")
+    if not name or name in FORMATS:
+        return None
+    from ufo_video.models.registry import ADAPTERS
+
+    for cls in ADAPTERS.values():
+        family = cls.lora_file_formats().get(name)
+        if family is None or family.reads_as != fmt:
+            continue
+        try:
+            spelled = set(family.tensors(modules))
+        except UfoError:  # e.g. an alpha the format cannot store: not a file it wrote
+            continue
+        if spelled == keys:
+            return family
+    return None
 
 
 def check_lora_files(paths: list[str | Path]) -> None:
@@ -266,7 +297,7 @@ def convert(
             weights.resolve(adapter_cls, transformer, check_shapes)  # raises with the full list of problems
         paths = dict(resolved.modules)
     modules = {_spell(to, adapter_cls, p): m for p, m in paths.items()}
-    return replace(weights, format=to, modules=modules)
+    return replace(weights, format=to, modules=modules, family_format=None)
 
 
 def to_peft(weights: LoraWeights, adapter, transformer: nn.Module, check_shapes: bool = True) -> LoraWeights:

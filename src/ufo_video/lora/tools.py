@@ -156,15 +156,24 @@ def format_inspect(report: dict[str, Any]) -> str:
 # ---- convert ----------------------------------------------------------------------------------
 def convert_lora(
     src: str | Path, dst: str | Path, to: Format, model: str | Path | None = None, exclusive: bool = False
-) -> LoraWeights:
-    """Rewrite a LoRA in the other key layout, tensors untouched (bit-exact); `exclusive`: an
-    existing `dst` is an error, never replaced."""
+) -> tuple[LoraWeights, int]:
+    """Rewrite a LoRA in the other key layout; `exclusive`: an existing `dst` is an error, never
+    replaced. The tensors stay untouched (bit-exact) except where the target is a family format
+    that stores a module's alpha/rank scale folded into its up tensor. Returns what was written
+    and how many modules had a scale other than 1 folded in (`folded_modules`)."""
     lora = read_lora(src)
     nm = names_model(model, lora)
     shapes = model is not None  # the default names model is a bundled config: names only, any size
     out = convert(lora, to, nm.adapter_cls, nm.transformer, check_shapes=shapes)
     write_lora(dst, out, {"ufo_converted_from": f"{lora.format}:{Path(src).name}"}, exclusive=exclusive)
-    return out
+    return out, folded_modules(lora, out)
+
+
+def folded_modules(before: LoraWeights, after: LoraWeights) -> int:
+    """How many modules of a conversion came out with other up/down tensors (a scale folded in).
+    `convert` keeps the modules' order and count, so they pair up in order."""
+    pairs = zip(before.modules.values(), after.modules.values(), strict=True)
+    return sum(1 for a, b in pairs if not (torch.equal(a.down, b.down) and torch.equal(a.up, b.up)))
 
 
 # ---- combine ----------------------------------------------------------------------------------

@@ -428,6 +428,11 @@ class ModelAdapter(ABC):
         training and the pipeline cannot drift apart. Default: none (models without conditioning)."""
         return {}
 
+    #: names in `training_conditioning` that are noise drawn per sample for an input the pipeline
+    #: fills with its own generator's noise (e.g. a silent audio stream): no draw of training can
+    #: equal the pipeline's, so the contract suite compares these by shape only. Default: none.
+    conditioning_noise_items: ClassVar[tuple[str, ...]] = ()
+
     def noiseless_pipeline_inputs(self, task: str) -> dict[str, Any]:
         """Pipeline keyword arguments that switch off the noise the pipeline adds to given frames
         (where `start_image_noise_applies`), so a captured call can equal `training_conditioning`

@@ -177,6 +177,35 @@ class LTX2Training:
         cond["first_latent"] = items["first_latent"]
         return cond, ["first"] * len(generators)
 
+    #: the audio stream's noise: the pipeline draws its own (see the module docstring)
+    conditioning_noise_items = ("audio_noise",)
+
+    def pipeline_call_conditioning(self, call: dict[str, Any]) -> Conditioning:
+        """`transformer_inputs`' inverse for one call of the pipelines' transformer: text from the
+        connectors' outputs, `audio_noise` = the audio input over its noise level (exact at the
+        first step, sigma 1), and for image-to-video (per-token timesteps, 0 on latent frame 0) the
+        clean `first_latent` unpacked from frame 0's tokens. A guidance batch (the pipelines put the
+        negative prompt first and repeat the latents: two identical halves of `hidden_states`) is
+        read from its conditional half."""
+        hidden = call["hidden_states"]
+        half = hidden.shape[0] // 2 if hidden.shape[0] == 2 and torch.equal(hidden[0], hidden[1]) else 0
+
+        def cond(x: torch.Tensor) -> torch.Tensor:
+            return x[half:]
+
+        t = cond(call["audio_timestep"]).float().reshape(-1, 1, 1)
+        out: Conditioning = {
+            "audio_noise": cond(call["audio_hidden_states"]).float() / (t / 1000.0),
+            "encoder_hidden_states": cond(call["encoder_hidden_states"]),
+            "audio_encoder_hidden_states": cond(call["audio_encoder_hidden_states"]),
+            "encoder_attention_mask": cond(call["encoder_attention_mask"]),
+        }
+        timestep = cond(call["timestep"])
+        f, h, w = int(call["num_frames"]), int(call["height"]), int(call["width"])
+        if timestep.dim() == 2 and bool((timestep[:, : h * w] == 0).all()):
+            out["first_latent"] = _unpack(cond(hidden), f, h, w)[:, :, :1]
+        return out
+
     def loss_mask(self, conditioning: Conditioning, latents: torch.Tensor) -> torch.Tensor | None:
         """Image-to-video: 0 on the given (clean) first latent frame, whose prediction the pipeline
         discards, 1 elsewhere."""
