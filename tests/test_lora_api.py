@@ -410,7 +410,15 @@ def test_a_module_without_an_original_name_is_refused_in_original_name_formats()
     from ufo_video.errors import LoraError, ModelLoadError
     from ufo_video.lora.formats import LoraModule, LoraWeights, convert
 
-    class Family:
+    class Family:  # the LoRA hooks of `ModelAdapter` that `convert` asks, with their defaults
+        @staticmethod
+        def lora_format_aliases():
+            return {}
+
+        @staticmethod
+        def lora_file_formats():
+            return {}
+
         @staticmethod
         def to_original_module_name(name):
             return "orig." + name if name.startswith("known") else name
