@@ -1,15 +1,19 @@
-"""`ufo-video sweep`: LoRA checkpoints x weights, same prompt and seed, measured and ranked.
+"""`ufo-video sweep`: LoRA checkpoints x weights over (prompt, seed) pairs, measured and ranked.
 
 Answers "what does my UFO do, which checkpoint is best, and at which alpha?". Every LoRA file is
 attached once, unfused, to one loaded model; a video at (checkpoint k, weight w) runs with LoRA k
 at w and every other LoRA at 0 (an adapter at weight 0 is switched off exactly, so the output is
 the one the file alone would give). Weight 0 is the base model for every checkpoint, so it is
-generated once. Each video gets its file and sidecar and the eval metrics of its frames; the sweep
-writes a labelled grid (one row per checkpoint), `sweep.json` (every number, the trend over the
-weight and the recommendation of `ufo_video.eval.choose`) and `sweep.html`.
+generated once per (prompt, seed). Every setting is rendered on the same (prompt, seed) samples
+as the base, so `ufo_video.eval.choose` can judge it by paired differences with intervals (one
+prompt at one seed recommends noise). Each video gets its file and sidecar and the eval metrics
+of the file as written (`score_written`: equal to `ufo-video eval` on it); the sweep writes a
+labelled grid per sample (checkpoints down, weights across), `sweep.json` (every number, the
+trend over the weight with intervals and the recommendation) and `sweep.html`.
 
 Layout: with one LoRA, `alpha_W.mp4` in the output folder; with several, one sub-folder per
-checkpoint (`checkpoint-200/alpha_W.mp4`).
+checkpoint (`checkpoint-200/alpha_W.mp4`); with several samples, one sub-folder per sample below
+that (`checkpoint-200/p2-seed3/alpha_W.mp4`).
 """
 
 from __future__ import annotations
