@@ -148,7 +148,8 @@ def test_sweep_writes_each_weight_a_labelled_grid_and_json(tiny_model, loras, ba
     assert hashes[0] == frames_sha256(base_frames) and len(set(hashes)) == 3
     with av.open(str(out_dir / record["grid"])) as c:
         grid = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    assert grid.shape == (5, 14 + 32, 3 * 32 + 2 * 2, 3)
+    name_w = 6 * min(18, len(Path(loras["a"]).stem)) + 6  # the checkpoint names, in a column on the left
+    assert grid.shape == (5, 14 + 32, name_w + 3 * 32 + 2 * 2, 3)
     assert grid[:, :14].max() > 200  # the label text is drawn in white on black
     assert main(["sweep", "--model", str(tiny_model), "--prompt", "x", "--lora", str(loras["a"]), "--weights", "a,b"]) == 2
 

@@ -60,3 +60,7 @@ def test_readme_run_blocks_work_as_written(tmp_path):
     assert (work / "output_tiny" / "checkpoint-2.safetensors").is_file()
     assert (work / "output_tiny" / "train-report.html").is_file()
     assert len(list((work / "samples" / "easyanimate-videos_i2v").glob("*.mp4"))) == 1
+    import json
+
+    sweep = json.loads((work / "tiny-sweep" / "sweep.json").read_text())
+    assert sweep["recommendation"]["pairs"] == 4 and len(sweep["videos"]) == 8

@@ -185,21 +185,22 @@ def test_compare_two_weights_side_by_side_with_metrics(app, run_dir: Path) -> No
 def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path) -> None:
     _, client, out = app
     grid, table, plot, recommendation, report, log = client.predict(
-        str(run_dir), "0,0.5,1", 0.0, "warp_error", "a red square moves right", "", 3, *SETTINGS, api_name="/sweep")
+        str(run_dir), "0,0.5,1", 0.0, "warp_error", "a red square moves right\na blue circle moves down", "", 3, "1,2",
+        *SETTINGS, api_name="/sweep")  # fmt: skip
     rows = table["data"]
-    assert [(r[0], r[1]) for r in rows] == [(c, w) for c in ("checkpoint-100", "checkpoint-200") for w in (0.0, 0.5, 1.0)]
+    assert [(r[0], r[1]) for r in rows] == [("base (no LoRA)", 0.0)] + [(c, w) for w in (0.5, 1.0) for c in ("checkpoint-100", "checkpoint-200")]
     record = json.loads(next((out / "sweeps").glob("*/sweep.json")).read_text())
     rec = record["recommendation"]
-    warp = {(r[0], r[1]): r[3] for r in rows}
-    best = min((k for k in warp if k[1] > 0), key=lambda k: (warp[k], k[1]))
-    expected = best if warp[best] < warp[("checkpoint-100", 0.0)] else (None, 0.0)
-    assert (rec["checkpoint"], rec["weight"]) == expected
-    assert "Recommended" in recommendation and plot.count("<svg") == 3 and Path(report).name == "sweep.html"
+    assert rec["pairs"] == 4 and all(r[2] == 4 and "[" in r[4] and "[" in r[5] for r in rows[1:])
+    eligible = [(c["checkpoint"], c["weight"]) for c in rec["candidates"] if c["eligible"]]
+    assert (rec["checkpoint"] is None) == (not eligible)
+    assert "Recommended" in recommendation and plot.count("<svg") == 4 and 'class="errbar"' in plot
+    assert Path(report).name == "sweep.html"
     assert Path(grid).suffix == ".mp4"
     with pytest.raises(AppError, match="weights"):
-        client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, *SETTINGS, api_name="/sweep")
+        client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
     with pytest.raises(AppError, match="keep at least this share"):
-        client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, *SETTINGS, api_name="/sweep")
+        client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
 
 
 def test_data_check_lists_problems_and_previews_clips(app, tmp_path: Path) -> None:

@@ -51,11 +51,18 @@ def line_chart(
     categorical: bool = False,
     markers: bool = True,
     floor: float | None = None,
+    errors: dict[str, list[tuple[float, float] | None]] | None = None,
+    reference: float | None = None,
 ) -> str:
     """An <svg> element: each series a polyline (with point markers), legend top right.
+    `errors`: per series, an interval (low, high) per point drawn as an error bar (None: none);
+    `reference`: a dashed horizontal line (e.g. 0 = no change from the base).
     `floor`: the axis does not go below it (a loss is never negative, so its axis starts at 0
     at the lowest; the padding would otherwise show a range no value can take)."""
-    finite = [v for vals in series.values() for v in vals if math.isfinite(v)]
+    errors = errors or {}
+    bars = [b for name in series for b in errors.get(name, []) if b is not None and all(map(math.isfinite, b))]
+    finite = [v for vals in series.values() for v in vals if math.isfinite(v)] + [v for b in bars for v in b]
+    finite += [reference] if reference is not None else []
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     pad = (hi - lo) * 0.08 or abs(hi) * 0.01 or 1.0
     lo, hi = lo - pad, hi + pad
@@ -89,8 +96,19 @@ def line_chart(
     out.append(f'<text x="{(x0 + x1) / 2}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11">{escape(x_label)}</text>')
     out.append(f'<text x="12" y="{(y0 + y1) / 2}" text-anchor="middle" font-size="11" '
                f'transform="rotate(-90 12 {(y0 + y1) / 2})">{escape(y_label)}</text>')  # fmt: skip
+    if reference is not None:
+        ry = scale(reference, lo, hi, y0, y1)
+        out.append(f'<line x1="{x0}" y1="{ry:.1f}" x2="{x1}" y2="{ry:.1f}" stroke="#888" stroke-dasharray="4 3"/>')
     for i, (name, values) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
+        shift = (i - (len(series) - 1) / 2) * 4  # bars of different series side by side, not on top
+        for px, bar in zip(xs, errors.get(name, [])):
+            if bar is None or not all(map(math.isfinite, bar)):
+                continue
+            ya, yb = (scale(v, lo, hi, y0, y1) for v in bar)
+            bx = px + shift
+            out.append(f'<path class="errbar" d="M{bx:.1f},{ya:.1f}V{yb:.1f}M{bx - 3:.1f},{ya:.1f}h6M{bx - 3:.1f},{yb:.1f}h6" '
+                       f'stroke="{color}" fill="none" stroke-width="1.2"/>')
         pts = [(px, scale(v, lo, hi, y0, y1)) for px, v in zip(xs, values) if math.isfinite(v)]
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{path}"/>')

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("ufo_video.data.cli", "check, preview and summarise a training dataset"),
     "train": ("ufo_video.train.cli", "train a UFO (or ordinary) LoRA"),
     "generate": ("ufo_video.infer.cli", "text/image-to-video with optional LoRAs (UFOs)"),
-    "sweep": ("ufo_video.infer.cli", "LoRA checkpoints x weights, same prompt and seed: grid, metrics, recommended checkpoint"),
+    "sweep": ("ufo_video.infer.cli", "LoRA checkpoints x weights over prompts x seeds: grid, paired statistics, recommended setting"),
     "eval": ("ufo_video.eval.cli", "score videos: temporal consistency, flicker and motion (CPU, no weights)"),
     "lora": ("ufo_video.lora.cli", "inspect, convert, combine LoRA files; bake them into a model"),
     "bench": ("ufo_video.bench.cli",

@@ -66,19 +66,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=_generate)
 
     sw = intermixed(sub.add_parser(
-        "sweep", help="LoRA checkpoints x weights, same prompt and seed: grid, metrics, recommended checkpoint",
-        description="Render the prompt at every weight with every LoRA (loaded once), score each video, and "
-        "recommend a (checkpoint, weight) by a stated rule: the best consistency among settings that keep "
-        "--keep-motion of the base model's motion. Writes videos, grid, sweep.json and sweep.html.",
+        "sweep", help="LoRA checkpoints x weights over prompts x seeds: grid, paired statistics, recommended setting",
+        description="Render every (prompt, seed) with the base model and with every LoRA at every weight (the "
+        "LoRAs are loaded once), score each written video, and recommend a (checkpoint, weight) by a stated rule: "
+        "the largest consistency gain over the base whose 95%% interval (t, paired over prompts and seeds, "
+        "simultaneous over the settings) lies above 0 and --min-effect, among settings that surely keep "
+        "--keep-motion of the base's motion; else the base. Writes videos, grids, sweep.json and sweep.html.",
     ))  # fmt: skip
     _common(sw)
     sw.add_argument("--lora", required=True, action="append", metavar="PATH",
                     help="a LoRA file, or a training output_dir (all its checkpoint-N.safetensors); repeat for several")  # fmt: skip
     sw.add_argument("--weights", default="0,0.05,0.1,0.2,0.5,1.0", help="comma-separated (default 0,0.05,0.1,0.2,0.5,1.0)")
+    sw.add_argument("--prompts", type=Path, help="prompts: a text file (one per line) or JSONL {\"prompt\", \"image\"?}")
+    sw.add_argument("--prompts-from-captions", type=Path, metavar="METADATA",
+                    help="prompts: --captions N captions of a dataset's metadata (.json/.jsonl/.csv)")  # fmt: skip
+    sw.add_argument("--captions", type=int, default=4, help="how many captions --prompts-from-captions takes (default 4)")
+    sw.add_argument("--default-prompts", choices=["t2v", "i2v"], default="t2v",
+                    help="with no --prompt/--prompts: the built-in set (static and moving scenes; i2v draws its start images)")  # fmt: skip
+    sw.add_argument("--seeds", help="comma-separated seeds, every prompt at each (default: --seed)")
     sw.add_argument("--out-dir", type=Path, default=Path("samples/ufo-sweep"))
     sw.add_argument("--overwrite", action="store_true", help="replace an earlier sweep in --out-dir")
     sw.add_argument("--keep-motion", type=float, default=0.8,
-                    help="rule: keep at least this share of the base's motion (default 0.8)")  # fmt: skip
+                    help="rule: the interval of the motion kept must lie at or above this share (default 0.8)")  # fmt: skip
+    sw.add_argument("--min-effect", type=float,
+                    help="rule: the smallest gain worth a recommendation, in units of the consistency metric "
+                    "(default 0.2 x the base's seed-to-seed standard deviation)")  # fmt: skip
     sw.add_argument("--consistency-metric", default="warp_error",
                     help="rule: consistency metric (default warp_error; or ssim, psnr_db, brightness_flicker ...)")  # fmt: skip
     sw.add_argument("--motion-metric", default="flow_px", help="rule: motion metric (default flow_px)")
@@ -176,24 +188,51 @@ def _from_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_samples(args: argparse.Namespace, cfg, out_dir: Path, size: tuple[int, int]) -> list:
+    """The (prompt, seed) samples: --prompt, --prompts FILE, --prompts-from-captions, or the default set."""
+    from ufo_video.infer.prompts import read_prompt_file
+    from ufo_video.infer.settings import request_from_config
+    from ufo_video.infer.sweep_prompts import build_samples, caption_prompts, default_requests, parse_seeds
+
+    given = [f for f, v in (("--prompt", args.prompt), ("--prompts", args.prompts),
+                            ("--prompts-from-captions", args.prompts_from_captions)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise UfoError(f"give one source of prompts, not {' and '.join(given)}")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    base = request_from_config(cfg)
+    if args.prompts is not None:
+        requests = [(r, "") for r in read_prompt_file(args.prompts, base)]
+    elif args.prompts_from_captions is not None:
+        from dataclasses import replace
+
+        requests = [(replace(base, prompt=p), "") for p in caption_prompts(args.prompts_from_captions, args.captions)]
+    elif base.prompt.strip():
+        requests = [(base, "")]
+    else:
+        print(f"no --prompt or --prompts: using the built-in {args.default_prompts} prompt set "
+              "(static and moving scenes; see sweep.json)")  # fmt: skip
+        requests = default_requests(args.default_prompts, base, out_dir / "start-images", tuple(size))
+    return build_samples(requests, seeds)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     import json
 
     from ufo_video.eval.choose import ChoiceRule
     from ufo_video.infer.outputs import output_format
-    from ufo_video.infer.settings import LoraSpec, request_from_config, settings_from_config
+    from ufo_video.infer.settings import LoraSpec, settings_from_config
     from ufo_video.infer.sweep import check_out_dir, expand_lora_paths, format_sweep_table, parse_weights, run_sweep
 
     weights = parse_weights(args.weights)
-    rule = ChoiceRule(args.consistency_metric, args.motion_metric, args.keep_motion)
+    rule = ChoiceRule(args.consistency_metric, args.motion_metric, args.keep_motion, args.min_effect)
     cfg = _configured(args)
     paths = expand_lora_paths(args.lora)
     settings = settings_from_config(cfg, loras=[], **_cache_args(args))
     fmt = output_format(None, args.format)
     check_out_dir(args.out_dir, args.overwrite)
+    samples = _sweep_samples(args, cfg, args.out_dir, settings.sample_size)
     specs = [LoraSpec(str(p), cfg.infer.lora_weight) for p in paths]
-    record = run_sweep(settings, request_from_config(cfg), specs, weights, args.out_dir, fmt, rule=rule,
-                       overwrite=args.overwrite)
+    record = run_sweep(settings, samples, specs, weights, args.out_dir, fmt, rule=rule, overwrite=args.overwrite)
     print()
     print(format_sweep_table(json.loads(record.read_text())))
     return 0

@@ -48,16 +48,70 @@ def legend_names(labels: list[str]) -> dict[str, str]:
     return short
 
 
+def _candidates(record: dict) -> dict:
+    rec = record.get("recommendation") or {}
+    return {(c["checkpoint"], c["weight"]): c for c in rec.get("candidates", [])}
+
+
 def charts(record: dict) -> str:
-    """SVG line charts of each CHARTED metric against the weight, one series per checkpoint."""
+    """SVG charts against the weight, one series per checkpoint: the mean paired change of each
+    CHARTED metric against the base with its interval as error bars (0 at weight 0), and the
+    share of motion kept with its interval (the rule's --keep-motion as a dashed line)."""
     weights = record["weights"]
-    by = {(e["checkpoint"], e["weight"]): e["metrics"] for e in record["videos"]}
+    cands = _candidates(record)
+    if not cands:
+        return "<p>No charts: the sweep needs weight 0 (the base) and another weight.</p>"
     names = legend_names(record["checkpoints"])
+    rec = record["recommendation"]
     out = []
     for metric, title in CHARTED:
-        series = {names[c]: [float(by[(c, w)][metric]) for w in weights] for c in record["checkpoints"]}
-        out.append(line_chart(series, weights, title, "LoRA weight (evenly spaced)", metric, categorical=True))
-    return '<div class="charts">' + "".join(out) + "</div>"
+        series, errors = {}, {}
+        for c in record["checkpoints"]:
+            vals, bars = [], []
+            for w in weights:
+                d = cands[(c, w)]["differences"].get(metric) if (c, w) in cands else None
+                vals.append(0.0 if w == 0 else d["mean"] if d else float("nan"))
+                bars.append((d["low"], d["high"]) if d and d["low"] is not None else None)
+            series[names[c]], errors[names[c]] = vals, bars
+        out.append(line_chart(series, weights, f"change vs base: {title}", "LoRA weight (evenly spaced)", metric,
+                              categorical=True, errors=errors, reference=0.0))  # fmt: skip
+    series, errors = {}, {}
+    for c in record["checkpoints"]:
+        kept = [cands[(c, w)]["motion_kept"] if (c, w) in cands else None for w in weights]
+        series[names[c]] = [1.0 if w == 0 else k["ratio"] if k and k["ratio"] is not None else float("nan") for w, k in zip(weights, kept)]
+        errors[names[c]] = [(k["low"], k["high"]) if k and k["low"] is not None else None for k in kept]
+    out.append(line_chart(series, weights, f"share of motion kept ({rec['motion_metric']} / base)", "LoRA weight (evenly spaced)",
+                          "share", categorical=True, errors=errors, reference=rec["keep_motion"]))  # fmt: skip
+    level = f"{rec['simultaneous_level']:.2%}"
+    return (f'<p class="muted">Bars: {level} intervals (t, paired over the {rec["pairs"]} (prompt, seed) pairs; together '
+            f"{rec['level']:.0%} for all settings). Dashed: no change / the motion share the rule requires.</p>"
+            '<div class="charts">' + "".join(out) + "</div>")  # fmt: skip
+
+
+def _iv(i: dict | None, pct: bool = False) -> str:
+    if i is None:
+        return ""
+    mean = i.get("mean", i.get("ratio"))
+    if mean is None:
+        return "n/a"
+    f = (lambda x: f"{x:.0%}") if pct else (lambda x: f"{x:+.4g}")
+    return f(mean) + ("" if i["low"] is None else f" [{f(i['low'])}, {f(i['high'])}]")
+
+
+def settings_table(record: dict) -> str:
+    """One row per setting: the rule's numbers with their intervals and why it (does not) qualify."""
+    rec = record["recommendation"]
+    c, m = rec["consistency_metric"], rec["motion_metric"]
+    rows = [[escape(BASE_LABEL), "0", str(rec["pairs"]), _cell(rec["base"]["consistency"]), "", "", "", ""]]
+    for cand in rec["candidates"]:
+        star = " &#9733;" if (cand["checkpoint"], cand["weight"]) == (rec["checkpoint"], rec["weight"]) else ""
+        rows.append([escape(cand["checkpoint"]) + star, f"{cand['weight']:g}", str(cand["n"]), _cell(cand["consistency"]),
+                     _iv(cand["gain"]), _iv(cand["motion_kept"], pct=True), _cell(cand["reliable"]), _cell(cand["keeps_motion"])])  # fmt: skip
+    return _table(["setting", "weight", "pairs", f"mean {c}", f"gain in {c} vs base (interval)", f"{m} kept (interval)",
+                   "gain sure and >= min effect", "motion surely kept"], rows)  # fmt: skip
+
+
+BASE_LABEL = "base (no LoRA)"
 
 
 def recommendation_html(record: dict) -> str:
@@ -65,8 +119,11 @@ def recommendation_html(record: dict) -> str:
     if rec is None:
         return '<div class="bad"><p>No recommendation: the sweep needs weight 0 (the base) and another weight.</p></div>'
     choice = "the base model (weight 0)" if rec["checkpoint"] is None else f"{rec['checkpoint']} at weight {rec['weight']:g}"
-    return (f'<div class="ok"><p><b>Recommended: {escape(choice)}</b></p><p>{escape(rec["reason"])}</p>'
-            f'<p class="muted">Rule: {escape(rec["rule"])}.</p></div>')
+    box = "ok" if rec["checkpoint"] is not None else "bad"
+    effect = "n/a" if rec["min_effect"] is None else f"{rec['min_effect']:.4g}"
+    return (f'<div class="{box}"><p><b>Recommended: {escape(choice)}</b></p><p>{escape(rec["reason"])}</p>'
+            f'<p class="muted">Rule: {escape(rec["rule"])}.</p>'
+            f'<p class="muted">Minimum effect {effect}: {escape(rec["min_effect_source"])}. Method: {escape(rec["method"])}.</p></div>')  # fmt: skip
 
 
 def verdict_html(record: dict) -> str:
@@ -74,6 +131,18 @@ def verdict_html(record: dict) -> str:
 
     if not record.get("trend"):
         return "<p>No trend: the sweep has one weight.</p>"
+    ti = record.get("trend_intervals")
+    parts = []
+    if ti:
+        rows = []
+        for group, g in ti["groups"].items():
+            for c in g["checks"]:
+                bad = ", ".join(f"{s['from']:g}->{s['to']:g}" for s in c["steps"] if s["direction"] == "wrong")
+                rows.append([escape(group), escape(c["metric"]), "up" if c["want"] == "up" else "down", _iv(c["change"]),
+                             escape(c["direction"]), escape(bad)])  # fmt: skip
+        parts += [f'<div class="{"ok" if ti["verdict"] == "holds" else "bad"}"><p>{escape(ti["statement"])}</p></div>',
+                  _table(["videos", "metric", "expected as weight grows", "change min -> max weight (95% interval)",
+                          "judged", "steps surely the wrong way"], rows)]  # fmt: skip
     v = verdict(record["trend"])
     rows = []
     for group, checks in v["groups"].items():
@@ -85,10 +154,21 @@ def verdict_html(record: dict) -> str:
     if steps < FEW_STEPS:
         note = (f'<p class="muted">These videos had only {steps} denoising steps: such a quick run is mostly noise, '
                 "so it cannot show the trend either way; judge it on a run with the model's usual steps.</p>")
-    return "\n".join([
+    return "\n".join(parts + [
+        '<p class="muted">Means alone (no intervals):</p>',
         f'<div class="{"ok" if v["holds"] else "bad"}"><p>{escape(v["statement"])}</p></div>', note,
         _table(["videos", "metric", "expected as weight grows", "holds", "at min weight", "at max weight"], rows),
     ])  # fmt: skip
+
+
+def _prompts_line(record: dict) -> str:
+    samples = record.get("samples") or []
+    if len(samples) <= 1:
+        return f"&ldquo;{escape(record['prompt'])}&rdquo;, seed {record['seed']}"
+    prompts = list(dict.fromkeys(s["prompt"] for s in samples))
+    seeds = sorted({s["seed"] for s in samples})
+    listed = "; ".join(f"&ldquo;{escape(p)}&rdquo;" for p in prompts)
+    return f"{len(prompts)} prompts x seeds {', '.join(map(str, seeds))} ({len(samples)} pairs): {listed}"
 
 
 def render_sweep_html(record: dict) -> str:
@@ -101,18 +181,22 @@ def render_sweep_html(record: dict) -> str:
     rows = []
     for e in record["videos"]:
         mark = " &#9733;" if (e["checkpoint"], e["weight"]) == (best.get("checkpoint"), best.get("weight")) else ""
-        rows.append([escape(e["checkpoint"]) + mark, f"{e['weight']:g}"] + [_cell(e["metrics"][n]) for n in names]
+        rows.append([escape(e["checkpoint"]) + mark, f"{e['weight']:g}", escape(e.get("sample", ""))] + [_cell(e["metrics"][n]) for n in names]
                     + [f'<a href="{escape(e["file"])}">video</a>'])  # fmt: skip
     s = record["settings"]
     body = [
         "<h1>ufo-video sweep</h1>",
-        f"<p class=\"muted\">&ldquo;{escape(record['prompt'])}&rdquo;, seed {record['seed']}, "
+        f"<p class=\"muted\">{_prompts_line(record)}, "
         f"{s['sample_size'][0]}x{s['sample_size'][1]}, {s['video_length']} frames, {s['num_inference_steps']} steps; "
         f"model <code>{escape(str(s['model']))}</code>. Every number is in sweep.json.</p>",
         "<h2>Recommendation</h2>", recommendation_html(record),
-        "<h2>Grid</h2><p class=\"muted\">One row per checkpoint; left to right the weight grows.</p>", media,
+        "<h2>Grid</h2><p class=\"muted\">One row per checkpoint; left to right the weight grows"
+        + (f" (first (prompt, seed); the others: {', '.join(escape(g['file']) for g in record.get('grids', [])[1:])})" if len(record.get("grids", [])) > 1 else "")
+        + ".</p>", media,
         "<h2>Consistency and motion against the weight</h2>", charts(record) if len(record["weights"]) > 1 else "",
-        "<h2>Metrics</h2>", _table(["checkpoint", "weight"] + names + [""], rows),
+        "<h2>Settings against the base</h2>", settings_table(record) if record.get("recommendation") else "",
+        "<h2>Metrics of every video (as written; equal to <code>ufo-video eval</code> on the file)</h2>",
+        _table(["checkpoint", "weight", "prompt, seed"] + names + [""], rows),
         "<h2>Does the expected trend hold? (computed)</h2>", verdict_html(record),
     ]  # fmt: skip
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>ufo-video sweep</title>'
