@@ -22,7 +22,7 @@ from ufo_video.errors import ModelLoadError
 from ufo_video.models.base import COMPONENTS
 from ufo_video.models.info import ModelInfo, SizeRules
 from ufo_video.models.components import folder_has_weights, load_transformers_strict
-from ufo_video.models.configs import init_kwargs, read_json
+from ufo_video.models.configs import component_class_is, init_kwargs, read_json, read_model_index
 from ufo_video.models.weights import build_on_meta, find_weight_files, load_strict, read_header_shapes
 
 PIPELINE_VARIANTS = {"LTX2Pipeline": "t2v", "LTX2ImageToVideoPipeline": "i2v"}
@@ -60,13 +60,7 @@ class LTX2Folders:
 
     @classmethod
     def detect(cls, path: Path) -> bool:
-        cfg = Path(path) / "transformer" / "config.json"
-        if not cfg.is_file():
-            return False
-        try:
-            return read_json(cfg).get("_class_name") == "LTX2VideoTransformer3DModel"
-        except ModelLoadError:
-            return False
+        return component_class_is(path, "transformer", "LTX2VideoTransformer3DModel")
 
     @classmethod
     def describe_folder(cls) -> str:
@@ -74,13 +68,7 @@ class LTX2Folders:
 
     @classmethod
     def _index(cls, path: Path) -> dict[str, Any]:
-        index = read_json(path / "model_index.json")
-        if index.get("_class_name") not in PIPELINE_VARIANTS:
-            raise ModelLoadError(
-                f"{path / 'model_index.json'}: _class_name={index.get('_class_name')!r}; expected one of "
-                f"{', '.join(PIPELINE_VARIANTS)} (a diffusers LTX-2 folder)"
-            )
-        return index
+        return read_model_index(path, tuple(PIPELINE_VARIANTS), "a diffusers LTX-2 folder")
 
     @classmethod
     def _class_of(cls, path: Path, index: dict[str, Any], part: str) -> str:

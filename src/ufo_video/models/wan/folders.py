@@ -16,7 +16,7 @@ from ufo_video.models.wan import layout as wan_layout
 from ufo_video.models.base import COMPONENTS
 from ufo_video.models.info import ModelInfo, SizeRules
 from ufo_video.models.components import folder_has_weights, load_image_processor, load_tokenizer, load_transformers_strict
-from ufo_video.models.configs import init_kwargs, read_json
+from ufo_video.models.configs import component_class_is, init_kwargs, read_json, read_model_index
 from ufo_video.models.weights import build_on_meta, find_weight_files, load_strict, read_header_shapes
 
 #: what `WanPipeline.__call__` pads prompts to (the I2V 2.1 attention assumes exactly this many)
@@ -37,13 +37,7 @@ class WanFolders:
     # ---- folders -------------------------------------------------------------------------
     @classmethod
     def detect(cls, path: Path) -> bool:
-        cfg = Path(path) / "transformer" / "config.json"
-        if not cfg.is_file():
-            return False
-        try:
-            return read_json(cfg).get("_class_name") == "WanTransformer3DModel"
-        except ModelLoadError:
-            return False
+        return component_class_is(path, "transformer", "WanTransformer3DModel")
 
     @classmethod
     def describe_folder(cls) -> str:
@@ -51,13 +45,7 @@ class WanFolders:
 
     @classmethod
     def _index(cls, path: Path) -> dict[str, Any]:
-        index = read_json(path / "model_index.json")
-        if index.get("_class_name") not in PIPELINE_CLASSES:
-            raise ModelLoadError(
-                f"{path / 'model_index.json'}: _class_name={index.get('_class_name')!r}; expected one of "
-                f"{', '.join(sorted(PIPELINE_CLASSES))} (a Wan '-Diffusers' folder)"
-            )
-        return index
+        return read_model_index(path, PIPELINE_CLASSES, "a Wan '-Diffusers' folder")
 
     @staticmethod
     def _has(index: dict[str, Any], name: str) -> bool:
