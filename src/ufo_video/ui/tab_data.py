@@ -91,12 +91,12 @@ def build(ctx: UiContext) -> None:
     gr.Markdown("Decode every entry of a dataset and list its problems (as `ufo-video data check`), then preview a "
                 "few clips exactly as the trainer will see them.")  # fmt: skip
     with gr.Row():
-        meta = gr.Textbox(label="metadata file (.json / .jsonl / .csv)", scale=3)
+        meta = gr.Textbox(label="metadata file (.json / .jsonl / .csv)", scale=3, elem_id="ufo-data-meta")
         root = gr.Textbox(label="dataset root (default: the metadata file's folder)", scale=2)
     with gr.Row():
         config = gr.Textbox(label="config file (optional: sizes, frames, clip mode)", scale=3)
         previews = gr.Number(value=4, label="clips to preview", scale=1)
-    run = gr.Button("Check", variant="primary")
+    run = gr.Button("Check", variant="primary", elem_id="ufo-data-check")
     summary = gr.Markdown(elem_id="ufo-data-summary")
     problems = gr.Dataframe(headers=["entry", "file", "problem", "message"], label="problems", interactive=False, wrap=True,
                             elem_id="ufo-data-problems", column_widths=["8%", "27%", "15%", "50%"])  # fmt: skip
