@@ -1,6 +1,8 @@
 """`ufo-video ui` through gradio_client against the running app on the shipped tiny base: each
 tab's function, errors shown by name while the app keeps running, one model load for many
-weights and LoRAs, per-step progress, and the Train tab's watch / start / stop."""
+weights and LoRAs, per-step progress, the Train tab's watch / start / stop, i2v sidecars that
+outlive Gradio's upload cache, typed paths confined to the allowed folders and the login needed
+beyond this machine."""
 
 from __future__ import annotations
 
