@@ -1,6 +1,8 @@
 """`ufo-video ui` through gradio_client against the running app on the shipped tiny base: each
 tab's function, errors shown by name while the app keeps running, one model load for many
-weights and LoRAs, per-step progress, and the Train tab's watch / start / stop."""
+weights and LoRAs, per-step progress, the Train tab's watch / start / stop, i2v sidecars that
+outlive Gradio's upload cache, typed paths confined to the allowed folders and the login needed
+beyond this machine."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     from ufo_video.ui.app import build_app, launch
 
     out = tmp_path_factory.mktemp("ui-out")
-    demo = build_app(TINY_BASE, out)
+    demo = build_app(TINY_BASE, out, allow_dirs=[tmp_path_factory.getbasetemp()])
     port = free_port()
     launch(demo, "127.0.0.1", port, block=False)
     client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(out.parent / "dl"))
@@ -79,6 +81,10 @@ def test_generate_keeps_one_model_across_weights_and_loras(app, run_dir: Path) -
     assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0
     first = sidecar(side)
     assert first["settings"]["loras"] == [{"path": str(a.resolve()), "weight": 0.15}]
+    from ufo_video.threads import default_threads
+
+    # the page uses the thread policy of every command (not torch's one per core)
+    assert first["runtime"]["threads"] == ctx.threads == default_threads()
     assert first["frames_shape"] == [9, 64, 64, 3] and len(list((out / "generate").glob("*.mp4"))) == 1
     loads = ctx.session.loads
     _, side2, log2 = client.predict(*gen_args("a red square moves right", (a, 0.5)), api_name="/generate")
@@ -146,8 +152,10 @@ def test_bad_inputs_show_an_error_naming_the_input_and_the_app_keeps_running(app
     bad_model = [str(tmp_path)] + SETTINGS[1:]
     cases = [
         (gen_args("x", settings=bad_model), "model folder"),
-        (gen_args("x", (lora, "abc")), "LoRA 1 weight"),
-        (gen_args("x", (lora, 3.0)), "LoRA 1 weight"),
+        (gen_args("x", (lora, "abc")), "LoRA 1 weight: 'abc' is not a number"),
+        (gen_args("x", (lora, None)), "LoRA 1 weight: empty or not a number"),  # the browser sends text as nothing
+        (gen_args("x", (lora, 3.0)), "LoRA 1 weight: 3.0 is above the maximum 2"),
+        (gen_args("x", settings=SETTINGS[:5] + [None] + SETTINGS[6:]), "steps: empty or not a number"),
         (gen_args("x", (tmp_path / "missing.safetensors", 0.1)), "LoRA 1: file not found"),
         (gen_args("x", (other, 0.1)), "transformer_blocks"),
         (gen_args("x", more=f"{lora}:heavy"), "more LoRAs, line 1 weight: 'heavy' is not a number"),
@@ -160,11 +168,35 @@ def test_bad_inputs_show_an_error_naming_the_input_and_the_app_keeps_running(app
     for args, named in cases:
         with pytest.raises(AppError, match=named):
             client.predict(*args, api_name="/generate")
-    image = tmp_path / "start.png"
+    image = tmp_path / f"start-{tmp_path.name}.png"
     Image.fromarray(np.full((64, 64, 3), (200, 30, 30), np.uint8)).save(image)
     video, side, _ = client.predict(*gen_args("a red square", (lora, 0.1), mode="i2v", image=handle_file(str(image))),
                                     api_name="/generate")  # fmt: skip
-    assert Path(video).is_file() and sidecar(side)["request"]["image"]
+    assert Path(video).is_file()
+
+
+def test_i2v_sidecar_keeps_its_start_image_so_from_sidecar_works(app, run_dir: Path, tmp_path: Path, capsys) -> None:
+    """The start image is copied next to the video and the sidecar names the copy: Gradio's upload
+    cache may be gone when the video is made again."""
+    from gradio.utils import get_upload_folder
+
+    from ufo_video.cli import main
+
+    _, client, out = app
+    image = tmp_path / f"start-{tmp_path.name}.png"
+    Image.fromarray(np.full((64, 64, 3), (30, 200, 30), np.uint8)).save(image)
+    video, side, _ = client.predict(*gen_args("a green square", (run_dir / "checkpoint-100.safetensors", 0.1),
+                                              mode="i2v", image=handle_file(str(image))), api_name="/generate")  # fmt: skip
+    served = out / "generate" / Path(side).name  # the sidecar as written (the client downloads a copy)
+    kept = Path(sidecar(str(served))["request"]["image"])
+    assert kept.parent == out / "generate" and kept.name == f"{Path(video).stem}-start.png"
+    assert kept.read_bytes() == image.read_bytes()
+    uploads = list(Path(get_upload_folder()).rglob(image.name))
+    assert uploads, "the upload should be in Gradio's cache"
+    for upload in uploads:
+        upload.unlink()
+    assert main(["generate", "--from-sidecar", str(served)]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
 
 
 def test_compare_two_weights_side_by_side_with_metrics(app, run_dir: Path) -> None:
@@ -197,7 +229,7 @@ def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path)
     assert "Recommended" in recommendation and plot.count("<svg") == 4 and 'class="errbar"' in plot
     assert Path(report).name == "sweep.html"
     assert Path(grid).suffix == ".mp4"
-    with pytest.raises(AppError, match="weights"):
+    with pytest.raises(AppError, match=r"^weights '0,zero'"):  # the page's field, not the flag --weights
         client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
     with pytest.raises(AppError, match="keep at least this share"):
         client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
@@ -222,15 +254,27 @@ def test_train_tab_watches_starts_and_stops_a_training(app, tmp_path: Path, tiny
     from ufo_video.media_write import write_video
 
     demo, client, _ = app
-    with pytest.raises(AppError, match="output_dir"):
+    with pytest.raises(AppError, match="output_dir: folder not found"):
         client.predict(str(tmp_path / "nope"), api_name="/train_watch")
     data = make_dataset(tmp_path / "ds")
     out = tmp_path / "run"
     cfg = write_config(tmp_path / "t.toml", tiny_model, data, out, max_train_steps=10000, checkpointing_steps=10000,
                        save_state=False)  # fmt: skip
+    with pytest.raises(AppError, match=r"^overrides: unknown config key 'learning_rat'"):  # the field, not "command line"
+        client.predict(str(cfg), "learning_rat=1e-4", api_name="/train_start")
+    job = demo.ufo_context.train_job
+    # a training started here whose trainer has not created its output_dir yet: the watch waits, no error
+    job.proc, job.output_dir = subprocess.Popen(["sleep", "60"]), tmp_path / "not-yet"
+    try:
+        status, *_ = client.predict(str(tmp_path / "not-yet"), api_name="/train_watch")
+        assert f"waiting for the trainer to create {tmp_path / 'not-yet'}" in status
+    finally:
+        job.proc.kill()
+        job.proc.wait()
     watched, log = client.predict(str(cfg), "learning_rate=1e-4", api_name="/train_start")
     assert Path(watched) == out and "ufo_video train" in log
-    job = demo.ufo_context.train_job
+    status, *_ = client.predict(str(out), api_name="/train_watch")  # at once, as the page's timer does
+    assert "waiting for the trainer" in status or out.is_dir()
     deadline = time.time() + 120
     while not (out / "losses.jsonl").is_file() or not (out / "losses.jsonl").read_text().strip():
         assert job.running() and time.time() < deadline, job.log_tail()
@@ -246,6 +290,8 @@ def test_train_tab_watches_starts_and_stops_a_training(app, tmp_path: Path, tiny
     steps = [json.loads(x)["step"] for x in (out / "losses.jsonl").read_text().splitlines()]
     assert f"step {steps[-1]}" in status and "stopped (exit status 143)" in status
     assert "<svg" in loss and "<svg" in lr and "interrupted" in tail
+    bars = [line for line in tail.splitlines() if line.startswith("train:")]
+    assert len(bars) == 1 and "loss=" in bars[0], tail  # the bar's last state, not each redraw
     assert [r[0] for r in table["data"]] == [int(c.stem.split("-")[1]) for c in ckpts]
     assert len(gallery) == 1
     with pytest.raises(AppError, match="no training is running"):
@@ -255,10 +301,13 @@ def test_train_tab_watches_starts_and_stops_a_training(app, tmp_path: Path, tiny
 def test_ui_command_help_and_bad_port(capsys) -> None:
     proc = subprocess.run([sys.executable, "-m", "ufo_video", "ui", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--host" in proc.stdout and "127.0.0.1" in proc.stdout
+    assert all(flag in proc.stdout for flag in ("--threads", "--auth", "--no-auth", "--allow-dir"))
     from ufo_video.cli import main
 
     assert main(["ui", "--port", "70000"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+    assert main(["ui", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
     # Gradio writes a .pyi stub beside any module that subclasses a component: the page must not
     ui_dir = Path(__file__).resolve().parent.parent / "src" / "ufo_video" / "ui"
     assert not list(ui_dir.glob("*.pyi"))
@@ -271,3 +320,73 @@ def test_page_starts_from_the_tiny_base_size_or_the_reference_values(tmp_path: P
     assert (tiny["height"], tiny["width"], tiny["frames"], tiny["steps"]) == (64, 64, 9, 12)
     real = page_defaults(str(tmp_path / "EasyAnimateV5.1-12b-zh-InP"))
     assert (real["height"], real["width"], real["frames"], real["steps"], real["seed"]) == (384, 672, 49, 50, 43)
+
+
+def test_training_log_shows_one_line_per_progress_bar_state(tmp_path: Path) -> None:
+    from ufo_video.ui.train_watch import TrainJob
+
+    job = TrainJob()
+    job.log_path = tmp_path / "train.log"
+    job.log_path.write_text("$ python -m ufo_video train t.toml\nloading\n"
+                            "\rsteps:   0%|  | 0/3\rsteps:  33%|# | 1/3 [loss=0.5]\rsteps:  33%|# | 1/3 [loss=0.5, lr=1e-4]"
+                            "\rsteps:  67%|## | 2/3 [loss=0.4, lr=1e-4]\r\nsaved checkpoint-2\n\rsteps: 100%|###| 3/3\r")
+    assert job.log_tail().splitlines() == ["$ python -m ufo_video train t.toml", "loading",
+                                           "steps:  67%|## | 2/3 [loss=0.4, lr=1e-4]", "saved checkpoint-2",
+                                           "steps: 100%|###| 3/3"]  # fmt: skip
+
+
+def test_beyond_this_machine_the_page_needs_auth_or_an_explicit_no_auth(capsys) -> None:
+    import argparse
+
+    from ufo_video.cli import main
+    from ufo_video.ui.cli import is_loopback, login
+
+    for argv in (["--host", "0.0.0.0"], ["--host", "192.168.1.5"], ["--share"]):
+        assert main(["ui", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--auth USER:PASSWORD" in err and "--no-auth" in err, err
+    assert main(["ui", "--host", "0.0.0.0", "--auth", "nopassword"]) == 2
+    assert "--auth: give USER:PASSWORD" in capsys.readouterr().err
+    assert all(map(is_loopback, ("127.0.0.1", "localhost", "::1", "127.0.1.1"))) and not is_loopback("0.0.0.0")
+
+    def ns(**kw):
+        return argparse.Namespace(**{"host": "0.0.0.0", "share": False, "auth": None, "no_auth": False, **kw})
+
+    assert login(ns(auth="ana:s3cret:x")) == ("ana", "s3cret:x")
+    assert login(ns(no_auth=True)) is None
+    assert "anyone who reaches the page" in capsys.readouterr().err
+    assert login(ns(host="127.0.0.1")) is None and capsys.readouterr().err == ""
+
+
+def test_typed_paths_outside_the_allowed_folders_are_refused_naming_allow_dir(app, tmp_path: Path) -> None:
+    _, client, _ = app
+    outside = Path("/usr/share")
+    cases = [
+        (lambda: client.predict(*gen_args("x", (outside / "x.safetensors", 0.1)), api_name="/generate"), "LoRA 1"),
+        (lambda: client.predict(*gen_args("x", settings=["/usr"] + SETTINGS[1:]), api_name="/generate"), "model folder"),
+        (lambda: client.predict("/usr/share/x.json", "", "", 0, api_name="/data_check"), "metadata file"),
+        (lambda: client.predict(str(outside), api_name="/train_watch"), "output_dir"),
+        (lambda: client.predict("/usr/share/t.toml", "", api_name="/train_start"), "config file"),
+        (lambda: client.predict(str(outside / "run"), "0,1", 0.8, "warp_error", "x", "", 3, "", *SETTINGS,
+                                api_name="/sweep"), "checkpoints"),  # fmt: skip
+    ]
+    for call, name in cases:
+        with pytest.raises(AppError, match=rf"^{name}: .* outside the folders this app may read .* --allow-dir /usr"):
+            call()
+
+
+def test_with_auth_the_page_asks_for_the_login(tmp_path: Path) -> None:
+    from ufo_video.ui.app import build_app, launch
+
+    demo = build_app(TINY_BASE, tmp_path / "out", threads=1)
+    port = free_port()
+    launch(demo, "127.0.0.1", port, block=False, auth=("ana", "s3cret"))
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with pytest.raises(Exception, match="(?i)login|auth|401|403|Could not"):  # gradio_client refuses without it
+            gradio_client.Client(url, verbose=False)
+        client = gradio_client.Client(url, verbose=False, auth=("ana", "s3cret"))
+        with pytest.raises(AppError, match="output_dir: give a training output folder"):  # reached the page's handler
+            client.predict("", api_name="/train_watch")
+    finally:
+        demo.close()

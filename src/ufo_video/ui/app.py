@@ -7,6 +7,8 @@ a LoRA row, refreshing the training view) do not wait for it.
 
 Only the output folder is added to Gradio's allowed paths; files the handlers return are written
 there (training samples and dataset previews are copied in), uploads live in Gradio's own cache.
+Paths typed into the page must lie in the allowed folders (`allowed_folders`); beyond this machine
+the page asks for a login (`launch(auth=...)`, checked by `ui.cli`).
 """
 
 from __future__ import annotations
@@ -45,16 +47,28 @@ SYNC_JS = """
 CSS = ".ufo-note{color:#666;font-size:13px} .ufo-sync-group video{image-rendering:pixelated}"
 
 
-def build_app(model: str | Path, out_dir: str | Path):
+def allowed_folders(model: str | Path, out: Path, extra: list[str | Path] | None = ()) -> tuple[Path, ...]:
+    """The folders typed paths may name: the working directory, the output folder, the default
+    model folder and each `--allow-dir` (resolved; symlinks cannot lead out)."""
+    folders = [Path.cwd(), out, Path(model), *(extra or ())]
+    return tuple(dict.fromkeys(Path(f).expanduser().resolve() for f in folders))
+
+
+def build_app(model: str | Path, out_dir: str | Path, allow_dirs: list[str | Path] | None = None,
+              threads: int | None = None):  # fmt: skip
     """The Blocks app (not launched). `model`: the default model folder; `out_dir`: where every
-    output goes (videos, sidecars, sweeps, previews)."""
+    output goes (videos, sidecars, sweeps, previews); `allow_dirs`: folders typed paths may name
+    besides the defaults (`allowed_folders`); `threads`: torch's CPU threads (None: the policy of
+    every command, `threads.default_threads`)."""
     import gradio as gr
 
+    from ufo_video.threads import apply_threads
     from ufo_video.ui import tab_compare, tab_data, tab_generate, tab_sweep, tab_train
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    ctx = UiContext(str(model), out)
+    ctx = UiContext(str(model), out, allowed_folders(model, out, allow_dirs))
+    ctx.threads = apply_threads(threads)
     with gr.Blocks(title="ufo-video", analytics_enabled=False) as app:
         gr.Markdown("## ufo-video: generate with UFO LoRAs, compare weights, choose a checkpoint, check data, watch training")
         with gr.Tab("Generate"):
@@ -72,11 +86,13 @@ def build_app(model: str | Path, out_dir: str | Path):
     return app
 
 
-def launch(app, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
-    """Serve on `host:port` (localhost unless told otherwise); no public link unless `share`."""
+def launch(app, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True,
+           auth: tuple[str, str] | None = None):  # fmt: skip
+    """Serve on `host:port` (localhost unless told otherwise); no public link unless `share`;
+    `auth` (user, password): Gradio's login page before anything else."""
     ctx = app.ufo_context
     return app.launch(
-        server_name=host, server_port=port, share=share, allowed_paths=[str(ctx.out_dir)],
+        server_name=host, server_port=port, share=share, allowed_paths=[str(ctx.out_dir)], auth=auth,
         prevent_thread_lock=not block, quiet=not share, show_error=True, head=SYNC_JS, css=CSS,
         footer_links=["api"], ssr_mode=False,
     )  # fmt: skip

@@ -1,15 +1,21 @@
 """What the page sends, checked: every bad value becomes a `gr.Error` that names its input.
 
-Handlers raise `UfoError` (the library's own errors pass through unchanged: they already name the
-file or field); `user_errors` turns them into `gr.Error`, which the page shows in a red box while
-the app keeps running. Tracebacks are for bugs only.
+Handlers raise `UfoError`; `user_errors` turns them into `gr.Error`, which the page shows in a red
+box while the app keeps running. Tracebacks are for bugs only. The page's values are checked here,
+by the field's label, before the shared code sees them; the shared code's own errors name
+command-line flags (`--weights`, `--lora`, "command line"), so `user_errors` renames a leading flag
+to the page's field (`PAGE_LABELS`).
+
+Typed paths are confined to the folders the app was allowed (`confine`): whoever can open the page
+must not read the server's other files through it (`ufo-video ui --allow-dir`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +26,18 @@ DEFAULT_WEIGHT = 0.15
 MODES = ("t2v", "i2v")
 
 
+# a command-line flag at the start of a shared-code error (or after the field that wraps it) -> the page's field
+PAGE_LABELS = {"--weights": "weights", "--lora": "LoRA", "command line": "overrides"}
+_FLAG = re.compile(r"^((?:[\w ,]+: )?)(--weights|--lora|command line)\b")
+
+
+def page_message(message: str) -> str:
+    """`message` with a leading command-line flag renamed to the page's field label."""
+    return _FLAG.sub(lambda m: m[1] + PAGE_LABELS[m[2]], message, count=1)
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Run a handler; a `UfoError` becomes a visible `gr.Error` with the same message."""
+    """Run a handler; a `UfoError` becomes a visible `gr.Error` naming the page's field."""
     import gradio as gr
 
     @functools.wraps(fn)
@@ -29,9 +45,22 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UfoError as exc:
-            raise gr.Error(str(exc), title="ufo-video", print_exception=False) from None
+            raise gr.Error(page_message(str(exc)), title="ufo-video", print_exception=False) from None
 
     return wrapper
+
+
+def confine(path: Path, name: str, allowed: Sequence[Path] | None) -> Path:
+    """`path` if it lies inside one of the `allowed` folders (None: no limit), else a UfoError
+    naming the field and the flag that would allow it."""
+    if allowed is None:
+        return path
+    real = path.expanduser().resolve()
+    if any(real == a or a in real.parents for a in allowed):
+        return path
+    folder = real if real.is_dir() else real.parent
+    raise UfoError(f"{name}: {path} is outside the folders this app may read ({', '.join(str(a) for a in allowed)}); "
+                   f"start `ufo-video ui` with --allow-dir {folder} to allow it")  # fmt: skip
 
 
 def number(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
@@ -39,6 +68,9 @@ def number(value: Any, name: str, *, minimum: float | None = None, maximum: floa
     """A finite number within bounds, or a UfoError naming the input."""
     if isinstance(value, str):
         value = value.strip()
+    if value is None or value == "":
+        # a number box that holds text sends nothing (the browser drops it): say what to type
+        raise UfoError(f"{name}: empty or not a number; type a number")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -56,11 +88,11 @@ def number(value: Any, name: str, *, minimum: float | None = None, maximum: floa
     return x
 
 
-def existing_file(value: Any, name: str, suffixes: tuple[str, ...] = ()) -> Path:
+def existing_file(value: Any, name: str, suffixes: tuple[str, ...] = (), allowed: Sequence[Path] | None = None) -> Path:
     text = str(value or "").strip()
     if not text:
         raise UfoError(f"{name}: give a file path")
-    path = Path(text).expanduser()
+    path = confine(Path(text).expanduser(), name, allowed)
     if not path.is_file():
         raise UfoError(f"{name}: file not found: {path}")
     if suffixes and path.suffix.lower() not in suffixes:
@@ -81,7 +113,7 @@ def image_file(value: Any, name: str) -> str:
     return str(path)
 
 
-def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
+def lora_rows(values: list[Any], allowed: Sequence[Path] | None = None) -> list[tuple[Path, float]]:
     """[path1, weight1, path2, weight2, ..., more] from the LoRA rows (empty paths are unused
     rows) and the "more LoRAs" text: one `PATH:WEIGHT` (or `PATH`, at the default weight) per line."""
     rows, more = values[:-1], values[-1]
@@ -91,7 +123,7 @@ def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
         if not str(path or "").strip():
             continue
         n = i // 2 + 1
-        out.append((existing_file(path, f"LoRA {n}", (".safetensors",)),
+        out.append((existing_file(path, f"LoRA {n}", (".safetensors",), allowed),
                     float(number(weight, f"LoRA {n} weight", minimum=0.0, maximum=2.0))))  # fmt: skip
     for k, line in enumerate(str(more or "").splitlines(), start=1):
         if not line.strip():
@@ -101,7 +133,7 @@ def lora_rows(values: list[Any]) -> list[tuple[Path, float]]:
         if not sep or not path or Path(text).expanduser().is_file():
             path, tail = text, str(DEFAULT_WEIGHT)  # a path alone (it may hold a colon)
         name = f"more LoRAs, line {k}"
-        out.append((existing_file(path, name, (".safetensors",)), float(number(tail, f"{name} weight", minimum=0.0, maximum=2.0))))
+        out.append((existing_file(path, name, (".safetensors",), allowed), float(number(tail, f"{name} weight", minimum=0.0, maximum=2.0))))
     return out
 
 
@@ -132,9 +164,19 @@ def slider(minimum: float, maximum: float, value: float, label: str, step: float
     return _named_preprocess(s, lambda payload: float(number(payload, label, minimum=minimum, maximum=maximum)))
 
 
-def weight_slider(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
-    """A LoRA weight slider, 0-2 (UFO's useful range is 0.05-0.2; default 0.15)."""
-    return slider(0.0, 2.0, value, label, **kwargs)
+def weight_box(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
+    """A LoRA weight box, 0-2 (UFO's useful range is 0.05-0.2; default 0.15). A number box, not a
+    slider: a slider turns typed text into 0 and 5 into 2 in the browser, so the video would be made
+    at a weight nobody asked for. What is typed arrives as typed (text: nothing) and is checked here;
+    an empty box passes as None, refused by the handler where the row is used."""
+    import gradio as gr
+
+    box = gr.Number(value=value, label=label, step=0.01, **kwargs)
+
+    def convert(payload: Any) -> Any:
+        return None if payload is None else float(number(payload, label, minimum=0.0, maximum=2.0))
+
+    return _named_preprocess(box, convert)
 
 
 def image_input(label: str, **kwargs: Any):

@@ -12,7 +12,7 @@ from typing import Any
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import LoraSpec
 from ufo_video.ui.context import DEVICE, UiContext
-from ufo_video.ui.inputs import existing_file, number, user_errors, weight_slider
+from ufo_video.ui.inputs import existing_file, number, user_errors, weight_box
 from ufo_video.ui.tab_generate import SETTING_NAMES, StepProgress, request_from_values, settings_from_values
 
 METRIC_COLUMNS = ("ssim", "psnr_db", "warp_error", "brightness_flicker", "sharpness_flicker", "flow_px", "dynamic_pairs")
@@ -30,13 +30,13 @@ def compare(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str,
     sides = []
     for name, path, weight in (("A", path_a, weight_a), ("B", path_b, weight_b)):
         w = float(number(weight, f"{name} weight", minimum=0.0, maximum=2.0))
-        p = existing_file(path, f"{name} LoRA file", (".safetensors",)).resolve() if str(path or "").strip() else None
+        p = existing_file(path, f"{name} LoRA file", (".safetensors",), ctx.allowed).resolve() if str(path or "").strip() else None
         if p is None and w != 0:
             raise UfoError(f"{name} LoRA file: give a LoRA for weight {w:g} (or set the weight to 0 for the base model)")
         sides.append((p, w))
     files = list(dict.fromkeys(p for p, _ in sides if p is not None))  # each file attached once
     notes: list[str] = []
-    base = settings_from_values(list(values[7 : 7 + len(SETTING_NAMES)]), [], notes)
+    base = settings_from_values(list(values[7 : 7 + len(SETTING_NAMES)]), [], notes, ctx.allowed)
     settings = replace(base, loras=tuple(LoraSpec(str(f), 0.0) for f in files))
     request = request_from_values(prompt, negative, seed)
     folder = ctx.folder("compare")
@@ -72,10 +72,10 @@ def build(ctx: UiContext, common: Any) -> None:
     with gr.Row():
         with gr.Column():
             path_a = gr.Textbox(label="A LoRA file", placeholder="empty = base model")
-            weight_a = weight_slider("A weight", value=0.0)
+            weight_a = weight_box("A weight", value=0.0)
         with gr.Column():
             path_b = gr.Textbox(label="B LoRA file", placeholder="path/to/ufo.safetensors")
-            weight_b = weight_slider("B weight", value=0.15)
+            weight_b = weight_box("B weight", value=0.15)
     run = gr.Button("Compare", variant="primary")
     with gr.Row(elem_classes=["ufo-sync-group"]):
         video_a = gr.Video(label="A", autoplay=True, loop=True)

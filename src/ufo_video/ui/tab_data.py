@@ -1,5 +1,8 @@
 """Data tab: `data check` on a metadata file (its problems as a table) and previews of the first
-clips exactly as the trainer will see them (the trainer's own loader, as `data preview`)."""
+clips exactly as the trainer will see them (the trainer's own loader, as `data preview`).
+
+Each Check first empties the summary, table and previews, so an error is never shown above the
+previous dataset's results; the problems table wraps long messages and paths (CSS in `app`)."""
 
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ from ufo_video.ui.inputs import existing_file, number, user_errors
 FILE_LEVEL = ("invalid_json", "missing_field", "wrong_type")  # the metadata file itself is bad
 
 
-def _config(meta: Path, root: Any, config: Any):
+def _config(ctx: UiContext, meta: Path, root: Any, config: Any):
     from ufo_video.config import load_config
 
-    cfg_path = existing_file(config, "config file", (".toml", ".yaml", ".yml")) if str(config or "").strip() else None
+    cfg_path = existing_file(config, "config file", (".toml", ".yaml", ".yml"), ctx.allowed) if str(config or "").strip() else None
     cfg = load_config(cfg_path, [])
     root_path = Path(str(root).strip()).expanduser() if str(root or "").strip() else meta.parent
+    ctx.confine(root_path, "dataset root")
     if not root_path.is_dir():
         raise UfoError(f"dataset root: folder not found: {root_path}")
     cfg.data.train_data_meta = str(meta)
@@ -29,9 +33,9 @@ def _config(meta: Path, root: Any, config: Any):
 def check(ctx: UiContext, meta: Any, root: Any, config: Any, previews: Any) -> tuple[str, list[list], list[str]]:
     from ufo_video.data.check import check_dataset
 
-    meta_path = existing_file(meta, "metadata file", (".json", ".jsonl", ".csv"))
-    n = int(number(previews, "previews", minimum=0, maximum=16, integer=True))
-    cfg = _config(meta_path, root, config)
+    meta_path = existing_file(meta, "metadata file", (".json", ".jsonl", ".csv"), ctx.allowed)
+    n = int(number(previews, "clips to preview", minimum=0, maximum=16, integer=True))
+    cfg = _config(ctx, meta_path, root, config)
     report = check_dataset(meta_path, cfg.data.train_data_dir, cfg, workers=1)
     bad_file = [p for p in report.problems if p.index is None and p.problem in FILE_LEVEL]
     if bad_file:
@@ -87,19 +91,21 @@ def build(ctx: UiContext) -> None:
     gr.Markdown("Decode every entry of a dataset and list its problems (as `ufo-video data check`), then preview a "
                 "few clips exactly as the trainer will see them.")  # fmt: skip
     with gr.Row():
-        meta = gr.Textbox(label="metadata file (.json / .jsonl / .csv)", scale=3)
+        meta = gr.Textbox(label="metadata file (.json / .jsonl / .csv)", scale=3, elem_id="ufo-data-meta")
         root = gr.Textbox(label="dataset root (default: the metadata file's folder)", scale=2)
     with gr.Row():
         config = gr.Textbox(label="config file (optional: sizes, frames, clip mode)", scale=3)
         previews = gr.Number(value=4, label="clips to preview", scale=1)
-    run = gr.Button("Check", variant="primary")
-    summary = gr.Markdown()
-    problems = gr.Dataframe(headers=["entry", "file", "problem", "message"], label="problems", interactive=False, wrap=True)
+    run = gr.Button("Check", variant="primary", elem_id="ufo-data-check")
+    summary = gr.Markdown(elem_id="ufo-data-summary")
+    problems = gr.Dataframe(headers=["entry", "file", "problem", "message"], label="problems", interactive=False, wrap=True,
+                            elem_id="ufo-data-problems", column_widths=["8%", "27%", "15%", "50%"])  # fmt: skip
     gallery = gr.Gallery(label="clips as the trainer sees them", columns=4, height=220)
 
     @user_errors
     def on_check(meta_v, root_v, config_v, previews_v):
         return check(ctx, meta_v, root_v, config_v, previews_v)
 
-    run.click(on_check, inputs=[meta, root, config, previews], outputs=[summary, problems, gallery],
-              api_name="data_check", **DEVICE)  # fmt: skip
+    outputs = [summary, problems, gallery]
+    cleared = run.click(lambda: ("", None, None), outputs=outputs, queue=False, api_name=False)
+    cleared.then(on_check, inputs=[meta, root, config, previews], outputs=outputs, api_name="data_check", **DEVICE)

@@ -3,18 +3,24 @@
 Its "video settings" (model, size, frames, steps, fps, guidance, dtype, memory mode, step cache)
 are shared with the Compare and Sweep tabs. The model stays loaded between clicks; weights
 change with `set_lora_weights` and the log says whenever a load happens.
+
+An i2v start (and end) image is copied next to the video before it is made, and the sidecar records
+that copy: the browser's upload lives in Gradio's temporary cache, which is cleared, and
+`ufo-video generate --from-sidecar` must keep working.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
 from ufo_video.ui.context import DEVICE, UiContext
-from ufo_video.ui.inputs import MAX_LORAS, MODES, image_file, image_input, lora_rows, number, user_errors, weight_slider
+from ufo_video.ui.inputs import MAX_LORAS, MODES, image_file, image_input, lora_rows, number, user_errors, weight_box
 
 # order of the shared settings components (handlers receive their values in this order)
 SETTING_NAMES = ("model", "height", "width", "frames", "fps", "steps", "guidance", "dtype", "memory_mode", "cache")
@@ -28,8 +34,12 @@ class Common:
     negative: Any
 
 
-def settings_from_values(values: list[Any], loras: list[tuple[Path, float]], notes: list[str]) -> GenerationSettings:
-    """GenerationSettings from the shared components' values; rounding notices go to `notes`."""
+def settings_from_values(values: list[Any], loras: list[tuple[Path, float]], notes: list[str],
+                         allowed: Sequence[Path] | None = None) -> GenerationSettings:  # fmt: skip
+    """GenerationSettings from the shared components' values; rounding notices go to `notes`;
+    the model folder must lie in `allowed` (None: anywhere)."""
+    from ufo_video.ui.inputs import confine
+
     from ufo_video.config import MEMORY_MODES
     from ufo_video.infer.settings import CACHE_KINDS, round_frames, round_size
 
@@ -37,6 +47,7 @@ def settings_from_values(values: list[Any], loras: list[tuple[Path, float]], not
     model = Path(str(v["model"] or "").strip()).expanduser()
     if not str(v["model"] or "").strip():
         raise UfoError("model folder: give the folder of a diffusers model (e.g. the shipped tiny base)")
+    confine(model, "model folder", allowed)
     if not (model / "model_index.json").is_file():
         raise UfoError(f"model folder: {model} is not a model folder (no model_index.json); "
                        "give e.g. src/ufo_video/assets/tiny-base or a downloaded model folder")  # fmt: skip
@@ -94,19 +105,39 @@ def generate(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, str
 
     mode, image, end_image, prompt, negative, seed = values[:6]
     settings_values = values[6 : 6 + len(SETTING_NAMES)]
-    loras = lora_rows(list(values[6 + len(SETTING_NAMES) :]))
+    loras = lora_rows(list(values[6 + len(SETTING_NAMES) :]), ctx.allowed)
     notes: list[str] = []
-    settings = settings_from_values(settings_values, loras, notes)
+    settings = settings_from_values(settings_values, loras, notes, ctx.allowed)
     ctx.device_free()
     request = request_from_values(prompt, negative, seed, mode, image, end_image)
     paths = plan_output_paths(1, None, ctx.folder("generate"), "mp4")
+    request = keep_images(request, paths[0])
     ctx.session.log = notes.append
     loads = ctx.session.loads
     bar = StepProgress(progress)
-    with ctx.session.use(settings, bar.step) as gen:
-        [(video, sidecar)] = generate_videos(settings, [request], paths, "mp4", log=notes.append, generator=gen)
+    try:
+        with ctx.session.use(settings, bar.step) as gen:
+            [(video, sidecar)] = generate_videos(settings, [request], paths, "mp4", log=notes.append, generator=gen)
+    except BaseException:
+        for kept in (request.image, request.end_image):  # no video: its copied images go too
+            if kept:
+                Path(kept).unlink(missing_ok=True)
+        raise
     notes.append("model loaded for this video" if ctx.session.loads != loads else "model kept loaded (no reload)")
     return str(video), str(sidecar), "\n".join(notes)
+
+
+def keep_images(request: VideoRequest, video: Path) -> VideoRequest:
+    """The request with its start/end image copied next to `video` (VIDEO-start.png, ...), so the
+    sidecar names a file that stays (not the upload in Gradio's cache)."""
+    kept = {}
+    for field, tag in (("image", "start"), ("end_image", "end")):
+        src = getattr(request, field)
+        if src:
+            dst = video.with_name(f"{video.stem}-{tag}{Path(src).suffix.lower() or '.png'}")
+            shutil.copyfile(src, dst)
+            kept[field] = str(dst.resolve())
+    return replace(request, **kept) if kept else request
 
 
 # the shipped tiny base draws 64x64, 9 frames (docs/tiny-base-model.md); the demo uses 12 steps
@@ -152,7 +183,7 @@ def build(ctx: UiContext) -> Common:
                 with gr.Row(visible=i == 0) as row:
                     path = gr.Textbox(label=f"LoRA {i + 1} file", placeholder="path/to/ufo.safetensors", scale=3,
                                       elem_id=f"ufo-lora-{i + 1}")
-                    weight = weight_slider(f"LoRA {i + 1} weight", elem_id=f"ufo-weight-{i + 1}", scale=2)
+                    weight = weight_box(f"LoRA {i + 1} weight", elem_id=f"ufo-weight-{i + 1}", scale=2)
                 rows.append(row)
                 lora_inputs += [path, weight]
             shown = gr.State(1)

@@ -5,6 +5,7 @@ recommended (checkpoint, weight) by the stated rule of `eval.choose`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ufo_video.errors import UfoError
@@ -57,6 +58,8 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
     items = [line.strip() for line in str(lora_text or "").splitlines() if line.strip()]
     if not items:
         raise UfoError("checkpoints: give LoRA files or a training output_dir, one per line")
+    for item in items:  # typed paths lie in the folders the UI was allowed (`--allow-dir`)
+        ctx.confine(Path(item), "checkpoints")
     try:
         paths = expand_lora_paths(items)
     except UfoError as exc:
@@ -64,7 +67,7 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
     weights = parse_weights(str(weights_text or ""))  # its errors name "--weights"
     rule = ChoiceRule(str(consistency), "flow_px", float(number(keep, "keep motion share", minimum=0.0, maximum=1.0)))
     notes: list[str] = []
-    base = settings_from_values(list(values[8 : 8 + len(SETTING_NAMES)]), [], notes)
+    base = settings_from_values(list(values[8 : 8 + len(SETTING_NAMES)]), [], notes, ctx.allowed)
     settings = replace(base, loras=tuple(LoraSpec(str(p), 0.0) for p in paths))
     request = request_from_values("x", negative, seed)
     out = next_sweep_folder(ctx)

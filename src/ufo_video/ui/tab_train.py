@@ -1,5 +1,9 @@
 """Train tab: watch an output_dir (loss and lr curves, checkpoints, validation samples), start a
-training from a config file as a subprocess and stop it (SIGTERM: it saves a checkpoint)."""
+training from a config file as a subprocess and stop it (SIGTERM: it saves a checkpoint).
+
+The watched folder, the config file and the folders the config names (model, data, output_dir)
+must lie in the app's allowed folders: the watch copies `<dir>/samples/*.mp4` into the served output
+folder. A training started here has no output_dir for its first seconds; the watch says it waits."""
 
 from __future__ import annotations
 
@@ -51,22 +55,34 @@ def watch(ctx: UiContext, job: TrainJob, output_dir: Any) -> tuple[str, str, str
     text = str(output_dir or "").strip()
     if not text:
         raise UfoError("output_dir: give a training output folder to watch")
-    folder = Path(text).expanduser()
+    folder = ctx.confine(Path(text).expanduser(), "output_dir")
+    mine = job.output_dir is not None and job.output_dir.resolve() == folder.resolve()
     if not folder.is_dir():
+        if mine and job.running():  # started here; the trainer creates the folder once it has loaded
+            return f"waiting for the trainer to create {folder}  \n{job.status()}", "", "", [], [], job.log_tail()
+        if mine:  # it ended before creating it: its log says why
+            return f"**{folder}** was not created  \n{job.status()}", "", "", [], [], job.log_tail()
         raise UfoError(f"output_dir: folder not found: {folder}")
     loss, lr, latest = _charts(folder)
-    mine = job.output_dir is not None and job.output_dir.resolve() == folder.resolve()
     status = f"**{folder}**: {latest}" + (f"  \n{job.status()}" if mine else "")
     return status, loss, lr, checkpoints(folder), _served_samples(ctx, folder), job.log_tail() if mine else ""
 
 
 def start(ctx: UiContext, job: TrainJob, config: Any, overrides: Any) -> tuple[str, str]:
-    cfg = existing_file(config, "config file", (".toml", ".yaml", ".yml"))
+    from ufo_video.config import load_config
+
+    cfg_file = existing_file(config, "config file", (".toml", ".yaml", ".yml"), ctx.allowed)
     try:
         extra = shlex.split(str(overrides or ""))
     except ValueError as exc:
         raise UfoError(f"overrides: {exc}") from None
-    out = job.start(cfg, extra, ctx.folder("train-logs"))
+    cfg = load_config(cfg_file, extra)  # its errors blame "command line": the page says "overrides"
+    for value, name in ((cfg.model.pretrained_model_name_or_path, "model.pretrained_model_name_or_path"),
+                        (cfg.data.train_data_dir, "data.train_data_dir"), (cfg.data.train_data_meta, "data.train_data_meta"),
+                        (cfg.train.output_dir, "train.output_dir")):  # fmt: skip
+        if value:
+            ctx.confine(Path(value), f"config {name}")
+    out = job.start(cfg_file, extra, ctx.folder("train-logs"))
     return str(out), f"started: {shlex.join(job.command)}\nlog: {job.log_path}"
 
 

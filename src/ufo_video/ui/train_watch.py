@@ -167,5 +167,17 @@ class TrainJob:
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.is_file():
             return ""
-        text = self.log_path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
-        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+        with self.log_path.open(encoding="utf-8", errors="replace", newline="") as f:  # keep the \r of a bar
+            text = f.read()
+        return "\n".join(terminal_lines(text)[-lines:])
+
+
+def terminal_lines(text: str) -> list[str]:
+    """The non-empty lines as a terminal shows them: a progress bar redraws its line with carriage
+    returns (tqdm writes each step's state after a \\r), so only the last state of each line is kept."""
+    shown = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        last = next((part for part in reversed(line.split("\r")) if part.strip()), "")
+        if last.strip():
+            shown.append(last.rstrip())
+    return shown
