@@ -229,7 +229,8 @@ def _ui(tmp_path: Path, port: int) -> subprocess.Popen:
     from test_sweep_cli import TINY_BASE
 
     return subprocess.Popen([sys.executable, "-m", "ufo_video", "ui", "--model", str(TINY_BASE), "--port", str(port),
-                             "--out", str(tmp_path / "ui-out")], env=_env(), stdout=subprocess.DEVNULL,
+                             "--out", str(tmp_path / "ui-out"), "--allow-dir", str(tmp_path.parent), "--allow-dir",
+                             str(Path(__file__).resolve().parent.parent)], env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, preexec_fn=_ignore_sigint)  # fmt: skip
 
 
