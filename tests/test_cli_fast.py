@@ -75,3 +75,28 @@ def test_placeholder_help_equals_each_modules_own_help():
 def test_overrides_may_come_before_between_and_after_options(argv):
     args = build_parser(argv).parse_args(argv)
     assert args.overrides == ["a=1", "b=2"] and args.threads == 1
+
+
+def test_commands_that_need_no_model_import_no_diffusers(tmp_path):
+    """`lora inspect` (no --model), `eval`, `data check`, `data stats` and `bench --help` run
+    without importing diffusers (its import alone costs seconds: it pulls torch._dynamo)."""
+    from test_train_helpers import make_dataset
+
+    from ufo_video.media_write import write_video
+
+    data = make_dataset(tmp_path / "ds", images=1, videos=1)
+    video = tmp_path / "v.mp4"
+    import numpy as np
+
+    write_video(np.zeros((5, 32, 32, 3), np.uint8), video, fps=8)
+    lora = tmp_path / "l.safetensors"
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"lora_unet__x.lora_down.weight": torch.zeros(2, 4), "lora_unet__x.lora_up.weight": torch.zeros(4, 2)},
+              str(lora))  # fmt: skip
+    meta = str(data / "metadata.json")
+    for argv in (["lora", "inspect", str(lora)], ["eval", str(video)], ["data", "check", meta],
+                 ["data", "stats", meta], ["bench", "--help"]):  # fmt: skip
+        heavy, out = _probe(argv)
+        assert "diffusers" not in heavy, (argv, out[-2000:])
