@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ufo_video.train.cli", "train a UFO (or ordinary) LoRA"),
     "generate": ("ufo_video.infer.cli", "text/image-to-video with optional LoRAs (UFOs)"),
     "sweep": ("ufo_video.infer.cli", "LoRA checkpoints x weights over prompts x seeds: grid, paired statistics, recommended setting"),
-    "eval": ("ufo_video.eval.cli", "score videos: temporal consistency, flicker and motion (CPU, no weights)"),
+    "eval": ("ufo_video.eval.cli", "score videos: temporal consistency, flicker and motion (CPU, no weights; --metrics: VBench's)"),
     "lora": ("ufo_video.lora.cli", "inspect, convert, combine LoRA files; bake them into a model"),
     "bench": ("ufo_video.bench.cli",
               "measure the performance targets (trainer overhead, cache, loader, LoRA, step cache)"),
