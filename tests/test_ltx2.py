@@ -187,10 +187,11 @@ def test_the_format_is_read_from_the_metadata_and_a_folded_scale_is_reported(lor
     assert all(torch.equal(back.modules[k].up, m.up) for k, m in ours.modules.items())  # x0.5 then x2: exact
 
 
-def test_generate_t2v_with_a_lora_equals_ltx2_pipeline(ltx2_models, lora_file, tmp_path):
+def test_generate_t2v_with_a_lora_equals_ltx2_pipeline(ltx2_models, lora_file, tmp_path, capsys):
     from diffusers import LTX2Pipeline
 
     ours = _generate(ltx2_models["t2v"], tmp_path / "ours", "--lora", f"{lora_file}:{WEIGHT}")
+    assert "licence: LTX-2 Community License" in capsys.readouterr().out  # said where the model is used (CLI, UI log)
     pipe = _reference_pipeline(LTX2Pipeline, ltx2_models["t2v"])
     pipe.load_lora_weights(str(lora_file), adapter_name="ufo")
     assert _applied_modules(pipe) == len(_file_keys(lora_file)) // 2  # every module of the file applied

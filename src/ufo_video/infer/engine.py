@@ -61,6 +61,8 @@ class VideoGenerator:
 
             check_lora_files([spec.path for spec in settings.loras])
         self.model = load_model(settings.model, dtype=self.dtype)
+        if self.model.licence:  # a model whose licence is not a permissive one: said where it is used
+            log(f"licence: {self.model.licence}")
         self._pipes: dict[str, Any] = {}
         self._placed: type | None = None
         self.progress_label: str | None = None  # set (e.g. "video 2/5"): a tqdm bar with ETA over the denoising steps
