@@ -217,3 +217,18 @@ def test_generate_i2v_with_a_lora_equals_ltx2_image_to_video_pipeline(ltx2_model
     assert np.array_equal(ours, theirs)
     t2v = _generate(ltx2_models["i2v"], tmp_path / "t2v", "--lora", f"{lora_file}:{WEIGHT}")
     assert not np.array_equal(t2v, ours)  # the start image conditioned the video
+
+
+def test_generate_uses_the_frame_rate_ltx2_conditions_on_unless_told(ltx2_models, tmp_path):
+    """Without --fps, LTX-2 generates at 24 fps (the pipelines' frame_rate, which the model
+    conditions on and training uses); --fps wins; other families keep the generic default."""
+    import json
+
+    def fps_of(*extra: str) -> int:
+        out = tmp_path / f"v{len(list(tmp_path.glob('*.mp4')))}.mp4"
+        assert main(["generate", "--model", str(ltx2_models["t2v"]), "--prompt", "x", "--sample-size", "64", "64",
+                     "--video-length", "9", "--steps", "2", "--guidance-scale", "1", "--dtype", "fp32",
+                     "--out", str(out), *extra]) == 0  # fmt: skip
+        return json.loads(out.with_suffix(".json").read_text())["settings"]["fps"]
+
+    assert fps_of() == 24 and fps_of("--fps", "8") == 8

@@ -93,6 +93,19 @@ def model_rules(model: str | None) -> SizeRules:
     return model_shell(model).rules
 
 
+def model_default_fps(model: str | None, generic: int) -> int:
+    """The frame rate to generate at when none was given: the model family's own where its models
+    condition on one (`ModelAdapter.default_fps`: a clip made at another rate moves differently),
+    else `generic` (infer.fps's default)."""
+    from pathlib import Path
+
+    if not model or not Path(model).is_dir():
+        return generic
+    from ufo_video.models.registry import model_shell
+
+    return model_shell(model).default_fps or generic
+
+
 def round_size(height: int, width: int, notify: Notify, rules: SizeRules | None = None) -> tuple[int, int]:
     """Each side to the nearest positive multiple of the model's size multiple, announcing any change."""
     rules = rules or default_rules()
@@ -213,7 +226,7 @@ def settings_from_config(
         model=mod.pretrained_model_name_or_path,
         sample_size=(int(inf.sample_size[0]), int(inf.sample_size[1])),
         video_length=inf.video_length,
-        fps=inf.fps,
+        fps=inf.fps if "fps" in inf.model_fields_set else model_default_fps(mod.pretrained_model_name_or_path, inf.fps),
         num_inference_steps=inf.num_inference_steps,
         guidance_scale=inf.guidance_scale,
         memory_mode=check_memory_mode(mod.GPU_memory_mode),

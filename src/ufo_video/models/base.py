@@ -47,6 +47,9 @@ class ModelAdapter(ABC):
     #: the model's licence when it is not a permissive one: its name and a one-line note on its
     #: terms, shown by `model check` (None: nothing to flag)
     licence: ClassVar[str | None] = None
+    #: the frame rate the family's pipelines generate at by default and its models condition on,
+    #: where the model takes one (`generate` uses it when no fps is given); None: the generic default
+    default_fps: ClassVar[int | None] = None
 
     def __init__(self, info: ModelInfo, components: dict[str, Any]):
         self.info = info

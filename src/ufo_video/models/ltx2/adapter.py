@@ -45,6 +45,7 @@ class LTX2Adapter(LTX2Training, LTX2Folders, ModelAdapter):
 
     family = "ltx2"
     display_name = "LTX-2"
+    default_fps = 24  # the pipelines' frame_rate default, which the model conditions on (and training uses)
     licence = "LTX-2 Community License (not Apache-2.0): read Lightricks' model card for its terms before commercial use"
     spatial_factor = 32
     temporal_factor = 8

@@ -32,7 +32,7 @@ from ufo_video.models.base import Conditioning
 from ufo_video.models.configs import read_json
 
 #: the frame rate training conditions the transformer on (see the module docstring)
-TRAIN_FRAME_RATE = 24.0
+TRAIN_FRAME_RATE = 24.0  # = LTX2Adapter.default_fps: training and generation condition alike
 #: the pipelines' `use_cross_timestep` default (`LTX2Pipeline.__call__`)
 USE_CROSS_TIMESTEP = True
 
