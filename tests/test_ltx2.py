@@ -232,3 +232,13 @@ def test_generate_uses_the_frame_rate_ltx2_conditions_on_unless_told(ltx2_models
         return json.loads(out.with_suffix(".json").read_text())["settings"]["fps"]
 
     assert fps_of() == 24 and fps_of("--fps", "8") == 8
+
+
+def test_nan_frames_name_what_fits_the_settings_not_the_dtype_of_an_fp32_run(ltx2_models, tmp_path, capsys):
+    """One step on a shifted schedule divides by zero inside the scheduler: on an fp32 run the
+    error suggests more steps and the model check, never fp32."""
+    assert main(["generate", "--model", str(ltx2_models["t2v"]), "--prompt", "x", "--sample-size", "64", "64",
+                 "--video-length", "9", "--steps", "1", "--guidance-scale", "1", "--dtype", "fp32",
+                 "--out", str(tmp_path / "v.mp4")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "NaN/inf frames" in err and "more steps" in err and "fp32 instead" not in err and "fp16" not in err

@@ -223,5 +223,18 @@ class VideoGenerator:
             self.log(self.cache.summary())
         frames = result.frames[0]  # [F, 3, H, W] in [0, 1]
         if not torch.isfinite(frames).all():
-            raise UfoError("the model produced NaN/inf frames (try weight_dtype=fp32 or bf16 instead of fp16)")
+            raise UfoError(nonfinite_help(s))
         return frames.permute(0, 2, 3, 1).float().clamp(0, 1).cpu()
+
+
+def nonfinite_help(s: GenerationSettings) -> str:
+    """What to try when the frames came out NaN/inf: only the causes that fit these settings (the
+    LoRAs were checked finite before loading; fp16 overflows; very few steps can divide by zero in a
+    shifted schedule)."""
+    tries = []
+    if s.weight_dtype == "fp16":
+        tries.append("weight_dtype=bf16 or fp32 instead of fp16")
+    if s.num_inference_steps < 3:
+        tries.append(f"more steps ({s.num_inference_steps} is below what some schedulers handle)")
+    tries.append("`ufo-video model check` on the model folder")
+    return f"the model produced NaN/inf frames; try: {'; '.join(tries)}"
