@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from test_train_helpers import own_memory
 from ufo_video.cli import main
 
 ASSETS = Path(__file__).resolve().parent.parent / "src" / "ufo_video" / "assets" / "ltx2-configs"
@@ -59,16 +60,10 @@ def _generate(model: Path, out: Path, *args: str) -> np.ndarray:
 
 
 def _reference_pipeline(cls, model: Path):
-    """diffusers' pipeline in fp32 with every tensor in memory of its own (see tests/test_wan.py's
-    helper of the same name: mmap-aligned weights change MKL's summation order on some CPUs)."""
+    """diffusers' pipeline in fp32 with every tensor in memory of its own (`own_memory`: why)."""
     pipe = cls.from_pretrained(str(model), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    with torch.no_grad():
-        for component in pipe.components.values():
-            if isinstance(component, torch.nn.Module):
-                for tensor in [*component.parameters(), *component.buffers()]:
-                    tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
-    return pipe
+    return own_memory(pipe)
 
 
 def _diffusers_frames(pipe, **kwargs) -> np.ndarray:

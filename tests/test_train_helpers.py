@@ -61,3 +61,18 @@ def metadata(path: Path) -> dict[str, str]:
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def own_memory(pipe):
+    """`pipe` with every tensor of its modules copied into memory of its own, in place. diffusers'
+    `from_pretrained` leaves weights as views into the mmap'd safetensors file, 8-byte aligned in the
+    tiny files; MKL on some CPUs (AMD EPYC) picks a batch-1 product's summation order by alignment, so
+    an exact comparison with ufo-video (whose loader aligns) needs the same layout. No value changes."""
+    import torch
+
+    with torch.no_grad():
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                for tensor in [*component.parameters(), *component.buffers()]:
+                    tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+    return pipe

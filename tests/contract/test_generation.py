@@ -19,6 +19,7 @@ from PIL import Image
 
 from contract.families import FAMILIES, VARIANTS, Variant
 from contract.helpers import experts, first_lora, geometry, model_index_class, shell, supports_training
+from test_train_helpers import own_memory
 from ufo_video.cli import main
 
 BY_ID = pytest.mark.parametrize("v", VARIANTS, ids=lambda v: v.id)
@@ -61,12 +62,7 @@ def _reference_pipeline(folder: Path, task: str):
     pipe = cls.from_pretrained(str(folder), torch_dtype=torch.float32)
     assert type(pipe) is wanted
     pipe.set_progress_bar_config(disable=True)
-    with torch.no_grad():
-        for component in pipe.components.values():
-            if isinstance(component, torch.nn.Module):
-                for tensor in [*component.parameters(), *component.buffers()]:
-                    tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
-    return pipe
+    return own_memory(pipe)
 
 
 def _applied(module: torch.nn.Module, adapter: str) -> int:

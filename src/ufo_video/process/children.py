@@ -59,8 +59,8 @@ def watch_parent_from_env() -> bool:
         parent = int(text)
     except ValueError:
         return False
-    if os.getppid() != parent:  # not started by it (a copied environment), or it already died
-        if os.getppid() == 1 or not _alive(parent):
+    if os.getppid() != parent:  # it died before we started (we were reparented), or a copied environment
+        if not _alive(parent):
             os.kill(os.getpid(), signal.SIGTERM)
             return True
         return False
