@@ -11,6 +11,7 @@ import pytest
 from test_train_helpers import losses, make_dataset, write_config
 from ufo_video.cli import main
 from ufo_video.config import load_config
+from ufo_video.models.registry import model_shell
 from ufo_video.train.setup import needed_components
 
 
@@ -39,7 +40,7 @@ def test_cached_inpaint_training_without_start_image_noise_loads_no_vae(tiny_mod
     transformer and scheduler only (no VAE, no text encoder) and says nothing about a VAE."""
     cfg_path = write_config(tmp_path / "c.toml", tiny_model, dataset, tmp_path / "out", save_state=False)
     cache_args = [f"data.cache_dir={tmp_path / 'cache'}", "data.cache_latents=true", "train.start_image_noise=off"]
-    assert needed_components(load_config(cfg_path, cache_args)) == ("transformer", "scheduler")
+    assert needed_components(load_config(cfg_path, cache_args), model_shell(load_config(cfg_path, cache_args).model.pretrained_model_name_or_path)) == ("transformer", "scheduler")
     assert main(["data", "cache", str(cfg_path), *cache_args]) == 0
     capsys.readouterr()
     asked = _record_components(monkeypatch)

@@ -19,6 +19,7 @@ from ufo_video.cli import main
 from ufo_video.config import load_config
 from ufo_video.models.easyanimate import cache as easyanimate_cache, masks as easyanimate_masks
 from ufo_video.models.easyanimate import EasyAnimateAdapter
+from ufo_video.models.registry import model_shell
 from ufo_video.train.setup import needed_components
 
 CACHED_KINDS = tuple((k, p) for k, p in easyanimate_masks.MASK_KINDS if k in easyanimate_masks.CACHED_MASK_KINDS)
@@ -51,7 +52,7 @@ def test_cached_training_with_start_image_noise_equals_encoding_every_step(tiny_
     assert main(["train", str(plain)]) == 0
     cached = write_config(tmp_path / "cached.toml", tiny_model, data, tmp_path / "cached", save_state=False)
     args = [f"data.cache_dir={tmp_path / 'cache'}", "data.cache_latents=true"]
-    assert needed_components(load_config(cached, args)) == ("transformer", "scheduler", "vae")
+    assert needed_components(load_config(cached, args), model_shell(load_config(cached, args).model.pretrained_model_name_or_path)) == ("transformer", "scheduler", "vae")
     assert main(["data", "cache", str(cached), *args]) == 0
     capsys.readouterr()
     kinds = _record_kinds(monkeypatch)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,22 +71,28 @@ def cache_dir_of(cfg: UfoConfig) -> Path:
     return Path(cfg.data.train_data_dir) / DEFAULT_CACHE_SUBDIR
 
 
-def cache_items(cfg: UfoConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(per-clip conditioning items, per-size shared items) the model needs for this run's
-    `train.train_mode` and `train.start_image_noise`, read from the model's configs alone (no weights)."""
+def model_of(cfg: UfoConfig, model: Any = None) -> Any:
+    """The run's inspected model folder: `model` when the caller passes it (a run inspects its
+    folder once and hands the object on), else looked up from the config's path."""
+    if model is not None:
+        return model
     from ufo_video.models.registry import model_shell
 
-    shell = model_shell(cfg.model.pretrained_model_name_or_path)
+    return model_shell(cfg.model.pretrained_model_name_or_path)
+
+
+def cache_items(cfg: UfoConfig, model: Any = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(per-clip conditioning items, per-size shared items) the model needs for this run's
+    `train.train_mode` and `train.start_image_noise`, read from the model's configs alone (no weights)."""
+    shell = model_of(cfg, model)
     mode, noise = cfg.train.train_mode, cfg.train.start_image_noise == "model"
     std = (LATENT_STD_ITEM,) if cfg.train.vae_latents == "sample" else ()
     return (*std, *shell.cache_conditioning_items(mode, start_image_noise=noise)), shell.cache_shared_items(mode)
 
 
-def text_names(cfg: UfoConfig) -> tuple[str, ...]:
+def text_names(cfg: UfoConfig, model: Any = None) -> tuple[str, ...]:
     """The names of the model's text conditioning (`ModelAdapter.text_items`), from configs alone."""
-    from ufo_video.models.registry import model_shell
-
-    return tuple(model_shell(cfg.model.pretrained_model_name_or_path).text_items)
+    return tuple(model_of(cfg, model).text_items)
 
 
 def text_items(text_fp: str, text: str, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -107,13 +114,15 @@ class CachedLoader(TrainLoader):
     def __init__(self, cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0, process_index: int = 0,
                  num_processes: int = 1, store: CacheStore | None = None,
                  items: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
-                 fingerprints: Fingerprints | None = None) -> None:
+                 fingerprints: Fingerprints | None = None, model: Any = None) -> None:
+        model = model_of(cfg, model)
         super().__init__(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches, process_index=process_index,
-                         num_processes=num_processes)
+                         num_processes=num_processes, model=model)
         self.store = store if store is not None else CacheStore(cache_dir_of(cfg), writable=False)
-        self.fp = fingerprints or model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
-        cond_items, self.shared_items = items if items is not None else cache_items(cfg)
-        self.text_names = text_names(cfg)
+        self.fp = fingerprints or model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype,
+                                                     adapter=type(model))
+        cond_items, self.shared_items = items if items is not None else cache_items(cfg, model)
+        self.text_names = text_names(cfg, model)
         self.clip_items = ("latent", *cond_items)
         self._facts: dict[int, tuple[str, int, int]] = {}
         if self.verify_on_init:
@@ -258,7 +267,7 @@ class CachedLoader(TrainLoader):
 
 
 def build_cached_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0, process_index: int = 0,
-                        num_processes: int = 1) -> CachedLoader:
+                        num_processes: int = 1, model: Any = None) -> CachedLoader:
     """Like ``build_train_loader`` (same arguments, same batch order), yielding cached tensors:
 
     - ``latents`` [B, C, f, h, w]: ``encode_video`` output (dtype model.weight_dtype);
@@ -269,4 +278,4 @@ def build_cached_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: 
     - ``texts``, ``indices``, ``is_static`` as ``build_train_loader``; ``pixel_shape`` (F, H, W).
     """
     return CachedLoader(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches, process_index=process_index,
-                        num_processes=num_processes)
+                        num_processes=num_processes, model=model)

@@ -16,14 +16,15 @@ import gc
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ufo_video.atomic import DiskFullError
 from ufo_video.config import UfoConfig
 from ufo_video.data import media
-from ufo_video.data.cache import (LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, text_items, text_kind,
-                                  text_names)
+from ufo_video.data.cache import (LATENT_STD_ITEM, CachedLoader, cache_dir_of, cache_items, model_of, text_items,
+                                  text_kind, text_names)
 from ufo_video.data.cache_keys import Fingerprints, item_key, model_fingerprints, shared_key
 from ufo_video.data.cache_store import CacheStore
 from ufo_video.data.plan import PlannedBatch, limits_of, sample_list_per_run
@@ -76,8 +77,8 @@ class ClipEncoder:
     """The VAE side of the model adapter (plus the encoders its conditioning needs), loaded on
     first use (a fully cached run loads nothing)."""
 
-    def __init__(self, cfg: UfoConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: UfoConfig, model: Any) -> None:
+        self.cfg, self.shell = cfg, model
         self.dtype = DTYPES[cfg.model.weight_dtype]
         self._model = None
 
@@ -85,12 +86,11 @@ class ClipEncoder:
     def model(self):
         if self._model is None:
             from ufo_video.models.memory import resolve_device
-            from ufo_video.models.registry import load_model, model_shell
+            from ufo_video.models.registry import load_model
 
             self.device = resolve_device(self.cfg.model.device)
-            path = self.cfg.model.pretrained_model_name_or_path
-            wanted = model_shell(path).stage_components("cache_video", mode=self.cfg.train.train_mode)
-            self._model = load_model(path, dtype=self.dtype, components=wanted)
+            wanted = self.shell.stage_components("cache_video", mode=self.cfg.train.train_mode)
+            self._model = load_model(self.shell, dtype=self.dtype, components=wanted)
             for name in wanted:
                 module = self._model.component(name)
                 if isinstance(module, torch.nn.Module):
@@ -133,6 +133,7 @@ class _Session:
     encoder: ClipEncoder
     fp: Fingerprints
     items: tuple[tuple[str, ...], tuple[str, ...]]
+    model: Any  # the model folder, inspected once for the whole `data cache` run
     retried: set[str] = field(default_factory=set)
     used: set[str] = field(default_factory=set)  # item keys the planned epochs need (for --prune)
     clips: set[str] = field(default_factory=set)
@@ -149,7 +150,7 @@ class _Filler(CachedLoader):
     def __init__(self, cfg: UfoConfig, session: _Session, *, epoch: int, process_index: int, num_processes: int):
         super().__init__(cfg, seed=cfg.train.seed, epoch=epoch, process_index=process_index,
                          num_processes=num_processes, store=session.store, items=session.items,
-                         fingerprints=session.fp)
+                         fingerprints=session.fp, model=session.model)
         self.session = session
         self._pool: IsolatedPool | None = None
         self._submitted: set[str] = set()
@@ -229,17 +230,17 @@ def planned_epochs(cfg: UfoConfig, batches_per_epoch: int) -> int:
 
 
 @torch.no_grad()
-def _encode_texts(cfg: UfoConfig, store: CacheStore, fp: Fingerprints, texts: list[str], tick) -> int:
-    names = text_names(cfg)
+def _encode_texts(cfg: UfoConfig, store: CacheStore, fp: Fingerprints, texts: list[str], tick, shell: Any) -> int:
+    names = text_names(cfg, shell)
     missing = [t for t in texts if not all(store.has(k) for k in text_items(fp.text, t, names))]
     if not missing:
         return 0
     from ufo_video.models.memory import resolve_device
-    from ufo_video.models.registry import load_model, model_shell
+    from ufo_video.models.registry import load_model
 
     device = resolve_device(cfg.model.device)
-    wanted = model_shell(cfg.model.pretrained_model_name_or_path).stage_components("cache_text")
-    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=DTYPES[cfg.model.weight_dtype], components=wanted)
+    wanted = shell.stage_components("cache_text")
+    model = load_model(shell, dtype=DTYPES[cfg.model.weight_dtype], components=wanted)
     for name in wanted:
         module = model.component(name)
         if isinstance(module, torch.nn.Module):
@@ -267,8 +268,9 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
     if num_processes < 1:
         raise DataError(f"--num-processes must be at least 1, got {num_processes}")
     store = CacheStore(cache_dir_of(cfg), writable=True)
-    fp = model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype)
-    session = _Session(store, ClipEncoder(cfg), fp, cache_items(cfg))
+    model = model_of(cfg)  # the model folder, inspected once for the whole run
+    fp = model_fingerprints(cfg.model.pretrained_model_name_or_path, cfg.model.weight_dtype, adapter=type(model))
+    session = _Session(store, ClipEncoder(cfg, model), fp, cache_items(cfg, model), model)
     # like the trainer's run: the sample list is built once and a skipped file reported once,
     # however many (epoch, process) walks meet it
     with store.locked(), sample_list_per_run():
@@ -283,9 +285,9 @@ def build_cache(cfg: UfoConfig, *, epochs: int | None = None, num_processes: int
         texts = sorted({""} | {s.entry.text for s in first.samples.values()})
         try:
             with tqdm(total=len(texts), desc="cache texts", unit="text", disable=not progress) as bar:
-                report.texts_encoded = _encode_texts(cfg, store, fp, texts, bar.update)
+                report.texts_encoded = _encode_texts(cfg, store, fp, texts, bar.update, model)
             report.texts_used = len(texts)
-            session.used.update(k for t in texts for k in text_items(fp.text, t, text_names(cfg)))
+            session.used.update(k for t in texts for k in text_items(fp.text, t, text_names(cfg, model)))
             total = n_epochs * len(first) * cfg.train.train_batch_size * num_processes
             with tqdm(total=total, desc="cache clips", unit="clip", disable=not progress) as bar:
                 for epoch in range(n_epochs):

@@ -33,6 +33,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CACHE_FORMAT = 1
 KEY_CHARS = 32  # 128-bit keys: collisions are not a practical concern
@@ -66,13 +67,16 @@ class Fingerprints:
     text: str
 
 
-def model_fingerprints(model_path: str | os.PathLike, weight_dtype: str) -> Fingerprints:
-    """Fingerprints of the encoders the cache depends on (see module doc); reads no weights."""
-    from ufo_video.models.registry import adapter_for
-
+def model_fingerprints(model_path: str | os.PathLike, weight_dtype: str, adapter: Any = None) -> Fingerprints:
+    """Fingerprints of the encoders the cache depends on (see module doc); reads no weights.
+    `adapter`: the folder's adapter class when the caller already detected it."""
     root = Path(model_path).resolve()
+    if adapter is None:
+        from ufo_video.models.registry import adapter_for
+
+        adapter = adapter_for(root)
     common = {"format": CACHE_FORMAT, "model": str(root), "dtype": weight_dtype}
-    sources = adapter_for(root).fingerprint_sources(root)
+    sources = adapter.fingerprint_sources(root)
 
     def facts(entries: dict) -> dict:
         out = {}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ class TrainLoader:
     """Iterable over this process's batches of one epoch (see module doc)."""
 
     def __init__(self, cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0,
-                 process_index: int = 0, num_processes: int = 1) -> None:
+                 process_index: int = 0, num_processes: int = 1, model: Any = None) -> None:
         if not 0 <= process_index < num_processes:
             raise DataError(f"process_index {process_index} is not in [0, {num_processes})")
         self.cfg, self.d = cfg, cfg.data
@@ -67,7 +68,8 @@ class TrainLoader:
         self.batch_size = cfg.train.train_batch_size
         self.process_index, self.num_processes = process_index, num_processes
         self.workers = self.d.dataloader_num_workers
-        self.rules = data_rules(cfg.model.pretrained_model_name_or_path)
+        # `model`: the run's inspected model folder (its size rules); looked up when not given
+        self.rules = model.rules if model is not None else data_rules(cfg.model.pretrained_model_name_or_path)
         with collector_paused():
             n_entries, self.samples, failures, self.notices = run_samples(self.d, self.workers, self.rules)
         self.failures = [(p, r.removeprefix(f"{p}: ")) for p, r in failures]
@@ -202,7 +204,8 @@ class TrainLoader:
 
 
 def build_train_loader(cfg: UfoConfig, *, seed: int, epoch: int, skip_batches: int = 0,
-                       process_index: int = 0, num_processes: int = 1) -> TrainLoader:
-    """The one entry point the trainer uses (see module doc for the contract)."""
+                       process_index: int = 0, num_processes: int = 1, model: Any = None) -> TrainLoader:
+    """The one entry point the trainer uses (see module doc for the contract); `model` is the
+    run's inspected model folder (`models.registry.model_shell`)."""
     return TrainLoader(cfg, seed=seed, epoch=epoch, skip_batches=skip_batches,
-                       process_index=process_index, num_processes=num_processes)
+                       process_index=process_index, num_processes=num_processes, model=model)

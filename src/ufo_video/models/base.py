@@ -91,8 +91,10 @@ class ModelAdapter(ABC):
         *,
         dtype: torch.dtype = torch.float32,
         components: tuple[str, ...] = COMPONENTS,
+        info: ModelInfo | None = None,
     ) -> "ModelAdapter":
-        """Load the requested components strictly (exact keys and shapes) onto the CPU."""
+        """Load the requested components strictly (exact keys and shapes) onto the CPU. `info`: the
+        folder's `inspect` result when the caller has it (a run inspects its folder once)."""
 
     @classmethod
     @abstractmethod

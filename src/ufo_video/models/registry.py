@@ -84,9 +84,13 @@ def model_shell(path: str | Path) -> ModelAdapter:
     return cls(info, {})
 
 
-def load_model(path: str | Path, **kwargs) -> ModelAdapter:
-    """Detect the family of `path` and load it strictly (see `ModelAdapter.load`)."""
-    return adapter_for(path).load(Path(path), **kwargs)
+def load_model(model: str | Path | ModelAdapter, **kwargs) -> ModelAdapter:
+    """Load a model strictly (see `ModelAdapter.load`). `model` is a folder (detected and inspected
+    here) or, as a run passes it, the shell it inspected once (`model_shell`): then nothing about
+    the folder is read again before its weights."""
+    if not isinstance(model, ModelAdapter):
+        model = model_shell(model)
+    return type(model).load(model.info.path, info=model.info, **kwargs)
 
 
 def make_tiny_model(family: str, path: str | Path, *, layout: str | None, variant: str | None, seed: int = 0) -> tuple[Path, str]:

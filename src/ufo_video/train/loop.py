@@ -48,7 +48,7 @@ class RunResult:
     state_saved: bool = False  # a resumable state folder exists for `steps`
 
 
-def _loader(cfg: UfoConfig, acc, epoch: int, skip: int):
+def _loader(cfg: UfoConfig, acc, epoch: int, skip: int, model):
     if cfg.data.cache_latents:
         from ufo_video.data.cache import build_cached_loader as build
     else:
@@ -56,7 +56,7 @@ def _loader(cfg: UfoConfig, acc, epoch: int, skip: int):
 
     return build(
         cfg, seed=cfg.train.seed, epoch=epoch, skip_batches=skip,
-        process_index=acc.process_index, num_processes=acc.num_processes,
+        process_index=acc.process_index, num_processes=acc.num_processes, model=model,
     )  # fmt: skip
 
 
@@ -142,7 +142,7 @@ def train(cfg: UfoConfig) -> RunResult:
     from ufo_video.threads import apply_threads
     from ufo_video.train.output_lock import claim_output_dir
 
-    check_inputs(cfg)
+    model = check_inputs(cfg)  # the folder inspected once; every stage below gets this object
     started = time.perf_counter()
     out = Path(cfg.train.output_dir)
     threads = apply_threads(cfg.model.threads)
@@ -158,7 +158,7 @@ def train(cfg: UfoConfig) -> RunResult:
         skip_list = out / LIST_NAME if acc.is_main_process else None  # the run's skipped files, listed
         # metadata read, paths stat'ed, skips reported: once per run; a full disk names the kept checkpoint
         with claim as claimed, sample_list_per_run(skip_list), saving.checkpoints_named_on_full_disk(out):
-            return _train(cfg, acc, out, started, threads, claimed)
+            return _train(cfg, acc, out, started, threads, model, claimed)
     finally:
         acc.end_training()
         if acc.num_processes == 1:
@@ -169,14 +169,14 @@ def train(cfg: UfoConfig) -> RunResult:
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, claimed=None) -> RunResult:
+def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, model, claimed=None) -> RunResult:
     from tqdm.auto import tqdm
 
     from ufo_video.train import report
 
     if acc.is_main_process:
         print(f"reading the dataset {cfg.data.train_data_meta} ...", flush=True)
-    first = _loader(cfg, acc, epoch=0, skip=0)
+    first = _loader(cfg, acc, epoch=0, skip=0, model=model)
     if len(first) == 0:
         raise DataError(
             f"{cfg.data.train_data_meta}: no full batch per process (train_batch_size={cfg.train.train_batch_size} "
@@ -189,7 +189,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, claimed
         it = iter(first)
         probe = next(it)  # this process's first batch: tells DDP whether some LoRA gets no gradient
         it.close()
-    run = setup(cfg, acc, len(first), probe_batch=probe)
+    run = setup(cfg, acc, len(first), probe_batch=probe, model=model)
     del probe
     check_validation(run)
     setup_seconds = time.perf_counter() - started
@@ -222,7 +222,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, claimed
             while progress.step < total and not interrupted:
                 run.extra["epoch"] = progress.epoch
                 if not (progress.epoch == 0 and progress.batch_in_epoch == 0):
-                    loader = _loader(cfg, acc, progress.epoch, progress.batch_in_epoch)
+                    loader = _loader(cfg, acc, progress.epoch, progress.batch_in_epoch, model)
                 batches, pos, n = iter(loader), progress.batch_in_epoch, len(loader)
                 while pos < n and progress.step < total:
                     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,9 +16,14 @@ from ufo_video.config import UfoConfig
 from ufo_video.errors import ConfigError, DataError
 from ufo_video.train.run import ADAPTER_NAME, DTYPES, TrainRun
 
+if TYPE_CHECKING:
+    from ufo_video.models.base import ModelAdapter
 
-def check_inputs(cfg: UfoConfig) -> None:
-    """Say what is expected where before anything heavy is loaded."""
+
+def check_inputs(cfg: UfoConfig) -> "ModelAdapter":
+    """Say what is expected where before anything heavy is loaded. Returns the model folder,
+    inspected once (`models.registry.model_shell`: what it is, its rules, its components): the run
+    passes this object to every stage (data loaders, cache, setup) instead of the path."""
     model_dir = Path(cfg.model.pretrained_model_name_or_path)
     if not model_dir.is_dir():
         raise ConfigError(
@@ -25,10 +31,11 @@ def check_inputs(cfg: UfoConfig) -> None:
             "supported model and its folder) or point model.pretrained_model_name_or_path (MODEL_NAME for "
             "scripts/train_ufo.sh) at it; `ufo-video model make-tiny DIR` makes a tiny one to try things."
         )
-    from ufo_video.models.registry import adapter_for
+    from ufo_video.models.registry import model_shell
 
-    adapter_for(model_dir).check_trainable(model_dir)  # a family that cannot train yet says so first
-    check_sizes(cfg)
+    model = model_shell(model_dir)
+    model.check_trainable(model_dir)  # a family that cannot train yet says so first
+    check_sizes(cfg, model)
     root, meta = Path(cfg.data.train_data_dir), Path(cfg.data.train_data_meta)
     if not root.is_dir():
         raise DataError(
@@ -41,6 +48,7 @@ def check_inputs(cfg: UfoConfig) -> None:
             '{"file_path": <relative to the dataset folder>, "text": <caption>, "type": "image"|"video"} '
             "(datasets/internal_datasets/metadata.json in the guide; DATASET_META_NAME for the script)."
         )
+    return model
 
 
 def _deepspeed_launch() -> bool:
@@ -180,12 +188,9 @@ def total_steps(cfg: UfoConfig, batches_per_epoch: int) -> int:
     return cfg.train.num_train_epochs * math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
 
 
-def check_sizes(cfg: UfoConfig) -> None:
+def check_sizes(cfg: UfoConfig, shell: "ModelAdapter") -> None:
     """The data sizes and frame count against the model's own rules (its VAE and patch), from its
     configs alone: a size the model cannot take is an error naming the setting, before any loading."""
-    from ufo_video.models.registry import model_shell
-
-    shell = model_shell(cfg.model.pretrained_model_name_or_path)
     rules, d = shell.rules, cfg.data
     problems = [
         f"data.{name}={getattr(d, name)} must be {rules.size_rule()}"
@@ -200,22 +205,23 @@ def check_sizes(cfg: UfoConfig) -> None:
         raise ConfigError(f"{shell.info.path} ({shell.display_name} {shell.info.variant}): " + "; ".join(problems))
 
 
-def needed_components(cfg: UfoConfig) -> tuple[str, ...]:
+def needed_components(cfg: UfoConfig, model: "ModelAdapter") -> tuple[str, ...]:
     """What this run loads, as the adapter says (`ModelAdapter.stage_components`). With the
     latent/text cache and no validation, the VAE and encoders are not loaded at all (the biggest
     memory saving the cache brings), except what the cached conditioning runs every step (e.g. the
     VAE for start-image noise redrawn per step); the text encoders never. A multi-expert model
     loads only the expert this run trains (`train.expert`)."""
-    from ufo_video.models.registry import model_shell
-
     t = cfg.train
     stage = "train_cached" if cfg.data.cache_latents and t.validation_steps is None else "train"
-    return model_shell(cfg.model.pretrained_model_name_or_path).stage_components(
+    return model.stage_components(
         stage, mode=t.train_mode, start_image_noise=t.start_image_noise == "model", expert=t.expert)
 
 
-def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict | None = None) -> TrainRun:
+def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict | None = None,
+          model: "ModelAdapter | None" = None) -> TrainRun:
     """Load the model, add the LoRA, apply memory options and build the optimizer (every process).
+
+    `model`: the folder as `check_inputs` inspected it (inspected here when not given).
 
     `probe_batch` (this process's first batch): with DDP, one forward/backward on it tells whether
     some trainable parameters get no gradient (DDP's find_unused_parameters, only then)."""
@@ -224,7 +230,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
 
     from ufo_video.lora.inject import add_lora
     from ufo_video.models.memory import enable_fp8_storage
-    from ufo_video.models.registry import load_model
+    from ufo_video.models.registry import load_model, model_shell
 
     from ufo_video.train.fsdp import configure_fsdp, uses_fsdp
 
@@ -239,8 +245,9 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
         raise ConfigError("train.mixed_precision=fp16 with model.weight_dtype=bf16: use bf16 for both, or fp16 for both")
     if cfg.train.fp8_base and weight_dtype == torch.float32:
         raise ConfigError("train.fp8_base computes in model.weight_dtype; set it to bf16 (or fp16), not fp32")
-    components = needed_components(cfg)
-    model = load_model(cfg.model.pretrained_model_name_or_path, dtype=weight_dtype, components=components)
+    shell = model if model is not None else model_shell(cfg.model.pretrained_model_name_or_path)
+    components = needed_components(cfg, shell)
+    model = load_model(shell, dtype=weight_dtype, components=components)
     per_step = model.cache_step_components(cfg.train.train_mode, start_image_noise=cfg.train.start_image_noise == "model")
     if cfg.data.cache_latents and cfg.train.validation_steps is None and per_step and accelerator.is_main_process:
         print(f"latent cache: also loading the {' and '.join(per_step)}: with train.start_image_noise="

@@ -157,9 +157,10 @@ class EasyAnimateAdapter(ModelAdapter):
         *,
         dtype: torch.dtype = torch.float32,
         components: tuple[str, ...] = COMPONENTS,
+        info: ModelInfo | None = None,
     ) -> "EasyAnimateAdapter":
         path = Path(path)
-        info = cls.inspect(path)
+        info = info or cls.inspect(path)
         loaded: dict[str, Any] = {}
         if "transformer" in components:
             tcfg = cls._transformer_config(path)

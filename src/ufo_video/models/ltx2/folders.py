@@ -156,14 +156,15 @@ class LTX2Folders:
         return {part: {k: v[0] for k, v in read_header_shapes(find_weight_files(path / part)).items()} for part in DIFFUSERS_PARTS}
 
     @classmethod
-    def load(cls, path: Path, *, dtype: torch.dtype = torch.float32, components: tuple[str, ...] = COMPONENTS) -> Any:
+    def load(cls, path: Path, *, dtype: torch.dtype = torch.float32, components: tuple[str, ...] = COMPONENTS,
+             info: ModelInfo | None = None) -> Any:
         """Strict loading of what is asked; the default (`COMPONENTS`) means every component of the
         model (the pipelines refuse to run without the audio VAE, vocoder or connectors)."""
         import transformers
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         path = Path(path)
-        info = cls.inspect(path)
+        info = info or cls.inspect(path)
         if info.layout == "configs-only":
             raise ModelLoadError(f"{path}: holds configs only (no weights); `model check --meta` reads it, nothing loads it")
         wanted = set(ALL_PARTS) if set(components) == set(COMPONENTS) else set(components)

@@ -184,6 +184,7 @@ class WanFolders:
         *,
         dtype: torch.dtype = torch.float32,
         components: tuple[str, ...] = COMPONENTS,
+        info: ModelInfo | None = None,
     ) -> Any:
         """Strict loading of what is asked. `transformer` / `transformer_2` name the experts (both
         are loaded for inference by the default components); the image encoder comes with the
@@ -191,7 +192,7 @@ class WanFolders:
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
         path = Path(path)
-        info = cls.inspect(path)
+        info = info or cls.inspect(path)
         if info.layout == "configs-only":
             raise ModelLoadError(f"{path}: holds configs only (no weights); `model check --meta` reads it, nothing loads it")
         wanted = set(components)
