@@ -188,11 +188,11 @@ class LTX2Folders:
         for part in DIFFUSERS_PARTS:
             if part in wanted:
                 model_cls, kwargs = cls._config(path, part, index)
+                factory = lambda model_cls=model_cls, kwargs=kwargs: model_cls(**kwargs)
                 rename = None
                 if part == "transformer" and info.layout == "single-file":
-                    rename = single_file.diffusers_names(single_file.single_transformer_file(path / part)).__getitem__
-                loaded[part] = load_strict(lambda model_cls=model_cls, kwargs=kwargs: model_cls(**kwargs), path / part,
-                                           rename=rename, dtype=dtype)  # fmt: skip
+                    rename = single_file.check_names(single_file.single_transformer_file(path / part), factory).__getitem__
+                loaded[part] = load_strict(factory, path / part, rename=rename, dtype=dtype)
         if "text_encoder" in wanted:
             model_cls = getattr(transformers, cls._class_of(path, index, "text_encoder"))
             loaded["text_encoder"] = load_transformers_strict(path / "text_encoder", model_cls, dtype, model_cls.__name__)

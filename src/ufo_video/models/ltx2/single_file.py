@@ -23,11 +23,13 @@ What diffusers 0.42's converter does not cover, and is therefore refused with on
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from torch import nn
+
 from ufo_video.errors import ModelLoadError
-from ufo_video.models.weights import read_header_shapes
+from ufo_video.models.weights import build_on_meta, compare_keys, expected_shapes, read_header_shapes
 
 #: the prefix ComfyUI's LTX-2 checkpoints put before the transformer's original names
 ORIGINAL_PREFIX = "model.diffusion_model."
@@ -90,3 +92,12 @@ def diffusers_names(file: Path) -> dict[str, str]:
             "diffusers folder (Lightricks' LTX-2.3 diffusers repository)"
         )
     return {old: new for new, old in renamed.items()}
+
+
+def check_names(file: Path, factory: Callable[[], nn.Module]) -> dict[str, str]:
+    """`diffusers_names(file)`, checked against the transformer `factory` builds (on the meta
+    device): a missing, unexpected or mis-shaped tensor is a `ModelLoadError` naming the file."""
+    names = diffusers_names(file)
+    shapes = {names[k]: shape for k, (shape, _dtype) in read_header_shapes([file]).items()}
+    compare_keys(expected_shapes(build_on_meta(factory)), shapes, f"{file} (LTX-2's original names, as diffusers converts them)")
+    return names
