@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ufo_video.cli import main
 from ufo_video.errors import UfoError
 from ufo_video.models.ltx2.tiny import MAX_SEQUENCE_LENGTH, make_tiny_ltx2
 
@@ -80,3 +81,20 @@ def test_refuses_non_empty_folder_and_unknown_names(tmp_path):
         make_tiny_ltx2(tmp_path / "y", variant="flf2v")
     with pytest.raises(UfoError, match="version"):
         make_tiny_ltx2(tmp_path / "z", version="2.5")
+
+
+def test_make_tiny_cli_writes_ltx23_with_the_variant_suffix(tmp_path, capsys):
+    """`model make-tiny --family ltx2 --variant i2v-2.3`: an LTX-2.3 folder (gated attention,
+    per-modality connector projections) with the image-to-video pipeline class; an unknown
+    variant is one line, exit 2."""
+    from ufo_video.models.registry import model_shell
+
+    folder = tmp_path / "v23"
+    assert main(["model", "make-tiny", str(folder), "--family", "ltx2", "--variant", "i2v-2.3"]) == 0
+    shell = model_shell(folder)
+    assert shell.info.extra["version"] == "2.3" and shell.info.variant == "i2v"
+    assert shell.info.extra["transformer_config"]["gated_attn"] is True
+    assert model_shell(make_tiny_ltx2(tmp_path / "v20")).info.extra["version"] == "2.0"
+    capsys.readouterr()
+    assert main(["model", "make-tiny", str(tmp_path / "bad"), "--family", "ltx2", "--variant", "t2v-2.5"]) == 2
+    assert "t2v-2.3" in capsys.readouterr().err

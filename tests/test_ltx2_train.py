@@ -43,11 +43,14 @@ def _config(tmp_path: Path, model: Path, data: Path, name: str, mode: str) -> Pa
                         save_state=False, learning_rate=5e-2, train_mode=mode)  # fmt: skip
 
 
-def test_train_t2v_writes_a_lora_diffusers_applies_fully_and_generate_equals_the_pipeline(models, dataset, tmp_path):
+def test_train_t2v_writes_a_lora_diffusers_applies_fully_and_generate_equals_the_pipeline(models, dataset, tmp_path,
+                                                                                          capsys):
+    """Also at a chosen frame rate (`train.fps`): the start summary says it, the LoRA records it."""
     from diffusers import LTX2Pipeline
 
     cfg = _config(tmp_path, models["t2v"], dataset, "t2v", "normal")
-    assert main(["train", str(cfg), FRAMES9, "lora.target_modules=all-linear"]) == 0
+    assert main(["train", str(cfg), FRAMES9, "lora.target_modules=all-linear", "train.fps=30"]) == 0
+    assert "frame rate: 30 fps (train.fps" in capsys.readouterr().out
     steps = losses(tmp_path / "t2v")
     assert [s for s, _ in steps] == [1, 2] and all(math.isfinite(v) for _, v in steps)
     trained = tmp_path / "t2v" / "checkpoint-2.safetensors"
@@ -56,6 +59,7 @@ def test_train_t2v_writes_a_lora_diffusers_applies_fully_and_generate_equals_the
     assert len(keys) // 2 == 2 * 28  # 2 blocks x 28 linears of the all-linear preset
     with safe_open(str(trained), framework="pt") as handle:
         assert any(handle.get_tensor(k).abs().max() > 0 for k in keys if "lora_B" in k)  # it trained
+        assert handle.metadata()["ufo_train_fps"] == "30"
 
     ours = _generate(models["t2v"], tmp_path / "ours", "--lora", f"{trained}:0.8")
     pipe = _reference_pipeline(LTX2Pipeline, models["t2v"])
@@ -84,17 +88,20 @@ def test_cached_training_equals_uncached(models, dataset, tmp_path, mode):
     assert max_diff(lora(tmp_path / "plain" / last), lora(tmp_path / "cached" / last)) == 0.0
 
 
-def test_i2v_training_conditioning_equals_the_pipeline_input(models):
+@pytest.mark.parametrize("fps", [None, 30.0])
+def test_i2v_training_conditioning_equals_the_pipeline_input(models, fps):
     """Capture the transformer's keyword arguments at `LTX2ImageToVideoPipeline`'s first step
     (forward pre-hook; video and audio guidance 1, so no negative batch; 2 steps: one NaNs the terminal shift) and compare them with `training_conditioning` +
     `transformer_inputs` (what `predict` passes) for the same image, at the same timestep: the
     clean first latent frame (CRF-recompressed image encoded alone), the per-token timesteps
     t * (1 - mask), text, sizes, frame rate. Noise aside: the noisy frames are taken from the
-    capture, the audio stream compared by shape and timestep."""
-    from ufo_video.models.ltx2.training import TRAIN_FRAME_RATE
+    capture, the audio stream compared by shape and timestep. At the default 24 fps and at a
+    `train.fps` of 30 (the pipeline then generating at 30), whose audio stream is shorter."""
     from ufo_video.models.registry import load_model
 
     model = load_model(models["i2v"])
+    model.training_fps = model.resolve_training_fps(fps)  # what the trainer's setup does with train.fps
+    assert model.frame_rate() == (fps or 24.0)
     image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     captured: list[dict] = []
     handle = model.transformer.register_forward_pre_hook(
@@ -103,7 +110,7 @@ def test_i2v_training_conditioning_equals_the_pipeline_input(models):
     pipe = model.pipeline("i2v")
     pipe.set_progress_bar_config(disable=True)
     pipe(image=Image.fromarray(image), prompt="a cat", num_frames=9, height=64, width=64, num_inference_steps=2,
-         guidance_scale=1.0, audio_guidance_scale=1.0, frame_rate=TRAIN_FRAME_RATE, generator=torch.Generator("cpu").manual_seed(0),
+         guidance_scale=1.0, audio_guidance_scale=1.0, frame_rate=model.frame_rate(), generator=torch.Generator("cpu").manual_seed(0),
          output_type="latent")  # fmt: skip
     handle.remove()
     seen = captured[0]
@@ -132,6 +139,7 @@ def test_i2v_training_conditioning_equals_the_pipeline_input(models):
     for key in ("num_frames", "height", "width", "fps", "audio_num_frames", "isolate_modalities", "use_cross_timestep"):
         assert seen[key] == ours[key], key
     assert seen["audio_hidden_states"].shape == ours["audio_hidden_states"].shape
+    assert ours["audio_num_frames"] == {None: 9, 30.0: 8}[fps]  # round(9 frames / fps * 25 latents/s)
     assert seen["video_coords"] is not None  # the pipeline precomputes what the transformer derives from these sizes
     coords = model.transformer.rope.prepare_video_coords(1, f, h, w, noisy.device, fps=ours["fps"])
     assert torch.equal(seen["video_coords"], coords)
@@ -153,3 +161,12 @@ def test_i2v_loss_ignores_the_given_first_frame(models):
     pred[:, :, 1:] = 1.0
     assert flow_loss(pred, target, mask).item() == 1.0
     assert flow_loss(pred, target).item() > 1.0  # the default (no mask) is the plain mean, unchanged
+
+
+def test_train_fps_is_refused_for_a_model_without_frame_rate_conditioning(tiny_model, dataset, tmp_path, capsys):
+    """`train.fps` on a family whose model takes no frame rate would change nothing: one line, exit 2."""
+    cfg = _config(tmp_path, tiny_model, dataset, "ea", "normal")
+    assert main(["train", str(cfg), "train.fps=30"]) == 2
+    err = capsys.readouterr().err
+    assert "train.fps=30" in err and "take no frame rate" in err
+    assert not (tmp_path / "ea").exists() or not list((tmp_path / "ea").glob("checkpoint-*"))

@@ -112,6 +112,11 @@ class TrainSection(_Section):
 
     output_dir: str = "output_dir"
     train_mode: Literal["inpaint", "normal"] = "inpaint"
+    fps: float | None = Field(
+        None, gt=0, le=240, description="The frame rate training conditions the model on, for a model that takes "
+        "one (LTX-2: its positions in time and the audio length); unset: the model's own default (LTX-2: 24, what "
+        "its pipelines generate at). A model without frame-rate conditioning refuses it.",
+    )
     weighting_scheme: Literal["uniform", "logit_normal", "shift"] = Field(
         "uniform", description="Noise-level sampling. 'uniform': uniform over the model's own training grid, built "
         "from its scheduler config (EasyAnimate: the 1000-step unshifted grid, as the UFO reference; Wan: that grid "

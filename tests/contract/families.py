@@ -31,7 +31,7 @@ def variants(family: str, *names: str, layout: str = "diffusers") -> tuple[Varia
 FAMILIES: dict[str, tuple[Variant, ...]] = {
     "easyanimate": variants("easyanimate", "inp", "t2v"),
     "wan": variants("wan", "t2v", "i2v", "a14b", "ti2v", "a14b-i2v"),
-    "ltx2": variants("ltx2", "t2v", "i2v"),
+    "ltx2": variants("ltx2", "t2v", "i2v", "t2v-2.3", "i2v-2.3"),
 }
 
 VARIANTS: tuple[Variant, ...] = tuple(v for vs in FAMILIES.values() for v in vs)

@@ -4,7 +4,7 @@ trainer_step: B = `train.loop`'s optimizer step (`batch_loss` from train/step.py
 per-sample generators, random inpaint masks and conditioning, `accelerator.backward`, gradient
 clipping, optimizer and LR-scheduler step, the non-finite checks); A = the same work written
 as a plain PyTorch loop on the same model, LoRA parameters and batch (encode text, encode
-video, encode the masked video, noise, forward, MSE, backward, clip, AdamW). The ratio is the
+video, encode the masked video, noise, forward, the trainer's masked flow loss, backward, clip, AdamW). The ratio is the
 trainer's overhead.
 
 cached_step: A = the uncached loss (`batch_loss`, which runs the text encoder and the VAE) and
@@ -22,7 +22,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from ufo_video.bench.measure import interleave, peak_memory
 from ufo_video.bench.results import CaseResult, Target
@@ -65,10 +64,12 @@ def traineroptimizer_step(run, batch):
 
 
 def bare_step(run, batch):
-    """The same computation without the trainer: plain calls on the same objects."""
+    """The same computation without the trainer: plain calls on the same objects (the loss is the
+    trainer's `objective.flow_loss` with the adapter's `loss_mask`, so both sides compute one loss)."""
     from ufo_video.models.base import cast_floats
+    from ufo_video.train import objective
 
-    model, transformer = run.model, run.transformer
+    model = run.model
     device, dtype, t = run.accelerator.device, run.weight_dtype, run.cfg.train
     optimizer = torch.optim.AdamW(run.params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
                                   weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
@@ -89,7 +90,8 @@ def bare_step(run, batch):
         with autocast():
             pred = model.predict(noisy.to(dtype), (sigma * 1000).to(dtype), cast_floats(text, device, dtype),
                                  {k: v.to(dtype) for k, v in cond.items()})
-        loss = F.mse_loss(pred.float(), (noise - latents).float())
+        # the trainer's loss (objective.flow_loss with the adapter's loss_mask), not a plain MSE
+        loss = objective.flow_loss(pred, objective.flow_target(latents, noise), model.loss_mask(cond, latents))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.params, t.max_grad_norm)
         optimizer.step()
@@ -147,7 +149,7 @@ def _predict_loss(run, latents: torch.Tensor, text, cond: torch.Tensor | None, p
         pred = run.model.predict(noised.noisy.to(dtype), noised.timesteps.to(dtype),
                                  cast_floats(text, noised.noisy.device, dtype),
                                  {} if cond is None else {k: v.to(dtype) for k, v in cond.items()})
-    return objective.flow_loss(pred, noised.target)
+    return objective.flow_loss(pred, noised.target, run.model.loss_mask(cond or {}, latents))
 
 
 def _cached_batch(cfg):

@@ -50,6 +50,9 @@ class ModelAdapter(ABC):
     #: the frame rate the family's pipelines generate at by default and its models condition on,
     #: where the model takes one (`generate` uses it when no fps is given); None: the generic default
     default_fps: ClassVar[int | None] = None
+    #: the frame rate training conditions the model on (`train.fps` through `resolve_training_fps`,
+    #: set by the trainer); None for a model without frame-rate conditioning
+    training_fps: float | None = None
 
     def __init__(self, info: ModelInfo, components: dict[str, Any]):
         self.info = info
@@ -62,9 +65,22 @@ class ModelAdapter(ABC):
         self.text_encoder: nn.Module | None = components.get("text_encoder")
         self.tokenizer: Any = components.get("tokenizer")
         self.scheduler: Any = components.get("scheduler")
+        self.training_fps = self.resolve_training_fps(None)  # the trainer sets train.fps's rate
         self.extra_components: dict[str, Any] = {
             k: v for k, v in components.items() if k not in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
         }
+
+    @classmethod
+    def resolve_training_fps(cls, fps: float | None) -> float | None:
+        """`train.fps` for this family: the given rate, else `default_fps`; None for a model that
+        takes no frame rate, which refuses a given one (it would change nothing)."""
+        from ufo_video.errors import ConfigError
+
+        if cls.default_fps is None:
+            if fps is not None:
+                raise ConfigError(f"train.fps={fps:g}: {cls.display_name} models take no frame rate; remove train.fps")
+            return None
+        return float(fps if fps is not None else cls.default_fps)
 
     def component(self, name: str) -> Any:
         """A loaded component by its folder name (None when not loaded)."""

@@ -14,11 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     tiny = msub.add_parser("make-tiny", help="write a tiny random model of a family (tests, demos, trying commands)")
     tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--family", default="easyanimate", help="easyanimate (default) or wan")
+    tiny.add_argument("--family", default="easyanimate", help="easyanimate (default), wan or ltx2")
     tiny.add_argument("--layout", help="easyanimate: diffusers (default) or original; wan: diffusers (default) or "
                       "single-file (the transformer as one file with Wan's original names, as ComfyUI users have)")
     tiny.add_argument("--variant", help="easyanimate: inp (default), t2v; wan: t2v (default, 2.1), i2v (2.1 with CLIP), "
-                      "ti2v (2.2 5B), a14b (2.2 two experts), a14b-i2v")
+                      "ti2v (2.2 5B), a14b (2.2 two experts), a14b-i2v; ltx2: t2v (default), i2v, t2v-2.3, i2v-2.3 (LTX-2.3)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_make_tiny)
 

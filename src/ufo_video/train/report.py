@@ -76,6 +76,9 @@ def start_summary(run: Any, loader: Any, threads: int) -> list[str]:
                      "trains text-to-video")
     if expert_note(run):
         lines.append(f"  {expert_note(run)}")
+    if run.model.training_fps is not None:
+        lines.append(f"  frame rate: {run.model.training_fps:g} fps (train.fps; the model is conditioned on it: "
+                     "generate at the same rate)")
     lines += _data_lines(loader)
     lines.append(f"  device: {acc.device} ({n} process(es), {threads} CPU thread(s)); weights "
                  f"{cfg.model.weight_dtype}, mixed precision {t.mixed_precision}, LoRA in fp32")

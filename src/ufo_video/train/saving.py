@@ -31,6 +31,7 @@ def lora_metadata(run: TrainRun, step: int) -> dict[str, str]:
         "ufo_clip_mode": run.cfg.data.clip_mode,
         "ufo_train_mode": run.model.applied_train_mode(run.cfg.train.train_mode),
         **expert_metadata(run),
+        **({} if run.model.training_fps is None else {"ufo_train_fps": f"{run.model.training_fps:g}"}),
     }
 
 

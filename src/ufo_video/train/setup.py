@@ -35,6 +35,7 @@ def check_inputs(cfg: UfoConfig) -> "ModelAdapter":
 
     model = model_shell(model_dir)
     model.check_trainable(model_dir)  # a family that cannot train yet says so first
+    model.resolve_training_fps(cfg.train.fps)  # train.fps on a model that takes none: refused
     check_sizes(cfg, model)
     root, meta = Path(cfg.data.train_data_dir), Path(cfg.data.train_data_meta)
     if not root.is_dir():
@@ -248,6 +249,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     shell = model if model is not None else model_shell(cfg.model.pretrained_model_name_or_path)
     components = needed_components(cfg, shell)
     model = load_model(shell, dtype=weight_dtype, components=components)
+    model.training_fps = model.resolve_training_fps(cfg.train.fps)  # the rate its conditioning uses
     per_step = model.cache_step_components(cfg.train.train_mode, start_image_noise=cfg.train.start_image_noise == "model")
     if cfg.data.cache_latents and cfg.train.validation_steps is None and per_step and accelerator.is_main_process:
         print(f"latent cache: also loading the {' and '.join(per_step)}: with train.start_image_noise="

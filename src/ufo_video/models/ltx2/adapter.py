@@ -149,17 +149,19 @@ class LTX2Adapter(LTX2Training, LTX2Folders, ModelAdapter):
     # ---- tiny models -----------------------------------------------------------------------------
     @classmethod
     def tiny_choices(cls) -> dict[str, tuple[str, ...]]:
-        from ufo_video.models.ltx2.tiny import VARIANTS
+        """Variants: the pipeline class (`t2v`, `i2v`), each also as LTX-2.3 (`t2v-2.3`, `i2v-2.3`)."""
+        from ufo_video.models.ltx2.tiny import TINY_VARIANTS
 
-        return {"layout": ("diffusers",), "variant": VARIANTS}
+        return {"layout": ("diffusers",), "variant": TINY_VARIANTS}
 
     @classmethod
     def make_tiny(cls, path: Path, *, layout: str, variant: str, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
-        from ufo_video.models.ltx2.tiny import make_tiny_ltx2
+        from ufo_video.models.ltx2.tiny import make_tiny_ltx2, split_variant
 
         if sizes:
             raise UfoError("tiny LTX-2 models come in one size (models/ltx2/tiny.py); `sizes` is not supported")
-        return make_tiny_ltx2(path, variant=variant, seed=seed)  # type: ignore[arg-type]
+        pipeline_variant, version = split_variant(variant)
+        return make_tiny_ltx2(path, variant=pipeline_variant, seed=seed, version=version)  # type: ignore[arg-type]
 
     # ---- pipelines -------------------------------------------------------------------------------
     def pipeline(self, task: str = "t2v") -> Any:

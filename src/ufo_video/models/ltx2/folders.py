@@ -2,6 +2,9 @@
 (variant, version, base or distilled, size rules), strict loading of all eight components,
 meta-device building and header shapes. The behaviour lives in `adapter.py`; this is its folder side.
 
+Layouts: "diffusers", "single-file" (the transformer as one file with LTX-2's original names, as
+ComfyUI users have it, read through diffusers' converter: single_file.py) and "configs-only".
+
 What a folder is, read from its configs alone (never from its name):
 - variant: the pipeline class in `model_index.json` (`LTX2Pipeline` -> t2v, `LTX2ImageToVideoPipeline`
   -> i2v). LTX-2 has ONE checkpoint for both tasks, so either folder makes both kinds of video;
@@ -23,6 +26,7 @@ from ufo_video.models.base import COMPONENTS
 from ufo_video.models.info import ModelInfo, SizeRules
 from ufo_video.models.components import folder_has_weights, load_transformers_strict
 from ufo_video.models.configs import component_class_is, init_kwargs, read_json, read_model_index
+from ufo_video.models.ltx2 import single_file
 from ufo_video.models.weights import build_on_meta, find_weight_files, load_strict, read_header_shapes
 
 PIPELINE_VARIANTS = {"LTX2Pipeline": "t2v", "LTX2ImageToVideoPipeline": "i2v"}
@@ -64,7 +68,8 @@ class LTX2Folders:
 
     @classmethod
     def describe_folder(cls) -> str:
-        return "model_index.json + transformer/config.json with an LTX2VideoTransformer3DModel config (diffusers' Lightricks/LTX-2 layout)"
+        return ("model_index.json + transformer/config.json with an LTX2VideoTransformer3DModel config (diffusers' "
+                "Lightricks/LTX-2 layout; transformer/ may hold one file with LTX-2's original names instead)")
 
     @classmethod
     def _index(cls, path: Path) -> dict[str, Any]:
@@ -122,7 +127,10 @@ class LTX2Folders:
             "num_layers": int(tcfg.get("num_layers", 48)), "spatial_factor": rules.spatial_factor,
             "temporal_factor": rules.temporal_factor, "transformer_config": tcfg,
         }  # fmt: skip
-        layout = "configs-only" if configs_only else "diffusers"
+        if configs_only:
+            layout = "configs-only"
+        else:
+            layout = "single-file" if single_file.single_transformer_file(path / "transformer") else "diffusers"
         variant = PIPELINE_VARIANTS[index["_class_name"]]
         return ModelInfo(cls.family, path, layout, variant, latent, extra=extra, tasks=("t2v", "i2v"), rules=rules)
 
@@ -153,7 +161,12 @@ class LTX2Folders:
         """The diffusers components' header shapes (their files use the model's own names); the
         text encoder's checkpoint names are checked by transformers when it loads."""
         path = Path(path)
-        return {part: {k: v[0] for k, v in read_header_shapes(find_weight_files(path / part)).items()} for part in DIFFUSERS_PARTS}
+        out = {part: {k: v[0] for k, v in read_header_shapes(find_weight_files(path / part)).items()} for part in DIFFUSERS_PARTS}
+        single = single_file.single_transformer_file(path / "transformer")
+        if single is not None:  # the original names, as diffusers' converter maps them
+            names = single_file.diffusers_names(single)
+            out["transformer"] = {names[k]: shape for k, shape in out["transformer"].items()}
+        return out
 
     @classmethod
     def load(cls, path: Path, *, dtype: torch.dtype = torch.float32, components: tuple[str, ...] = COMPONENTS,
@@ -176,7 +189,11 @@ class LTX2Folders:
         for part in DIFFUSERS_PARTS:
             if part in wanted:
                 model_cls, kwargs = cls._config(path, part, index)
-                loaded[part] = load_strict(lambda model_cls=model_cls, kwargs=kwargs: model_cls(**kwargs), path / part, dtype=dtype)
+                factory = lambda model_cls=model_cls, kwargs=kwargs: model_cls(**kwargs)
+                rename = None
+                if part == "transformer" and info.layout == "single-file":
+                    rename = single_file.check_names(single_file.single_transformer_file(path / part), factory).__getitem__
+                loaded[part] = load_strict(factory, path / part, rename=rename, dtype=dtype)
         if "text_encoder" in wanted:
             model_cls = getattr(transformers, cls._class_of(path, index, "text_encoder"))
             loaded["text_encoder"] = load_transformers_strict(path / "text_encoder", model_cls, dtype, model_cls.__name__)

@@ -34,6 +34,17 @@ from ufo_video.errors import UfoError
 
 VARIANTS: tuple[str, ...] = ("t2v", "i2v")
 VERSIONS: tuple[str, ...] = ("2.0", "2.3")
+#: `model make-tiny --variant` choices: the pipeline class, and `-2.3` for an LTX-2.3 model
+#: (`version="2.3"`); the plain names are LTX-2.0
+TINY_VARIANTS: tuple[str, ...] = (*VARIANTS, *(f"{v}-2.3" for v in VARIANTS))
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """A `make-tiny` variant name -> (pipeline variant, version): "i2v-2.3" -> ("i2v", "2.3")."""
+    if name not in TINY_VARIANTS:
+        raise UfoError(f"unknown tiny LTX-2 variant {name!r}; expected one of {', '.join(TINY_VARIANTS)}")
+    variant, _, version = name.partition("-")
+    return variant, version or "2.0"
 
 TEXT_DIM = 32  # tiny Gemma hidden size (real Gemma-3-12B: 3840)
 TEXT_LAYERS = 2  # tiny Gemma layers (real: 48); connectors take TEXT_LAYERS + 1 stacked states

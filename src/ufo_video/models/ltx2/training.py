@@ -10,9 +10,10 @@ Why each choice (sources in docs/ltx2-notes.md, "Audio when training on silent c
   `audio_timestep` = the video's timestep, no isolation of the modalities (the pipelines never
   generate with it), and no loss on the audio output. ai-toolkit feeds unscaled noise labelled
   with the video's timestep, which at low sigma says "almost clean" about pure noise.
-- The frame rate is fixed at `TRAIN_FRAME_RATE` (24, the pipelines' default and LTX-2's native
-  rate; diffusion-pipe fixes it so too): UFO trains on static clips, whose frame rate means
-  nothing, and the trainer's batches carry none. It sets the RoPE time scale and the audio length.
+- The frame rate is `training_fps` (`train.fps`, set by the trainer; default 24, the pipelines'
+  default and LTX-2's native rate, which diffusion-pipe fixes too): UFO trains on static clips,
+  whose own frame rate means nothing, so the rate is the one the LoRA will be used at. It sets the
+  RoPE time scale and the audio length.
 - Image-to-video (`train_mode = "inpaint"`): every sample's first latent frame is the clean
   latent of its first pixel frame encoded ALONE after the H.264 re-compression the pipeline
   applies (`image_crf`, 33 for Gemma 3 models: diffusers says it "matches training compression"),
@@ -31,8 +32,6 @@ from ufo_video.errors import UfoError
 from ufo_video.models.base import Conditioning
 from ufo_video.models.configs import read_json
 
-#: the frame rate training conditions the transformer on (see the module docstring)
-TRAIN_FRAME_RATE = 24.0  # = LTX2Adapter.default_fps: training and generation condition alike
 #: the pipelines' `use_cross_timestep` default (`LTX2Pipeline.__call__`)
 USE_CROSS_TIMESTEP = True
 
@@ -91,9 +90,13 @@ class LTX2Training:
         return self.vae.decode(z, temb, return_dict=False)[0].clamp(-1, 1)
 
     # ---- the audio stream ------------------------------------------------------------------------
+    def frame_rate(self) -> float:
+        """The rate training conditions on (`ModelAdapter.training_fps`: `train.fps`, else 24)."""
+        return float(self.training_fps if self.training_fps is not None else self.default_fps)
+
     def audio_shape(self, frames: int) -> tuple[int, int]:
         """(audio latent frames, audio token width) for a clip of `frames` pixel frames at
-        `TRAIN_FRAME_RATE`: the pipelines' `round(frames / frame_rate * sample_rate / hop / 4)` and
+        `frame_rate()`: the pipelines' `round(frames / frame_rate * sample_rate / hop / 4)` and
         latent channels x mel bins / 4 (the audio VAE's constant compressions), from its config."""
         from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import LATENT_DOWNSAMPLE_FACTOR
 
@@ -101,7 +104,7 @@ class LTX2Training:
         if cfg is None:
             cfg = self.__dict__["_audio_cfg"] = read_json(self.info.path / "audio_vae" / "config.json")
         per_second = float(cfg.get("sample_rate", 16000)) / float(cfg.get("mel_hop_length", 160)) / LATENT_DOWNSAMPLE_FACTOR
-        length = round(frames / TRAIN_FRAME_RATE * per_second)
+        length = round(frames / self.frame_rate() * per_second)
         width = int(cfg.get("latent_channels", 8)) * (int(cfg.get("mel_bins", 64)) // LATENT_DOWNSAMPLE_FACTOR)
         return length, width
 
@@ -241,7 +244,7 @@ class LTX2Training:
             encoder_hidden_states=text["encoder_hidden_states"], audio_encoder_hidden_states=text["audio_encoder_hidden_states"],
             timestep=video_t, audio_timestep=t, sigma=t,
             encoder_attention_mask=text["encoder_attention_mask"], audio_encoder_attention_mask=text["encoder_attention_mask"],
-            num_frames=f, height=h, width=w, fps=TRAIN_FRAME_RATE, audio_num_frames=audio.shape[1],
+            num_frames=f, height=h, width=w, fps=self.frame_rate(), audio_num_frames=audio.shape[1],
             isolate_modalities=False, use_cross_timestep=USE_CROSS_TIMESTEP, return_dict=False,
         )  # fmt: skip
 
