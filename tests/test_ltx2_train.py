@@ -23,6 +23,8 @@ from test_train_helpers import losses, lora, make_dataset, max_diff, write_confi
 from ufo_video.cli import main
 
 FRAMES9 = "data.video_sample_n_frames=9"  # LTX-2 takes 8k+1 frames; 9 gives two latent frames
+# the tiny VAE cannot decode one latent pixel (32 px / 32): validation clips need 64
+SIZE64 = [f"data.{k}_sample_size=64" for k in ("image", "video", "token")]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,20 @@ def _config(tmp_path: Path, model: Path, data: Path, name: str, mode: str) -> Pa
 
 def test_train_t2v_writes_a_lora_diffusers_applies_fully_and_generate_equals_the_pipeline(models, dataset, tmp_path,
                                                                                           capsys):
-    """Also at a chosen frame rate (`train.fps`): the start summary says it, the LoRA records it."""
+    """Also at a chosen frame rate (`train.fps`): the start summary says it, the LoRA records it, the
+    validation clips are made (the pipeline told, the file written) at it."""
     from diffusers import LTX2Pipeline
 
     cfg = _config(tmp_path, models["t2v"], dataset, "t2v", "normal")
-    assert main(["train", str(cfg), FRAMES9, "lora.target_modules=all-linear", "train.fps=30"]) == 0
+    assert main(["train", str(cfg), FRAMES9, "lora.target_modules=all-linear", "train.fps=30",
+                 "train.validation_steps=2", 'train.validation_prompts=["a red ball"]', "train.validation_weights=[1.0]",
+                 "infer.num_inference_steps=2", *SIZE64]) == 0
     assert "frame rate: 30 fps (train.fps" in capsys.readouterr().out
+    import av
+
+    (clip,) = (tmp_path / "t2v" / "samples").glob("*.mp4")
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].average_rate == 30
     steps = losses(tmp_path / "t2v")
     assert [s for s, _ in steps] == [1, 2] and all(math.isfinite(v) for _, v in steps)
     trained = tmp_path / "t2v" / "checkpoint-2.safetensors"

@@ -50,6 +50,21 @@ def check_validation(run: TrainRun) -> None:
             "`ufo-video sweep` after both experts' runs"
         )
     validation_task(run.cfg, run.model)
+    validation_defaults(run, "t2v" if "t2v" in run.model.tasks else "i2v")  # e.g. a step count a distilled model refuses
+
+
+def validation_fps(run: TrainRun) -> float:
+    """The clips' frame rate: the one the model trains at where it conditions on one (`train.fps`,
+    LTX-2), else `infer.fps`; the rate written into the file and the rate the pipeline is told."""
+    return getattr(run.model, "training_fps", None) or run.cfg.infer.fps
+
+
+def validation_defaults(run: TrainRun, task: str) -> dict:
+    """The family's per-call pipeline arguments (`ModelAdapter.pipeline_defaults`), as `generate`
+    passes them, so a validation clip is made as the same settings would make it with `generate`."""
+    i = run.cfg.infer
+    return run.model.pipeline_defaults(task, steps=i.num_inference_steps, guidance_scale=i.guidance_scale,
+                                       fps=validation_fps(run))
 
 
 def validation_due(run: TrainRun, step: int) -> bool:
@@ -91,6 +106,7 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
         grads = {n: p.requires_grad for n, p in run.transformer.named_parameters()}
         run.transformer.eval()
         task, task_inputs = validation_task(cfg, model)
+        task_inputs = {**validation_defaults(run, task), **task_inputs}
         pipe = model.pipeline(task)
         pipe.set_progress_bar_config(disable=True)
         low_vram = cfg.train.low_vram
@@ -113,7 +129,7 @@ def run_validation(run: TrainRun, step: int) -> list[Path]:
                         )
                     if keep:
                         path = run.output_dir / "samples" / f"step-{step:06d}-prompt{i}-w{weight:g}.mp4"
-                        written.append(write_video(result.frames[0], path, fps=cfg.infer.fps))
+                        written.append(write_video(result.frames[0], path, fps=validation_fps(run)))
         finally:
             set_lora_weights(model, {ADAPTER_NAME: 1.0})
             for n, p in run.transformer.named_parameters():  # adapter switching must not change what trains
