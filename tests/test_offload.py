@@ -75,8 +75,17 @@ def test_swap_schedule_forward_backward_and_inference():
     assert all(not swap.moves(p) for n, p in model.named_parameters() if "lora_" in n)
     assert all(swap.moves(p) for n, p in model.blocks[3].named_parameters() if "lora_" not in n)
     assert not any(swap.moves(p) for p in model.blocks[0].parameters())
+    seen = []  # during each run, where the block's weights point: its ring slot's buffer
+
+    def where(i, module, args):
+        storage = module.base_layer.weight.untyped_storage().data_ptr()
+        seen.append((i, [b.data_ptr() for b in swap.ring.buffers].index(storage)))
+
+    for i in swap.swapped:
+        model.blocks[i].proj.register_forward_pre_hook(lambda m, a, i=i: where(i, m, a))
     x = torch.randn(2, 8)
     grads_after_step(model, x)
+    assert seen == [(1, 0), (2, 1), (3, 0), (4, 1), (4, 1), (3, 0), (2, 1), (1, 0)]
     assert trace == [
         # forward: each block copied one block ahead into the other slot
         ("copy", 1, 0), ("copy", 2, 1), ("run", 1, 0, (1, 2)),
