@@ -56,6 +56,35 @@ def test_generate_swaps_both_experts_of_a_two_expert_model(wan_a14b, tmp_path, c
     assert swapped == plain
 
 
+def test_generate_swaps_ltx2_blocks(tmp_path, capsys):
+    from ufo_video.models.ltx2.tiny import make_tiny_ltx2
+
+    model = make_tiny_ltx2(tmp_path / "ltx2")
+    size = ["--sample-size", "64", "64", "--video-length", "9", "--guidance-scale", "3"]
+    plain = _frames(model, tmp_path / "plain", *size)
+    swapped = _frames(model, tmp_path / "swap", *size, "--blocks-to-swap", "2")
+    assert "block swap: 2 of 2 transformer blocks" in capsys.readouterr().out
+    assert swapped == plain
+
+
+def test_other_lora_files_on_a_loaded_model_with_block_swap(tiny_model, ufo_lora, tmp_path):
+    """The web app swaps LoRA files on the loaded model (`replace_loras`): the new LoRA layers of
+    swapped blocks join the device like the rest; the frames equal a fresh load with that LoRA."""
+    from ufo_video.infer.engine import VideoGenerator
+    from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
+
+    base = GenerationSettings(str(tiny_model), (32, 32), 5, 8, 2, 6.0, "model_full_load", "fp32", blocks_to_swap=2)
+    request = VideoRequest("a red kite", seed=3)
+    gen = VideoGenerator(base, log=lambda _: None)
+    gen.generate(request)
+    gen.replace_loras((LoraSpec(str(ufo_lora), 1.0),))
+    swapped = gen.generate(request)
+    fresh = VideoGenerator(GenerationSettings(str(tiny_model), (32, 32), 5, 8, 2, 6.0, "model_full_load", "fp32",
+                                              loras=(LoraSpec(str(ufo_lora), 1.0),)), log=lambda _: None)  # fmt: skip
+    assert (swapped == fresh.generate(request)).all()
+    assert not (swapped == VideoGenerator(base, log=lambda _: None).generate(request)).all()  # the LoRA acts
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--blocks-to-swap", "3"], "--blocks-to-swap 3 (infer.blocks_to_swap) but the transformer has 2 blocks; give at most 2"),
     (["--blocks-to-swap", "1", "--memory-mode", "group_offload"], "with GPU_memory_mode=group_offload: both move"),
