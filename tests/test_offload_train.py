@@ -25,15 +25,22 @@ def wan_a14b(tmp_path_factory) -> Path:
     return make_tiny_wan(tmp_path_factory.mktemp("wan") / "a14b", "a14b")
 
 
+@pytest.fixture(scope="module")
+def ltx2(tmp_path_factory) -> Path:
+    from ufo_video.models.ltx2.tiny import make_tiny_ltx2
+
+    return make_tiny_ltx2(tmp_path_factory.mktemp("ltx2") / "t2v")
+
+
 def _model(request, family: str) -> tuple[Path, list[str]]:
     """The tiny model and its overrides (a Wan 2.2 A14B run trains its low-noise expert)."""
     if family == "easyanimate":
         return request.getfixturevalue("tiny_model"), []
-    folder = request.getfixturevalue("wan_a14b")
+    folder = request.getfixturevalue("wan_a14b" if family == "wan-a14b" else family)
     side, frames = geometry(folder)
     sizes = [f"{k}={side}" for k in ("image_sample_size", "video_sample_size", "token_sample_size")]
-    return folder, [*sizes, f"video_sample_n_frames={frames}", f"train.train_mode={train_mode(folder)}",
-                    "train.expert=transformer_2"]
+    expert = ["train.expert=transformer_2"] if family == "wan-a14b" else []
+    return folder, [*sizes, f"video_sample_n_frames={frames}", f"train.train_mode={train_mode(folder)}", *expert]
 
 
 def _train(model: Path, dataset: Path, out: Path, *overrides: str, **train) -> int:
@@ -43,7 +50,7 @@ def _train(model: Path, dataset: Path, out: Path, *overrides: str, **train) -> i
     return main(["train", str(cfg), *overrides])
 
 
-@pytest.mark.parametrize("family", ["easyanimate", "wan-a14b"])
+@pytest.mark.parametrize("family", ["easyanimate", "wan-a14b", "ltx2"])
 def test_swap_and_activation_offload_train_bit_for_bit_like_the_plain_run(request, family, dataset, tmp_path, capsys):
     model, extra = _model(request, family)
     runs = {"plain": [], "swap": ["train.blocks_to_swap=2"], "offload": ["train.activation_offload=true"],
