@@ -33,6 +33,14 @@ def wan_a14b(tmp_path_factory) -> Path:
     return make_tiny_wan(tmp_path_factory.mktemp("wan") / "a14b", "a14b")
 
 
+def swapped_kib(printed: str) -> float:
+    """The host memory the printed block-swap line reports (the weights really moved: not 0)."""
+    import re
+
+    number, unit = re.search(r"block swap: .* memory \(([\d.]+) (KiB|MiB|GiB)\)", printed).groups()
+    return float(number) * {"KiB": 1, "MiB": 2**10, "GiB": 2**20}[unit]
+
+
 def _frames(model: Path, out: Path, *extra: str) -> str:
     assert main(["generate", "--model", str(model), "--prompt", "a red kite", *TINY, "--out", str(out), *extra]) == 0
     return json.loads(out.with_suffix(".json").read_text())["frames_sha256"]
@@ -44,7 +52,8 @@ def test_generate_with_blocks_to_swap_equals_without(tiny_model, ufo_lora, tmp_p
     plain = _frames(tiny_model, tmp_path / "plain", *lora)
     assert "block swap" not in capsys.readouterr().out
     swapped = _frames(tiny_model, tmp_path / "swap", *lora, "--blocks-to-swap", "2")
-    assert "block swap: 2 of 2 transformer blocks in cpu memory" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "block swap: 2 of 2 transformer blocks in cpu memory" in printed and swapped_kib(printed) > 0
     assert swapped == plain
     assert json.loads((tmp_path / "swap.json").read_text())["settings"]["blocks_to_swap"] == 2
 
@@ -52,7 +61,8 @@ def test_generate_with_blocks_to_swap_equals_without(tiny_model, ufo_lora, tmp_p
 def test_generate_swaps_both_experts_of_a_two_expert_model(wan_a14b, tmp_path, capsys):
     plain = _frames(wan_a14b, tmp_path / "plain")
     swapped = _frames(wan_a14b, tmp_path / "swap", "--blocks-to-swap", "1")
-    assert "block swap: 1 of 2 transformer blocks in each of 2 denoisers" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "block swap: 1 of 2 transformer blocks in each of 2 denoisers" in printed and swapped_kib(printed) > 0
     assert swapped == plain
 
 
@@ -63,7 +73,8 @@ def test_generate_swaps_ltx2_blocks(tmp_path, capsys):
     size = ["--sample-size", "64", "64", "--video-length", "9", "--guidance-scale", "3"]
     plain = _frames(model, tmp_path / "plain", *size)
     swapped = _frames(model, tmp_path / "swap", *size, "--blocks-to-swap", "2")
-    assert "block swap: 2 of 2 transformer blocks" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "block swap: 2 of 2 transformer blocks" in printed and swapped_kib(printed) > 0
     assert swapped == plain
 
 
@@ -75,7 +86,9 @@ def test_other_lora_files_on_a_loaded_model_with_block_swap(tiny_model, ufo_lora
 
     base = GenerationSettings(str(tiny_model), (32, 32), 5, 8, 2, 6.0, "model_full_load", "fp32", blocks_to_swap=2)
     request = VideoRequest("a red kite", seed=3)
-    gen = VideoGenerator(base, log=lambda _: None)
+    said: list[str] = []
+    gen = VideoGenerator(base, log=said.append)
+    assert swapped_kib("\n".join(said)) > 0
     gen.generate(request)
     gen.replace_loras((LoraSpec(str(ufo_lora), 1.0),))
     swapped = gen.generate(request)

@@ -110,6 +110,8 @@ class VideoGenerator:
                            "transformer's weights; use it with model_cpu_offload, model_cpu_offload_and_qfloat8 or "
                            "model_full_load")
         denoisers = self._denoisers()
+        for d in denoisers:
+            d.requires_grad_(False)  # generation trains nothing: every base weight is frozen (LoRA layers stay put by name)
         lists = [self.model.swap_blocks(d) for d in denoisers]  # a family without the hook says so
         n = min(len(blocks) for blocks in lists)
         if count > n:

@@ -175,6 +175,8 @@ class BlockSwap:
         pin = self.device.type == "cuda" and self.host.type == "cpu"
         for i in self.swapped:
             self._packed[i] = self._pack(blocks[i], pin)
+        if not self._moved:
+            raise ValueError("the swapped blocks hold no frozen parameter (freeze the base weights first)")
         self.ring.reserve(max(p.nbytes for p in self._packed.values()))
         for i in self.swapped:
             self._handles.append(blocks[i].register_forward_pre_hook(partial(self._before, i)))
@@ -346,12 +348,18 @@ def ignore_in_ddp(root: nn.Module, swaps: list[BlockSwap]) -> list[str]:
     return names
 
 
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.2f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
+
+
 def describe(swaps: list[BlockSwap], total_blocks: int) -> str:
     """One line: what is swapped and what it costs where."""
     s = swaps[0]
-    host = sum(w.host_bytes for w in swaps) / 2**20
     pinned = "pinned " if s.device.type == "cuda" and s.host.type == "cpu" else ""
     each = f" in each of {len(swaps)} denoisers" if len(swaps) > 1 else ""
     return (f"block swap: {len(s.swapped)} of {total_blocks} transformer blocks{each} in {pinned}{s.host.type} memory "
-            f"({host:.1f} MiB), copied into {s.ring.slots} {s.device.type} buffers of {s.ring.nbytes / 2**20:.1f} MiB "
-            "just before each runs")
+            f"({_size(sum(w.host_bytes for w in swaps))}), copied into {s.ring.slots} {s.device.type} buffers of "
+            f"{_size(s.ring.nbytes)} just before each runs")
