@@ -65,6 +65,7 @@ def test_swap_and_activation_offload_train_bit_for_bit_like_the_plain_run(reques
         assert ("block swap: " in printed) == (swapped is not None)
         if swapped:
             assert f"block swap: {swapped[-1]} of 2 transformer blocks" in printed and swapped_kib(printed) > 0
+        assert ("activation offload: " in printed) == ("train.activation_offload=true" in overrides)
     reference = losses(outs["plain"])
     assert len(reference) == 2
     for name in ("swap", "offload", "both"):

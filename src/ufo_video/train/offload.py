@@ -29,13 +29,16 @@ def check_offload_settings(cfg: UfoConfig, *, fsdp: bool, deepspeed: bool) -> No
                           "live; use one of them (block swap works with one GPU or DDP)")
 
 
-def checkpointing_func(cfg: UfoConfig):
+def checkpointing_func(cfg: UfoConfig, is_main: bool):
     """What `enable_gradient_checkpointing` gets: None (diffusers' default) or the one that keeps
     the checkpointed inputs in host memory."""
     if not cfg.train.activation_offload:
         return None
     from ufo_video.offload.activations import host_input_checkpointing
 
+    if is_main:
+        print("activation offload: each checkpointed block's inputs wait in "
+              f"{'pinned ' if torch.cuda.is_available() else ''}host memory until backward recomputes it")
     return host_input_checkpointing()
 
 

@@ -264,7 +264,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     for p in params:
         p.data = p.data.float()  # trainable weights in fp32 whatever the base dtype
     if cfg.train.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing(checkpointing_func(cfg))
+        transformer.enable_gradient_checkpointing(checkpointing_func(cfg, accelerator.is_main_process))
     transformer.train()
 
     device = accelerator.device
