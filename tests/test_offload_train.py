@@ -137,3 +137,17 @@ def test_two_process_ddp_with_block_swap_equals_ddp_without(tiny_model, dataset,
     assert losses(outs["plain"]) == losses(outs["swap"])
     a, b = lora(outs["plain"] / "checkpoint-2.safetensors"), lora(outs["swap"] / "checkpoint-2.safetensors")
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_swap_over_fp8_stored_weights_trains_like_fp8_alone(tiny_model, dataset, tmp_path, capsys):
+    """fp8 storage first, then the swap packs the fp8 weights (half the bytes) and each layer is cast
+    for compute inside its block's run, as without the swap."""
+    fp8 = ["train.fp8_base=true", "model.weight_dtype=bf16", "train.mixed_precision=bf16"]
+    plain, swap = tmp_path / "plain", tmp_path / "swap"
+    assert _train(tiny_model, dataset, plain, *fp8, max_train_steps=1, checkpointing_steps=1) == 0
+    capsys.readouterr()
+    assert _train(tiny_model, dataset, swap, *fp8, "train.blocks_to_swap=2", max_train_steps=1, checkpointing_steps=1) == 0
+    assert swapped_kib(capsys.readouterr().out) > 0
+    assert losses(plain) == losses(swap)
+    a, b = lora(plain / "checkpoint-1.safetensors"), lora(swap / "checkpoint-1.safetensors")
+    assert all(a[k].equal(b[k]) for k in a)
