@@ -26,8 +26,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from ufo_video.ui.inputs import MAX_LORAS  # noqa: E402
 
-# model, height, width, frames, fps, steps, guidance, dtype, memory mode, step cache
-SETTINGS = [str(TINY_BASE), 64, 64, 9, 8, 2, 6.0, "fp32", "model_full_load", "none"]
+# model, height, width, frames, fps, steps, guidance, dtype, memory mode, step cache, blocks to swap
+SETTINGS = [str(TINY_BASE), 64, 64, 9, 8, 2, 6.0, "fp32", "model_full_load", "none", 0]
 
 
 def free_port() -> int:

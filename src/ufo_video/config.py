@@ -184,6 +184,15 @@ class TrainSection(_Section):
     gradient_checkpointing: bool = True
     low_vram: bool = False
     fp8_base: bool = Field(False, description="Store frozen base weights in fp8 (compute in bf16).")
+    blocks_to_swap: int | Literal["auto"] = Field(
+        0, description="Keep the frozen weights of this many transformer blocks (the last ones) in pinned host memory "
+        "and copy each to the GPU just before it runs, overlapped with the previous block (needs "
+        "gradient_checkpointing); the LoRA and optimizer stay on the GPU. 'auto': the memory planner picks. docs/memory.md",
+    )
+    activation_offload: bool = Field(
+        False, description="Keep the block inputs gradient checkpointing saves in pinned host memory until backward "
+        "recomputes the block (needs gradient_checkpointing). docs/memory.md",
+    )
     nan_policy: Literal["stop", "skip"] = "stop"
     max_nan_skips: int = Field(10, ge=0)
     validation_steps: int | None = Field(None, ge=1)
@@ -195,6 +204,14 @@ class TrainSection(_Section):
         1800, ge=60, description="Timeout of every collective between processes (saving, validation split across "
         "ranks, the loss all-reduce): a process that waits longer fails with the name of the collective."
     )
+
+    @field_validator("blocks_to_swap", mode="before")
+    @classmethod
+    def _swap_count(cls, v: Any) -> Any:
+        # one line instead of one per member of the union
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError("must be a whole number of blocks >= 0, or 'auto'")
 
 
 class LoraEntry(_Section):
@@ -221,6 +238,10 @@ class InferSection(_Section):
         default_factory=list, description="Several LoRAs: [{path = '...', weight = 0.15}, ...] (besides lora_path)."
     )
     fuse_lora: bool = False
+    blocks_to_swap: int = Field(
+        0, ge=0, description="Keep this many transformer blocks in host memory, copied to the GPU just before each "
+        "runs (docs/memory.md); 0: none.",
+    )
     cache: Literal["none", "first-block"] = Field("none", description="Inference step cache (TeaCache counterpart).")
     cache_threshold: float = Field(0.08, gt=0)
     output_format: Literal["mp4", "gif", "png"] = "mp4"
@@ -266,7 +287,8 @@ class UfoConfig(_Section):
 
 
 # How a run is started or placed, not what it trains: excluded from fingerprints and resume warnings.
-RUN_CONTROL_KEYS = frozenset({"train.resume_from_checkpoint", "train.overwrite_output_dir", "model.threads"})
+RUN_CONTROL_KEYS = frozenset({"train.resume_from_checkpoint", "train.overwrite_output_dir", "model.threads",
+                              "train.blocks_to_swap", "train.activation_offload"})  # the same numbers either way
 
 
 SECTIONS: dict[str, type[_Section]] = {

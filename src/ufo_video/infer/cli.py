@@ -20,10 +20,10 @@ FLAG_KEYS = {
     "model": "model", "prompt": "prompt", "negative_prompt": "negative_prompt", "image": "validation_image_start",
     "end_image": "validation_image_end", "video_length": "video_length", "sample_size": "sample_size",
     "fps": "fps", "steps": "num_inference_steps", "guidance_scale": "guidance_scale", "seed": "seed",
-    "memory_mode": "GPU_memory_mode", "dtype": "weight_dtype", "device": "device",
+    "memory_mode": "GPU_memory_mode", "dtype": "weight_dtype", "device": "device", "blocks_to_swap": "blocks_to_swap",
 }  # fmt: skip
 # what --from-sidecar may still change: where the files are and how the model is placed
-SIDECAR_FLAGS = {"model", "memory_mode", "device"}
+SIDECAR_FLAGS = {"model", "memory_mode", "device", "blocks_to_swap"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="default 43")
     p.add_argument("--memory-mode", help="GPU_memory_mode: model_full_load, model_cpu_offload, "
                    "model_cpu_offload_and_qfloat8, sequential_cpu_offload, group_offload")  # fmt: skip
+    p.add_argument("--blocks-to-swap", type=int, metavar="N",
+                   help="keep N transformer blocks in host memory, each copied to the GPU just before it runs "
+                   "(infer.blocks_to_swap; docs/memory.md)")  # fmt: skip
     p.add_argument("--dtype", help="weight dtype: bf16 (default), fp16, fp32")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--format", help="mp4 (default, H.264), gif, or png (a folder of frames)")
@@ -155,11 +158,12 @@ def _from_sidecar(args: argparse.Namespace) -> int:
     if changing:
         raise UfoError(
             f"--from-sidecar makes the saved video again; {', '.join(changing)} would change it. "
-            "Allowed with it: --out, --format, --model (a moved model folder), --memory-mode, --device"
+            "Allowed with it: --out, --format, --model (a moved model folder), --memory-mode, --device, --blocks-to-swap"
         )
     data = read_sidecar(args.from_sidecar)
     settings = settings_from_dict(data["settings"])
-    for flag, field in (("model", "model"), ("memory_mode", "memory_mode"), ("device", "device")):
+    for flag, field in (("model", "model"), ("memory_mode", "memory_mode"), ("device", "device"),
+                        ("blocks_to_swap", "blocks_to_swap")):
         if getattr(args, flag) is not None:
             settings = replace(settings, **{field: getattr(args, flag)})
     check_memory_mode(settings.memory_mode)

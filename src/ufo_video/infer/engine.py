@@ -84,12 +84,50 @@ class VideoGenerator:
             self._lora_layers_to_compute_dtype()
         # fused LoRAs are unfused before fp8 storage (they run on top of the fp8 base; see models.memory)
         self._memory = (partial(apply_memory_mode, before_fp8=unfuse_before_low_precision_storage), settings.memory_mode)
+        self._swaps = self._install_block_swap(settings.blocks_to_swap) if settings.blocks_to_swap else []
         self.pipeline(self.model.tasks[0])  # applies the memory mode now, so its notice comes first
         self.cache = None
         if settings.cache == "first-block":
             from ufo_video.infer.cache import StepCache
 
             self.cache = StepCache(self.model, settings.cache_threshold)
+
+    def _denoisers(self) -> list[torch.nn.Module]:
+        return [self.model.expert_module(e.component) for e in self.model.experts()]
+
+    def _install_block_swap(self, count: int) -> list:
+        """Keep the last `count` blocks of every denoiser in host memory (`ufo_video.offload.block_swap`),
+        after the LoRAs (loaded or fused) and fp8 storage, before the memory mode places the pipeline:
+        its `.to(device)` and offload hooks then move everything but the swapped weights. The experts
+        of a two-expert model share one ring of device buffers (they run one at a time), and under
+        model_cpu_offload the inactive expert leaves the device as a whole. Not diffusers' group
+        offloading: it has no "N of the blocks" (GPU_memory_mode=group_offload offloads them all)."""
+        from ufo_video.offload import block_swap
+
+        mode = self.settings.memory_mode
+        if mode in ("sequential_cpu_offload", "group_offload"):
+            raise UfoError(f"--blocks-to-swap (infer.blocks_to_swap) with GPU_memory_mode={mode}: both move the "
+                           "transformer's weights; use it with model_cpu_offload, model_cpu_offload_and_qfloat8 or "
+                           "model_full_load")
+        denoisers = self._denoisers()
+        for d in denoisers:
+            d.requires_grad_(False)  # generation trains nothing: every base weight is frozen (LoRA layers stay put by name)
+        lists = [self.model.swap_blocks(d) for d in denoisers]  # a family without the hook says so
+        n = min(len(blocks) for blocks in lists)
+        if count > n:
+            raise UfoError(f"--blocks-to-swap {count} (infer.blocks_to_swap) but the transformer has {n} blocks; "
+                           f"give at most {n}")
+        if mode == "model_cpu_offload_and_qfloat8":  # the packed host copies hold the fp8 weights
+            from ufo_video.lora.apply import unfuse_before_low_precision_storage
+            from ufo_video.models.memory import enable_fp8_storage
+
+            unfused = [enable_fp8_storage(d, self.dtype, unfuse_before_low_precision_storage) for d in denoisers]
+            if any(unfused):
+                self.log(f"GPU_memory_mode={mode}: the fused LoRAs run unfused on top of the fp8 weights instead "
+                         "(fusing into fp8 would round a small LoRA weight away); --fuse has no effect in this mode")
+        swaps = block_swap.install(lists, count, device=self.device, host="cpu")
+        self.log(block_swap.describe(swaps, n))
+        return swaps
 
     def _lora_layers_to_compute_dtype(self) -> None:
         """fp8 storage (diffusers layerwise casting) turns off PEFT's cast of a layer's input to
@@ -101,7 +139,7 @@ class VideoGenerator:
                 param.data = param.data.to(self.dtype)
 
     # what may change between videos without a reload
-    RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse")
+    RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse", "blocks_to_swap")
 
     def update_settings(self, settings: GenerationSettings) -> None:
         """New per-video settings (size, frames, steps, guidance, fps, LoRA weights) for the loaded
@@ -130,6 +168,9 @@ class VideoGenerator:
         remove_loras(self.model)
         self.adapter_names = []
         self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight) for spec in specs]))
+        if self._swaps:  # PEFT put the new LoRA layers of swapped blocks next to their base weights, on the host
+            for denoiser in self._denoisers():
+                denoiser.to(self.device)  # moves all but the swapped weights
         self.settings = replace(self.settings, loras=tuple(specs))
 
     def set_lora_weights(self, weights: list[float]) -> None:

@@ -69,6 +69,7 @@ class GenerationSettings:
     fuse: bool = False
     cache: str = "none"
     cache_threshold: float = DEFAULT_CACHE_THRESHOLD
+    blocks_to_swap: int = 0  # transformer blocks kept in host memory (placement only: the frames are the same)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -236,6 +237,7 @@ def settings_from_config(
         fuse=fuse,
         cache=cache,
         cache_threshold=float(cache_threshold),
+        blocks_to_swap=inf.blocks_to_swap,
     )
 
 

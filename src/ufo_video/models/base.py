@@ -464,6 +464,15 @@ class ModelAdapter(ABC):
         """What to pass as `negative_prompt` for "none given" (a family may need "" instead of None)."""
         return negative_prompt
 
+    def swap_blocks(self, transformer: nn.Module) -> nn.ModuleList:
+        """The ModuleList of `transformer`'s (one denoiser's) blocks, run in order, that block swap
+        (`train.blocks_to_swap`, `generate --blocks-to-swap`) may keep in host memory. Default: this
+        family does not support block swap."""
+        from ufo_video.errors import UfoError
+
+        raise UfoError(f"{self.display_name} does not support block swap (train.blocks_to_swap / --blocks-to-swap); "
+                       "set it to 0")
+
     def step_cache_blocks(self) -> Any:
         """Register the transformer block class with diffusers' cache hooks when diffusers lacks it
         (First Block Cache finds blocks through its registry). Default: nothing to register."""

@@ -234,12 +234,14 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     from ufo_video.models.registry import load_model, model_shell
 
     from ufo_video.train.fsdp import configure_fsdp, uses_fsdp
+    from ufo_video.train.offload import check_offload_settings, checkpointing_func, install_block_swap
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(cfg, accelerator)
     fsdp = uses_fsdp(accelerator)
     if fsdp:
         configure_fsdp(cfg, accelerator)
+    check_offload_settings(cfg, fsdp=fsdp, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     output_dir = Path(cfg.train.output_dir)
     weight_dtype = DTYPES[cfg.model.weight_dtype]
     if cfg.train.mixed_precision == "fp16" and weight_dtype == torch.bfloat16:
@@ -271,10 +273,12 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     for p in params:
         p.data = p.data.float()  # trainable weights in fp32 whatever the base dtype
     if cfg.train.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+        transformer.enable_gradient_checkpointing(checkpointing_func(cfg, accelerator.is_main_process))
     transformer.train()
 
     device = accelerator.device
+    # after the LoRA and fp8 storage, before anything moves the transformer: swapped weights stay on the host
+    swaps = install_block_swap(cfg, model, transformer, device, accelerator.is_main_process)
     if not fsdp:  # FSDP: `prepare` moves each process's shard to the GPU, never the whole model
         transformer.to(device)
     if not (cfg.train.low_vram and device.type != "cpu"):
@@ -290,7 +294,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     run = TrainRun(
         cfg=cfg, accelerator=accelerator, model=model, transformer=transformer, trained=transformer,
         optimizer=optimizer, lr_scheduler=lr_scheduler, params=params, summary=summary,
-        output_dir=output_dir, weight_dtype=weight_dtype, extra={"total_steps": steps, "expert": expert},
+        output_dir=output_dir, weight_dtype=weight_dtype, extra={"total_steps": steps, "expert": expert, "block_swap": swaps},
     )  # fmt: skip
     if uses_ddp(accelerator) and probe_batch is not None:
         unused = unused_trainable(run, probe_batch)

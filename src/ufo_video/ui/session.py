@@ -28,7 +28,8 @@ StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
 
 def load_key(s: GenerationSettings) -> tuple:
     """What needs a fresh load when it changes."""
-    return (str(Path(s.model).resolve()), s.weight_dtype, s.device, s.memory_mode, s.cache, s.cache_threshold)
+    return (str(Path(s.model).resolve()), s.weight_dtype, s.device, s.memory_mode, s.cache, s.cache_threshold,
+            s.blocks_to_swap)
 
 
 class ModelSession:

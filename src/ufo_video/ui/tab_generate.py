@@ -1,6 +1,6 @@
 """Generate tab: t2v / i2v with any LoRA rows, each at its own weight, through `generate_videos`.
 
-Its "video settings" (model, size, frames, steps, fps, guidance, dtype, memory mode, step cache)
+Its "video settings" (model, size, frames, steps, fps, guidance, dtype, memory mode, step cache, blocks to swap)
 are shared with the Compare and Sweep tabs. The model stays loaded between clicks; weights
 change with `set_lora_weights` and the log says whenever a load happens.
 
@@ -23,7 +23,8 @@ from ufo_video.ui.context import DEVICE, UiContext
 from ufo_video.ui.inputs import MAX_LORAS, MODES, image_file, image_input, lora_rows, number, user_errors, weight_box
 
 # order of the shared settings components (handlers receive their values in this order)
-SETTING_NAMES = ("model", "height", "width", "frames", "fps", "steps", "guidance", "dtype", "memory_mode", "cache")
+SETTING_NAMES = ("model", "height", "width", "frames", "fps", "steps", "guidance", "dtype", "memory_mode", "cache",
+                 "blocks_to_swap")
 
 
 @dataclass
@@ -68,6 +69,7 @@ def settings_from_values(values: list[Any], loras: list[tuple[Path, float]], not
         guidance_scale=float(number(v["guidance"], "guidance scale", minimum=0.0, maximum=50.0)),
         memory_mode=v["memory_mode"], weight_dtype=v["dtype"], device="auto",
         loras=tuple(LoraSpec(str(p), w) for p, w in loras), cache=v["cache"],
+        blocks_to_swap=int(number(v["blocks_to_swap"], "blocks to swap", minimum=0, maximum=10_000, integer=True)),
     )  # fmt: skip
 
 
@@ -205,6 +207,9 @@ def build(ctx: UiContext) -> Common:
                     dtype = gr.Dropdown(["bf16", "fp16", "fp32"], value=d["dtype"], label="dtype")
                     memory = gr.Dropdown(list(MEMORY_MODES), value="model_full_load", label="memory mode")
                     cache = gr.Dropdown(list(CACHE_KINDS), value="none", label="step cache")
+                    swap = gr.Number(value=0, label="blocks to swap", precision=0,
+                                     info="transformer blocks kept in host memory, each copied to the GPU just "
+                                     "before it runs (less VRAM, a little slower; docs/memory.md)")
             run = gr.Button("Generate", variant="primary", elem_id="ufo-generate")
         with gr.Column(scale=2):
             video = gr.Video(label="video", autoplay=True, loop=True, elem_id="ufo-video")
@@ -216,7 +221,7 @@ def build(ctx: UiContext) -> Common:
         return [n] + [gr.update(visible=i < n) for i in range(MAX_LORAS)]
 
     add.click(add_row, inputs=shown, outputs=[shown, *rows], queue=False, api_name=False)
-    settings = [model, height, width, frames, fps, steps, guidance, dtype, memory, cache]
+    settings = [model, height, width, frames, fps, steps, guidance, dtype, memory, cache, swap]
 
     @user_errors
     def on_generate(progress=gr.Progress(), *values):  # noqa: B008 - Gradio's way to ask for a progress bar

@@ -442,6 +442,11 @@ class EasyAnimateAdapter(ModelAdapter):
         (tests/test_infer.py checks the raw pipeline still raises; drop this when it no longer does.)"""
         return "" if negative_prompt is None else negative_prompt
 
+    def swap_blocks(self, transformer: nn.Module) -> nn.ModuleList:
+        """EasyAnimate's blocks: `transformer_blocks` (diffusers' EasyAnimateTransformer3DModel runs
+        them in order, checkpointing each one)."""
+        return transformer.transformer_blocks
+
     def step_cache_blocks(self) -> Any:
         """diffusers 0.42.1 does not list `EasyAnimateTransformerBlock` in the registry its cache
         hooks use to find a block's outputs; it returns (hidden_states, encoder_hidden_states)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ufo_video.errors import UfoError
 from ufo_video.models import timestep_grid
@@ -55,6 +56,10 @@ class LTX2Adapter(LTX2Training, LTX2Folders, ModelAdapter):
     # ---- components --------------------------------------------------------------------------
     def model_components(self) -> tuple[str, ...]:
         return ALL_PARTS
+
+    def swap_blocks(self, transformer: nn.Module) -> nn.ModuleList:
+        """LTX-2's joint audio-video blocks: `transformer_blocks` (LTX2VideoTransformer3DModel)."""
+        return transformer.transformer_blocks
 
     # ---- text ----------------------------------------------------------------------------------
     #: the connectors' outputs, named after the transformer arguments they feed (one mask serves

@@ -242,6 +242,10 @@ class WanAdapter(WanFolders, ModelAdapter):
             )
         return timestep_grid.shifted_flow_grid(cfg.get("num_train_timesteps", 1000), cfg.get("flow_shift", 1.0))
 
+    def swap_blocks(self, transformer: nn.Module) -> nn.ModuleList:
+        """Wan's blocks: `blocks` (diffusers' WanTransformer3DModel, each expert of Wan 2.2 A14B alike)."""
+        return transformer.blocks
+
     # ---- denoiser ------------------------------------------------------------------------
     def predict(
         self,
