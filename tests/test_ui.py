@@ -322,6 +322,18 @@ def test_page_starts_from_the_tiny_base_size_or_the_reference_values(tmp_path: P
     assert (real["height"], real["width"], real["frames"], real["steps"], real["seed"]) == (384, 672, 49, 50, 43)
 
 
+def test_size_fields_name_the_chosen_models_rules(app, tmp_path: Path) -> None:
+    """The tiny base's VAE takes 2k+1 frames and 8-pixel sides: the page says so, not the 4k+1 / 16
+    of most models; without a model folder the labels say the rule is the model's."""
+    from ufo_video.ui.tab_generate import size_labels
+
+    assert size_labels(str(TINY_BASE)) == {"height": "height (multiple of 8)", "width": "width (multiple of 8)",
+                                           "frames": "frames (2k+1)"}  # fmt: skip
+    assert size_labels(str(tmp_path / "missing"))["frames"] == "frames (the model's rule)"
+    labels = [c.get("props", {}).get("label") for c in app[0].get_config_file()["components"]]
+    assert "frames (2k+1)" in labels and not any("4k+1" in str(label) for label in labels)
+
+
 def test_training_log_shows_one_line_per_progress_bar_state(tmp_path: Path) -> None:
     from ufo_video.ui.train_watch import TrainJob
 
