@@ -233,6 +233,12 @@ def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path)
         client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
     with pytest.raises(AppError, match="keep at least this share"):
         client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
+    with pytest.raises(AppError, match=r"^keep at least this share of the base's motion \(0-1\): 2 is above the maximum 1"):
+        client.predict(str(run_dir), "0,1", 2, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
+    # one progress bar while it runs (on the grid), not one drawn over every empty output
+    deps = {d.get("api_name"): d for d in app[0].get_config_file()["dependencies"]}
+    for name in ("sweep", "compare"):
+        assert len(deps[name]["show_progress_on"]) == 1 < len(deps[name]["outputs"]), name
 
 
 def test_data_check_lists_problems_and_previews_clips(app, tmp_path: Path) -> None:

@@ -239,6 +239,10 @@ def build(ctx: UiContext) -> Common:
     add.click(add_row, inputs=shown, outputs=[shown, *rows], queue=False, api_name=False)
 
     def relabel(folder: str):  # the chosen model's size rules on the fields (not per keystroke: it reads configs)
+        try:  # only a folder the page may read (`--allow-dir`); Generate names the refusal
+            ctx.confine(Path(str(folder or "")), "model folder")
+        except UfoError:
+            folder = ""
         found = size_labels(folder)
         return [gr.update(label=found[k]) for k in ("height", "width", "frames")]
 
