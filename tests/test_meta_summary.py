@@ -45,3 +45,12 @@ def test_a_folder_with_other_files_is_never_answered_from_the_store(tmp_path, ca
     assert 0 < counts["transformer"] < 1_418_996_800 / 10  # 2 of 30 blocks, not the stored 1.3B
     (folder / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert meta_summary.fingerprint(folder) is None  # a weight file: its adapter checks the headers
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    (folder / "vae" / "deeper").mkdir()
+    assert meta_summary.fingerprint(folder) is None  # not a model folder's shape: never walked further
+
+
+def test_a_folder_that_is_no_model_folder_is_refused_as_before(capsys):
+    assert meta_summary.fingerprint("/") is None  # no walk of a whole tree
+    assert main(["model", "check", "--meta", "/"]) == 2
+    assert "not a model folder of a known family" in capsys.readouterr().err

@@ -30,16 +30,40 @@ WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".g
 IGNORED_SUFFIXES = frozenset({".md"})
 
 
+#: a model folder is its files and its components' files; more than this is no shipped configs folder
+MAX_FILES = 256
+
+
+def _files(folder: Path) -> list[Path] | None:
+    """The folder's files and its subfolders' files (a model folder's shape, as the registry reads
+    it), or None when it is not a configs-only folder of that shape: a weight file, a deeper
+    folder, or more than MAX_FILES entries (never a walk of a large tree)."""
+    files: list[Path] = []
+    for entry in folder.iterdir():
+        inner = [entry] if entry.is_file() else list(entry.iterdir()) if entry.is_dir() else []
+        for path in inner:
+            if path.is_dir() or path.suffix in WEIGHT_SUFFIXES:
+                return None
+            files.append(path)
+        if len(files) > MAX_FILES:
+            return None
+    return sorted(files)
+
+
 def fingerprint(folder: str | Path) -> str | None:
     """sha256 over every file's relative path and bytes (docs aside); None for a missing folder or
-    one holding a weight file."""
+    one that is no configs-only model folder (`_files`)."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
+    try:
+        files = _files(folder)
+    except OSError:  # an unreadable entry: no stored answer; the classes' path names the problem
+        return None
+    if files is None:
+        return None
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.suffix in WEIGHT_SUFFIXES:
-            return None
+    for path in files:
         if path.suffix in IGNORED_SUFFIXES:
             continue
         data = path.read_bytes()
