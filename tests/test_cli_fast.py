@@ -78,8 +78,9 @@ def test_overrides_may_come_before_between_and_after_options(argv):
 
 
 def test_commands_that_need_no_model_import_no_diffusers(tmp_path):
-    """`lora inspect` (no --model), `eval`, `data check`, `data stats` and `bench --help` run
-    without importing diffusers (its import alone costs seconds: it pulls torch._dynamo)."""
+    """`lora inspect` and `lora convert` (no --model), `eval`, `data check`, `data stats`,
+    `model check --meta` on shipped configs and `bench --help` run without importing diffusers
+    (its import alone costs seconds: it pulls torch._dynamo); the converted file is right."""
     from test_train_helpers import make_dataset
 
     from ufo_video.media_write import write_video
@@ -95,8 +96,33 @@ def test_commands_that_need_no_model_import_no_diffusers(tmp_path):
 
     save_file({"lora_unet__x.lora_down.weight": torch.zeros(2, 4), "lora_unet__x.lora_up.weight": torch.zeros(4, 2)},
               str(lora))  # fmt: skip
+    kohya = tmp_path / "k.safetensors"  # a module of the bundled configs' names (musubi spelling)
+    save_file({"lora_unet_blocks_0_self_attn_q.lora_down.weight": torch.ones(2, 8),
+               "lora_unet_blocks_0_self_attn_q.lora_up.weight": torch.ones(8, 2),
+               "lora_unet_blocks_0_self_attn_q.alpha": torch.tensor(4.0)}, str(kohya))  # fmt: skip
     meta = str(data / "metadata.json")
+    configs = str(Path(SRC) / "ufo_video" / "assets" / "wan-configs" / "wan2.1-t2v-1.3b")
     for argv in (["lora", "inspect", str(lora)], ["eval", str(video)], ["data", "check", meta],
-                 ["data", "stats", meta], ["bench", "--help"]):  # fmt: skip
+                 ["data", "stats", meta], ["bench", "--help"], ["model", "check", "--meta", configs],
+                 ["lora", "convert", str(kohya), str(tmp_path / "p.safetensors"), "--to", "peft"]):  # fmt: skip
         heavy, out = _probe(argv)
         assert "diffusers" not in heavy, (argv, out[-2000:])
+    assert "1,418,996,800" in _probe(["model", "check", "--meta", configs])[1]  # the 1.3B transformer
+    from ufo_video.lora.formats import read_lora
+
+    converted = read_lora(tmp_path / "p.safetensors")
+    assert list(converted.modules) == ["blocks.0.attn1.to_q"] and converted.modules["blocks.0.attn1.to_q"].alpha == 4.0
+
+
+def test_the_demo_time_is_one_measured_figure_everywhere_and_setup_installs_no_browser():
+    """README, `ufo-video --help` and scripts/demo.sh state the same measured demo time (issue 24:
+    "~1 min", "about a minute" and "a few minutes" disagreed); setting up for the demo installs no
+    browser (only scripts/test.sh does, for the browser test)."""
+    root = Path(SRC).parent
+    readme = next(line for line in (root / "README.md").read_text().splitlines() if "bash scripts/demo.sh" in line)
+    demo_sh = (root / "scripts" / "demo.sh").read_text()
+    for text in (readme, demo_sh, COMMANDS["demo"][1]):
+        assert "2.5 min" in text and "2 shared" in text, text[:300]
+    assert "150-157 s measured" in demo_sh
+    assert "chromium" not in (root / "scripts" / "setup_env.sh").read_text()
+    assert "apt-get install -y -qq chromium chromium-driver" in (root / "scripts" / "test.sh").read_text()

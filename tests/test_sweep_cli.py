@@ -69,7 +69,7 @@ def test_sweep_two_checkpoints_writes_table_recommendation_and_html(run_dir: Pat
     assert frame.shape == (14 + 2 * 64 + 2, 90 + 3 * 64 + 2 * 2, 3)
     html = (out / "sweep.html").read_text()
     assert "Recommended:" in html and "expected UFO trend" in html and "only 2 denoising steps" in html
-    assert "<svg" not in html or ">step 100</text>" in html  # one pair: no intervals to chart
+    assert "<svg" not in html or ">checkpoint-100</text>" in html  # one pair: no intervals to chart
     # a second sweep into the same folder is refused unless told
     assert main(["sweep", "--model", str(TINY_BASE), "--prompt", "x", "--lora", str(run_dir), "--weights", "0,1",
                  "--out-dir", str(out)]) == 2  # fmt: skip
@@ -100,8 +100,11 @@ def test_sweep_bad_input_is_one_line_naming_it(extra, message, run_dir: Path, tm
 def test_legend_names_fit_and_stay_unique() -> None:
     from ufo_video.infer.sweep_report import legend_names
 
-    assert legend_names(["checkpoint-100", "a/checkpoint-100", "my-long-lora-name", "short"]) == {
-        "checkpoint-100": "step 100", "a/checkpoint-100": "2: step 100", "my-long-lora-name": "my-long-l~", "short": "short"}
+    """The legend says what the settings table says (the checkpoint labels); an over-long one keeps its end."""
+    long = "a-very-long-training-folder-name-indeed/checkpoint-100"
+    assert legend_names(["a/checkpoint-100", "b/checkpoint-100", long, "x" + long[1:], "short"]) == {
+        "a/checkpoint-100": "a/checkpoint-100", "b/checkpoint-100": "b/checkpoint-100", long: "~" + long[-39:],
+        "x" + long[1:]: "4: ~" + long[-39:], "short": "short"}  # fmt: skip
 
 
 def zero_lora(run_dir: Path, out: Path) -> Path:

@@ -233,6 +233,12 @@ def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path)
         client.predict(str(run_dir), "0,zero", 0.8, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
     with pytest.raises(AppError, match="keep at least this share"):
         client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
+    with pytest.raises(AppError, match=r"^keep at least this share of the base's motion \(0-1\): 2 is above the maximum 1"):
+        client.predict(str(run_dir), "0,1", 2, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
+    # one progress bar while it runs (on the grid), not one drawn over every empty output
+    deps = {d.get("api_name"): d for d in app[0].get_config_file()["dependencies"]}
+    for name in ("sweep", "compare"):
+        assert len(deps[name]["show_progress_on"]) == 1 < len(deps[name]["outputs"]), name
 
 
 def test_data_check_lists_problems_and_previews_clips(app, tmp_path: Path) -> None:
@@ -320,6 +326,18 @@ def test_page_starts_from_the_tiny_base_size_or_the_reference_values(tmp_path: P
     assert (tiny["height"], tiny["width"], tiny["frames"], tiny["steps"]) == (64, 64, 9, 12)
     real = page_defaults(str(tmp_path / "EasyAnimateV5.1-12b-zh-InP"))
     assert (real["height"], real["width"], real["frames"], real["steps"], real["seed"]) == (384, 672, 49, 50, 43)
+
+
+def test_size_fields_name_the_chosen_models_rules(app, tmp_path: Path) -> None:
+    """The tiny base's VAE takes 2k+1 frames and 8-pixel sides: the page says so, not the 4k+1 / 16
+    of most models; without a model folder the labels say the rule is the model's."""
+    from ufo_video.ui.tab_generate import size_labels
+
+    assert size_labels(str(TINY_BASE)) == {"height": "height (multiple of 8)", "width": "width (multiple of 8)",
+                                           "frames": "frames (2k+1)"}  # fmt: skip
+    assert size_labels(str(tmp_path / "missing"))["frames"] == "frames (the model's rule)"
+    labels = [c.get("props", {}).get("label") for c in app[0].get_config_file()["components"]]
+    assert "frames (2k+1)" in labels and not any("4k+1" in str(label) for label in labels)
 
 
 def test_training_log_shows_one_line_per_progress_bar_state(tmp_path: Path) -> None:

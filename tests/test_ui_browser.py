@@ -147,3 +147,40 @@ def test_data_tab_wraps_long_problems_and_clears_old_results_on_an_error(tmp_pat
     finally:
         browser.quit()
         app.close()
+
+
+def test_sweep_refuses_a_keep_share_out_of_range_and_size_labels_follow_the_model(tmp_path: Path) -> None:
+    """The keep-motion field is a number box the server checks: 2 and text are refused by the field's
+    name (a slider clamped 2 to 1 and turned text into 0 unseen). The size fields name the rule of
+    the model folder typed in the shared settings (the tiny base: 2k+1 frames; LTX-2: 8k+1)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ufo_video.ui.app import build_app, launch
+
+    configs = Path(__file__).resolve().parent.parent / "src" / "ufo_video" / "assets" / "ltx2-configs"
+    app = build_app(TINY_BASE, tmp_path / "out", allow_dirs=[tmp_path, configs])
+    port = free_port()
+    launch(app, "127.0.0.1", port, block=False)
+    browser = driver()
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 60)
+        page = lambda d: d.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        wait.until(lambda d: "frames (2k+1)" in page(d))
+        model = [b for b in browser.find_elements(By.CSS_SELECTOR, "label textarea, label input[type=text]")
+                 if b.get_attribute("value") == str(TINY_BASE)][0]  # fmt: skip
+        model.clear()
+        model.send_keys(str(configs / "ltx-2-19b-dev"))
+        set_number(browser.find_element(By.CSS_SELECTOR, "#ufo-steps input"), "3")  # leaves the model field
+        wait.until(lambda d: "frames (8k+1)" in page(d) and "height (multiple of 32)" in page(d))
+        wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Sweep and choose"])[0].click()
+        keep = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#ufo-sweep-keep input[type=number]"))
+        for typed, named in (("2", "2 is above the maximum 1"), ("abc", "empty or not a number")):
+            set_number(keep, typed)
+            browser.find_element(By.ID, "ufo-sweep-run").click()
+            toast_with(browser, f"keep at least this share of the base's motion (0-1): {named}")
+        assert not (tmp_path / "out" / "sweeps").is_dir() or not any((tmp_path / "out" / "sweeps").iterdir())
+    finally:
+        browser.quit()
+        app.close()

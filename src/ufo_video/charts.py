@@ -54,7 +54,8 @@ def line_chart(
     errors: dict[str, list[tuple[float, float] | None]] | None = None,
     reference: float | None = None,
 ) -> str:
-    """An <svg> element: each series a polyline (with point markers), legend top right.
+    """An <svg> element: each series a polyline (with point markers), legend top right (names
+    right-aligned against their colour swatches, so a long name stays inside the chart).
     `errors`: per series, an interval (low, high) per point drawn as an error bar (None: none);
     `reference`: a dashed horizontal line (e.g. 0 = no change from the base).
     `floor`: the axis does not go below it (a loss is never negative, so its axis starts at 0
@@ -115,7 +116,9 @@ def line_chart(
         if markers:
             out += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.6" fill="{color}"/>' for px, py in pts]
         ly = TOP + 4 + 13 * i
-        out.append(f'<line x1="{x1 - 70}" y1="{ly}" x2="{x1 - 56}" y2="{ly}" stroke="{color}" stroke-width="2"/>')
-        out.append(f'<text x="{x1 - 52}" y="{ly + 4}" font-size="10">{escape(name)}</text>')
+        # the swatch at the right edge and the name ending left of it: a long name grows into the
+        # plot, never past the chart's right edge (where the svg would cut it off)
+        out.append(f'<line x1="{x1 - 16}" y1="{ly}" x2="{x1 - 2}" y2="{ly}" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text class="legend" x="{x1 - 20}" y="{ly + 4}" font-size="10" text-anchor="end">{escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)

@@ -33,8 +33,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt")
     p.add_argument("--image", help="start image: image-to-video, the first frame is kept (InP models)")
     p.add_argument("--end-image", help="end image: also keep the last frame (needs --image)")
-    p.add_argument("--video-length", type=int, help="frames, 4k+1 (default 49; others are rounded with a notice)")
-    p.add_argument("--sample-size", type=int, nargs=2, metavar=("H", "W"), help="default 384 672; multiples of 16")
+    p.add_argument("--video-length", type=int,
+                   help="frames (default 49): the model's rule, t*k+1 for its VAE's time compression t (4k+1 for "
+                        "most models); others are rounded with a notice naming the model's rule")
+    p.add_argument("--sample-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="default 384 672; each side the model's rule, a multiple of its VAE's spatial compression "
+                        "x patch (16 for most models); others are rounded with a notice naming the rule")
     p.add_argument("--fps", type=int)
     p.add_argument("--steps", type=int, help="denoising steps (default 50)")
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 6.0)")

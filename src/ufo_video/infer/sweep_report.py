@@ -9,7 +9,6 @@ the folder is moved.
 
 from __future__ import annotations
 
-import re
 from html import escape
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ufo_video.report_style import CSS
 # below this many denoising steps the videos are mostly noise, and so is any trend measured on
 # them (the demo's quick plan uses 2; its full plan's 12 already give clean tiny-base videos)
 FEW_STEPS = 10
-LEGEND_CHARS = 10  # what fits in the charts' legend
+LEGEND_CHARS = 40  # what fits in the charts' legend (right-aligned, it may span the plot's width)
 CHARTED = (("ssim", "SSIM between frames (higher = consistent)"),
            ("warp_error", "warp error (lower = consistent)"),
            ("flow_px", "optical flow, px/frame (motion)"))  # fmt: skip
@@ -39,11 +38,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def legend_names(labels: list[str]) -> dict[str, str]:
-    """Short names for the legend: "step N" for checkpoint-N files, else the label cut to fit."""
+    """The legend names each checkpoint as the settings table and the grid do (its label); only a
+    label longer than the legend has room for loses its start ("~" and its end, the checkpoint-N part)."""
     short = {}
     for label in labels:
-        m = re.fullmatch(r"(?:.*/)?checkpoint-(\d+)", label)
-        name = f"step {m[1]}" if m else label if len(label) <= LEGEND_CHARS else label[: LEGEND_CHARS - 1] + "~"
+        name = label if len(label) <= LEGEND_CHARS else "~" + label[-(LEGEND_CHARS - 1):]
         short[label] = name if name not in short.values() else f"{len(short) + 1}: {name}"
     return short
 

@@ -4,7 +4,9 @@ Module names always come from a real transformer (built on the meta device from 
 folder's configs, so no weights are read): `--model DIR`, or by default a family's bundled
 configs (`ModelAdapter.names_model_path`): the family named in the file's metadata
 (`ufo_base_family`), else the one whose module names match every module of the file. Shapes are
-checked only against an explicit `--model` (the default only supplies names).
+checked only against an explicit `--model` (the default only supplies names). The bundled
+configs' names are read from the list `models.meta_summary` stores (generated from the same
+classes and tested against them), so the default needs no diffusers import.
 """
 
 from __future__ import annotations
@@ -80,13 +82,22 @@ def names_model(path: str | Path | None, lora: LoraWeights | None = None) -> Nam
     fallback = None
     for cls in candidates:
         folder = cls.names_model_path()
-        nm = NamesModel(cls, cls.build_meta(folder)["transformer"], folder)
+        nm = NamesModel(cls, _bundled_transformer(cls, folder), folder)
         if lora is None or lora.match(cls, nm.transformer, check_shapes=False).ok:
             return nm
         fallback = fallback or nm
     if fallback is None:
         raise LoraError("no model family can read this LoRA's names; give --model DIR")
     return fallback
+
+
+def _bundled_transformer(cls: type, folder: Path) -> nn.Module:
+    """The bundled configs' module names: from the stored list generated from this very folder
+    (`models.meta_summary`, no diffusers import), else built on meta by the family's classes."""
+    from ufo_video.models.meta_summary import cached_module_names, names_tree
+
+    names = cached_module_names(folder)
+    return names_tree(names) if names is not None else cls.build_meta(folder)["transformer"]
 
 
 # ---- inspect ----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 With `--meta` nothing but configs and safetensors headers is read: the components are built on
 the meta device and the weight files' tensor names and shapes are compared with them, so a
-40 GB download can be checked in seconds without the RAM to load it.
+40 GB download can be checked in seconds without the RAM to load it. A configs-only folder whose
+files equal one of the shipped configs is answered from `models.meta_summary`'s store (the same
+report, generated from these classes and tested against them) without importing diffusers.
 
 Without `--meta` the same header check runs, then every tensor of every component is read once,
 one at a time, and checked for NaN/inf (a corrupt download is named, tensor and file); nothing is
@@ -14,15 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ufo_video.config import MEMORY_MODES
-from ufo_video.models.registry import adapter_for
-from ufo_video.models.weights import (check_finite, compare_keys, count_parameters, expected_shapes,
-                                      find_weight_files, read_header_shapes)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# torch, the registry and models.weights are imported where a model is built: the stored path of
+# `--meta` (see the module doc) needs none of them
 
 GIB = 1024**3
 
@@ -63,11 +65,17 @@ def _leaf_sizes(module: nn.Module) -> int:
 def _block_size(module: nn.Module) -> int:
     """Largest element of any ModuleList (a transformer/decoder block): what block-level group
     offload keeps on the accelerator at once. Modules outside lists count as leaves."""
+    from torch import nn
+
+    from ufo_video.models.weights import count_parameters
+
     blocks = [count_parameters(b) for m in module.modules() if isinstance(m, nn.ModuleList) for b in m]
     return max(blocks + [_leaf_sizes(module)])
 
 
 def _component_report(name: str, module: nn.Module, dtypes: list[str] | None = None) -> ComponentReport:
+    from ufo_video.models.weights import count_parameters
+
     if dtypes is None:
         dtypes = sorted({str(p.dtype).replace("torch.", "") for p in module.parameters()})
     return ComponentReport(name, count_parameters(module), dtypes, _leaf_sizes(module), _block_size(module))
@@ -101,6 +109,8 @@ _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF
 
 
 def _file_dtypes(files: list[Path]) -> list[str]:
+    from ufo_video.models.weights import read_header_shapes
+
     found = {d for _, d in read_header_shapes(files).values()}
     return sorted(_SAFETENSORS_DTYPES.get(d, d.lower()) for d in found)
 
@@ -109,6 +119,10 @@ def _verify_weights(adapter: Any, path: Path, modules: dict[str, nn.Module]) -> 
     """Names, shapes (headers) and finiteness (tensor by tensor) of every component; returns the
     stored dtypes per component. Peak memory: one tensor, plus the text encoder at its stored
     dtype while its own library checks its names."""
+    import torch
+
+    from ufo_video.models.weights import check_finite, compare_keys, expected_shapes, find_weight_files
+
     shapes = adapter.weight_shapes(path)
     for comp, found in shapes.items():
         compare_keys(expected_shapes(modules[comp]), found, str(path / comp))
@@ -125,10 +139,22 @@ def _verify_weights(adapter: Any, path: Path, modules: dict[str, nn.Module]) -> 
     return dtypes
 
 
-def check_model(path: str | Path, meta: bool = False) -> CheckReport:
+def check_model(path: str | Path, meta: bool = False, use_store: bool = True) -> CheckReport:
     """Describe and header-check a model folder; without `meta` also read every tensor once to
-    check it is finite. Raise on problems."""
+    check it is finite. Raise on problems. `use_store=False` always builds the classes (what
+    generates and tests the store)."""
     path = Path(path)
+    if meta and use_store:
+        from ufo_video.models.meta_summary import cached_report
+
+        stored = cached_report(path)
+        if stored is not None:
+            components = [ComponentReport(**c) for c in stored["components"]]
+            return CheckReport(str(path), stored["family"], stored["layout"], stored["variant"], components,
+                               estimate_memory_gib(components), stored["configs_only"], stored["licence"])  # fmt: skip
+    from ufo_video.models.registry import adapter_for
+    from ufo_video.models.weights import compare_keys, expected_shapes
+
     adapter = adapter_for(path)
     info = adapter.inspect(path)
     report = CheckReport(str(path), info.family, info.layout, info.variant, licence=adapter.licence)

@@ -40,9 +40,12 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ufo_video.threads import apply_threads
+    from ufo_video.models.meta_summary import lookup
+    from ufo_video.threads import apply_threads, threads_override
 
-    apply_threads(args.threads)
+    threads_override(args.threads)  # refuses N < 1 on either path
+    if not (args.meta and lookup(args.dir) is not None):  # the stored answer (a shipped config) runs no torch
+        apply_threads(args.threads)
     from ufo_video.models.check import check_model, format_report
 
     report = check_model(args.dir, meta=args.meta)

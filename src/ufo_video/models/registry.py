@@ -106,5 +106,8 @@ def make_tiny_model(family: str, path: str | Path, *, layout: str | None, varian
     for name, value in (("layout", layout), ("variant", variant)):
         if value not in choices[name]:
             raise UfoError(f"--{name} {value!r} is not a {family} {name}; choose one of: {', '.join(choices[name])}")
+    from ufo_video.models.quiet_deepspeed import import_deepspeed_quietly
+
+    import_deepspeed_quietly()  # the writers' save_pretrained imports it; its CPU notice is noise here
     out = ADAPTERS[family].make_tiny(Path(path), layout=layout, variant=variant, seed=seed)
     return out, f"{ADAPTERS[family].display_name} {variant} model ({layout} layout)"

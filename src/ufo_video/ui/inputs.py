@@ -156,27 +156,28 @@ def _named_preprocess(component: Any, convert: Callable[[Any], Any]) -> Any:
     return component
 
 
-def slider(minimum: float, maximum: float, value: float, label: str, step: float = 0.01, **kwargs: Any):
-    """A gr.Slider whose bad values (text or out of range, possible through the API) are named."""
+def number_box(label: str, value: float, minimum: float, maximum: float, step: float = 0.01, empty_ok: bool = False,
+               **kwargs: Any):  # fmt: skip
+    """A number field checked here: text or a value outside `minimum`-`maximum` is refused with an
+    error naming the field. Not a slider: a slider turns typed text into 0 and clamps 5 to its
+    maximum in the browser, so the run would use a value nobody asked for. What is typed arrives as
+    typed (text: nothing); `empty_ok`: an empty box passes as None, for the handler to judge."""
     import gradio as gr
 
-    s = gr.Slider(minimum, maximum, value=value, step=step, label=label, **kwargs)
-    return _named_preprocess(s, lambda payload: float(number(payload, label, minimum=minimum, maximum=maximum)))
+    box = gr.Number(value=value, label=label, step=step, **kwargs)
+
+    def convert(payload: Any) -> Any:
+        if payload is None and empty_ok:
+            return None
+        return float(number(payload, label, minimum=minimum, maximum=maximum))
+
+    return _named_preprocess(box, convert)
 
 
 def weight_box(label: str, value: float = DEFAULT_WEIGHT, **kwargs: Any):
-    """A LoRA weight box, 0-2 (UFO's useful range is 0.05-0.2; default 0.15). A number box, not a
-    slider: a slider turns typed text into 0 and 5 into 2 in the browser, so the video would be made
-    at a weight nobody asked for. What is typed arrives as typed (text: nothing) and is checked here;
-    an empty box passes as None, refused by the handler where the row is used."""
-    import gradio as gr
-
-    box = gr.Number(value=value, label=label, step=0.01, **kwargs)
-
-    def convert(payload: Any) -> Any:
-        return None if payload is None else float(number(payload, label, minimum=0.0, maximum=2.0))
-
-    return _named_preprocess(box, convert)
+    """A LoRA weight box, 0-2 (UFO's useful range is 0.05-0.2; default 0.15); an empty box passes
+    as None, refused by the handler where the row is used (an unused row may stay empty)."""
+    return number_box(label, value, 0.0, 2.0, empty_ok=True, **kwargs)
 
 
 def image_input(label: str, **kwargs: Any):

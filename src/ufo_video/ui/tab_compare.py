@@ -90,6 +90,7 @@ def build(ctx: UiContext, common: Any) -> None:
         return compare(ctx, progress, list(values))
 
     run.click(on_compare, inputs=[prompt, common.negative, seed, path_a, weight_a, path_b, weight_b, *common.settings],
-              outputs=[video_a, video_b, metrics, log], api_name="compare", **DEVICE)  # fmt: skip
+              outputs=[video_a, video_b, metrics, log], api_name="compare", show_progress_on=video_a,
+              **DEVICE)  # fmt: skip  (one progress bar, not one per output)
     together.click(None, js="() => { for (const v of document.querySelectorAll('.ufo-sync-group video')) "
                    "{ v.currentTime = 0; v.play().catch(() => {}); } }")  # fmt: skip

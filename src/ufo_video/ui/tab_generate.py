@@ -163,6 +163,26 @@ def page_defaults(model: str) -> dict[str, Any]:
     return values
 
 
+def size_labels(model: str | None) -> dict[str, str]:
+    """Labels of height, width and frames naming the chosen model's own rules (its VAE and patch:
+    the shipped tiny base takes 2k+1 frames, most models 4k+1); the rule in words while the field
+    holds no model folder (generating then names that folder's problem)."""
+    from ufo_video.infer.settings import model_rules
+
+    generic = {"height": "height (the model's rule)", "width": "width (the model's rule)",
+               "frames": "frames (the model's rule)"}  # fmt: skip
+    if not model or not Path(model).is_dir():
+        return generic
+    try:
+        rules = model_rules(model)
+    except UfoError:
+        return generic
+    if rules is None:
+        return generic
+    side = f"multiple of {rules.size_multiple}"
+    return {"height": f"height ({side})", "width": f"width ({side})", "frames": f"frames ({rules.temporal_factor}k+1)"}
+
+
 def build(ctx: UiContext) -> Common:
     import gradio as gr
 
@@ -170,6 +190,7 @@ def build(ctx: UiContext) -> Common:
     from ufo_video.infer.settings import CACHE_KINDS
 
     d = page_defaults(ctx.model)
+    labels = size_labels(ctx.model)
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -199,9 +220,9 @@ def build(ctx: UiContext) -> Common:
                     steps = gr.Number(value=d["steps"], label="steps", elem_id="ufo-steps")
                     guidance = gr.Number(value=d["guidance"], label="guidance scale")
                 with gr.Row():
-                    height = gr.Number(value=d["height"], label="height")
-                    width = gr.Number(value=d["width"], label="width")
-                    frames = gr.Number(value=d["frames"], label="frames (4k+1)")
+                    height = gr.Number(value=d["height"], label=labels["height"])
+                    width = gr.Number(value=d["width"], label=labels["width"])
+                    frames = gr.Number(value=d["frames"], label=labels["frames"])
                     fps = gr.Number(value=d["fps"], label="fps")
                 with gr.Row():
                     dtype = gr.Dropdown(["bf16", "fp16", "fp32"], value=d["dtype"], label="dtype")
@@ -221,6 +242,18 @@ def build(ctx: UiContext) -> Common:
         return [n] + [gr.update(visible=i < n) for i in range(MAX_LORAS)]
 
     add.click(add_row, inputs=shown, outputs=[shown, *rows], queue=False, api_name=False)
+
+    def relabel(folder: str):  # the chosen model's size rules on the fields (not per keystroke: it reads configs)
+        try:  # only a folder the page may read (`--allow-dir`); Generate names the refusal
+            ctx.confine(Path(str(folder or "")), "model folder")
+        except UfoError:
+            folder = ""
+        found = size_labels(folder)
+        return [gr.update(label=found[k]) for k in ("height", "width", "frames")]
+
+    for event in (model.blur, model.submit):
+        event(relabel, inputs=model, outputs=[height, width, frames], queue=False, api_name=False,
+              show_progress="hidden")  # fmt: skip
     settings = [model, height, width, frames, fps, steps, guidance, dtype, memory, cache, swap]
 
     @user_errors

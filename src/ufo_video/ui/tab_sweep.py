@@ -11,9 +11,10 @@ from typing import Any
 from ufo_video.errors import UfoError
 from ufo_video.infer.settings import LoraSpec
 from ufo_video.ui.context import DEVICE, UiContext
-from ufo_video.ui.inputs import number, slider, user_errors
+from ufo_video.ui.inputs import number, number_box, user_errors
 from ufo_video.ui.tab_generate import SETTING_NAMES, request_from_values, settings_from_values
 
+KEEP_LABEL = "keep at least this share of the base's motion (0-1)"
 CONSISTENCY_CHOICES = ("warp_error", "ssim", "psnr_db", "brightness_flicker", "sharpness_flicker")
 
 
@@ -65,7 +66,7 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
     except UfoError as exc:
         raise UfoError(f"checkpoints: {exc}") from None
     weights = parse_weights(str(weights_text or ""))  # its errors name "--weights"
-    rule = ChoiceRule(str(consistency), "flow_px", float(number(keep, "keep motion share", minimum=0.0, maximum=1.0)))
+    rule = ChoiceRule(str(consistency), "flow_px", float(number(keep, KEEP_LABEL, minimum=0.0, maximum=1.0)))
     notes: list[str] = []
     base = settings_from_values(list(values[8 : 8 + len(SETTING_NAMES)]), [], notes, ctx.allowed)
     settings = replace(base, loras=tuple(LoraSpec(str(p), 0.0) for p in paths))
@@ -109,7 +110,7 @@ def build(ctx: UiContext, common: Any) -> None:
                            "one per line", lines=3, scale=3, elem_id="ufo-sweep-loras")  # fmt: skip
         with gr.Column(scale=2):
             weights = gr.Textbox(value="0,0.05,0.1,0.2", label="weights (comma-separated; include 0, the base)")
-            keep = slider(0.0, 1.0, 0.8, "keep at least this share of the base's motion", step=0.05)
+            keep = number_box(KEEP_LABEL, 0.8, 0.0, 1.0, step=0.05, elem_id="ufo-sweep-keep")
             consistency = gr.Dropdown(list(CONSISTENCY_CHOICES), value="warp_error", label="consistency metric")
     with gr.Row():
         prompt = gr.Textbox(label="prompts, one per line (empty: the built-in set of still and moving scenes)", lines=3,
@@ -131,4 +132,5 @@ def build(ctx: UiContext, common: Any) -> None:
         return sweep(ctx, progress, list(values))
 
     run.click(on_sweep, inputs=[loras, weights, keep, consistency, prompt, common.negative, seed, seeds, *common.settings],
-              outputs=[grid, table, plot, recommendation, report, log], api_name="sweep", **DEVICE)  # fmt: skip
+              outputs=[grid, table, plot, recommendation, report, log], api_name="sweep",
+              show_progress_on=grid, **DEVICE)  # fmt: skip  (one progress bar: on every empty output they overlapped)

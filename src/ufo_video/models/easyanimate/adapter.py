@@ -12,18 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKLMagvit,
-    EasyAnimateInpaintPipeline,
-    EasyAnimatePipeline,
-    EasyAnimateTransformer3DModel,
-    FlowMatchEulerDiscreteScheduler,
-)
 from torch import nn
 
 from ufo_video.errors import ModelLoadError
 from ufo_video.models.easyanimate import cache, layout, masks
-from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
 from ufo_video.models import timestep_grid
 from ufo_video.models.components import folder_has_weights, load_tokenizer, load_transformers_strict
 from ufo_video.models.base import COMPONENTS, Conditioning, ModelAdapter
@@ -35,6 +27,9 @@ from ufo_video.models.weights import (
     read_header_shapes,
 )
 
+# diffusers (and this package's transformer subclass of its class) is imported inside the methods
+# that build or run a model: its import alone costs seconds, and the registry, detection and the
+# LoRA tools' name mapping need none of it (tests/test_cli_fast.py checks which commands import it)
 MAX_SEQUENCE_LENGTH = 256
 TRANSFORMER_CLASS_NAMES = {"EasyAnimateTransformer3DModel"}
 
@@ -108,11 +103,15 @@ class EasyAnimateAdapter(ModelAdapter):
 
     @classmethod
     def _transformer_config(cls, path: Path) -> dict[str, Any]:
+        from diffusers import EasyAnimateTransformer3DModel
+
         data = layout.read_json(path / "transformer" / "config.json")
         return layout.diffusers_init_kwargs(data, EasyAnimateTransformer3DModel)
 
     @classmethod
     def _vae_config(cls, path: Path) -> dict[str, Any]:
+        from diffusers import AutoencoderKLMagvit
+
         data = layout.read_json(path / "vae" / "config.json")
         return layout.diffusers_init_kwargs(data, AutoencoderKLMagvit)
 
@@ -122,6 +121,10 @@ class EasyAnimateAdapter(ModelAdapter):
 
     @classmethod
     def build_meta(cls, path: Path) -> dict[str, nn.Module]:
+        from diffusers import AutoencoderKLMagvit
+
+        from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
+
         path = Path(path)
         tcfg, vcfg = cls._transformer_config(path), cls._vae_config(path)
         modules: dict[str, nn.Module] = {
@@ -159,6 +162,10 @@ class EasyAnimateAdapter(ModelAdapter):
         components: tuple[str, ...] = COMPONENTS,
         info: ModelInfo | None = None,
     ) -> "EasyAnimateAdapter":
+        from diffusers import AutoencoderKLMagvit
+
+        from ufo_video.models.easyanimate.transformer import UfoEasyAnimateTransformer
+
         path = Path(path)
         info = info or cls.inspect(path)
         loaded: dict[str, Any] = {}
@@ -197,7 +204,9 @@ class EasyAnimateAdapter(ModelAdapter):
         return tok
 
     @staticmethod
-    def _load_scheduler(folder: Path) -> FlowMatchEulerDiscreteScheduler:
+    def _load_scheduler(folder: Path) -> Any:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
         cfg = layout.read_json(folder / "scheduler_config.json")
         return FlowMatchEulerDiscreteScheduler.from_config(cfg)
 
@@ -404,6 +413,8 @@ class EasyAnimateAdapter(ModelAdapter):
     # ---- pipelines -----------------------------------------------------------------------
     def pipeline(self, task: str = "t2v") -> Any:
         """InP models run t2v and i2v through the inpaint pipeline; T2V models through the t2v one."""
+        from diffusers import EasyAnimateInpaintPipeline, EasyAnimatePipeline
+
         cls = EasyAnimateInpaintPipeline if self.is_inpaint else EasyAnimatePipeline
         return cls(
             vae=self.vae,
