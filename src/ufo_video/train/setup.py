@@ -255,7 +255,12 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     transformer = model.transformer
     if cfg.train.fp8_base:
         # before the LoRA exists, so only base layers are stored in fp8; the LoRA stays fp32
-        enable_fp8_storage(transformer, compute_dtype=weight_dtype)
+        if cfg.train.fp8_scaled:  # the blocks' Linears, e4m3 + a scale per 64 inputs (models/fp8_scaled.py)
+            from ufo_video.models.fp8_scaled import enable_fp8_scaled_storage
+
+            enable_fp8_scaled_storage(transformer, compute_dtype=weight_dtype)
+        else:
+            enable_fp8_storage(transformer, compute_dtype=weight_dtype)
     torch.manual_seed(cfg.train.seed)  # LoRA initialisation is identical on every process
     summary = add_lora(model, cfg.lora, adapter_name=ADAPTER_NAME)
     params = [p for p in transformer.parameters() if p.requires_grad]
