@@ -155,3 +155,12 @@ def test_generate_with_fp8_scaled_mode(tiny_model: Path, tmp_path: Path) -> None
     assert torch.isfinite(video).all()
     gen.set_lora_weights([0.0])
     assert not torch.equal(video, gen.generate_float(REQ))  # the LoRA runs on top of the scaled base
+
+
+def test_bench_block_error_scaled_below_plain_at_small_width() -> None:
+    from ufo_video.bench.cases_quant import fp8_errors
+
+    e = fp8_errors(dim=256, heads=4, ffn=688, tokens=32)
+    assert 0 < e["scaled_output"] < e["plain_output"] < 0.2
+    assert 0 < e["scaled_weight"] < e["plain_weight"]
+    assert e["scaled_weight"] < 0.03  # e4m3's floor: half an ulp is 2^-4, about 2.3 % on average

@@ -93,3 +93,25 @@ def test_start_summary_prints_the_estimate(tiny_model: Path, tmp_path: Path, cap
     line = next(ln for ln in out.splitlines() if "device memory estimate" in ln)
     assert "estimated for a CUDA device" in line and "base weights" in line and "LoRA + AdamW" in line
     assert "tokens per sample" in line and "base fp32" in line
+
+
+WAN_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "ufo_video" / "assets" / "wan-configs"
+
+
+def test_model_plan_cli_on_real_configs(capsys) -> None:
+    import json
+
+    args = ["model", "plan", str(WAN_CONFIGS / "wan2.1-t2v-1.3b"), "--size", "480", "832", "--frames", "81",
+            "--rank", "32", "--low-vram", "--cards", "8", "80"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "32760 tokens per sample" in out and "not measured" in out
+    assert "80 GB card: fits with blocks_to_swap=0" in out
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["tokens"] == 32_760 and data["cards"]["80"] == {"blocks_to_swap": 0, "estimate_gib": data["estimate_gib"]}
+    # 30 blocks of 1.3B: bf16 at 81x480x832 does not fit 8 GB without offload; the advice names what is off
+    assert data["cards"]["8"] is None or data["cards"]["8"]["blocks_to_swap"] > 0
+    assert main(["model", "plan", str(WAN_CONFIGS / "wan2.1-t2v-1.3b"), "--frames", "81", "--size", "480", "832",
+                 "--cards", "4"]) == 0
+    assert "4 GB card: does not fit (" in capsys.readouterr().out
