@@ -31,7 +31,8 @@ ROWS = [
     ("LTX-2 19B, guide defaults (rank 128)", "ltx2-configs/ltx-2-19b-dev", None, [], None),
     ("LTX-2 19B, 121x512x768, rank 32", "ltx2-configs/ltx-2-19b-dev", None, ["lora.rank=32"], (121, 512, 768)),
 ]
-LADDER = [("bf16", "bf16", False), ("fp8 scaled", "fp8_scaled", False), ("fp8 scaled + act. offload", "fp8_scaled", True)]
+LADDER = [("bf16", "bf16", False), ("fp8 scaled", "fp8_scaled", False),
+          ("fp8 scaled + act. offload", "fp8_scaled", True)]
 
 
 def cell(inputs, gb: int) -> str:

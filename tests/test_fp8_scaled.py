@@ -64,7 +64,8 @@ class _Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.proj_in = nn.Linear(64, 128)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 128)) for _ in range(2))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 128))
+                                    for _ in range(2))
         self.proj_out = nn.Linear(128, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,12 +127,25 @@ def test_fp8_scaled_needs_fp8_base(tiny_model: Path, tmp_path: Path, capsys) -> 
     assert "fp8_scaled=true needs fp8_base=true" in err and "Traceback" not in err
 
 
-def test_training_step_with_fp8_scaled_changes_the_lora(tiny_model: Path, tmp_path: Path, capsys) -> None:
+def test_training_step_with_fp8_scaled_changes_the_lora(tiny_model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    from ufo_video.models import fp8_scaled
+
+    converted: list[int] = []
+    real = fp8_scaled.enable_fp8_scaled_storage
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        converted.append(out[1])
+        return out
+
+    monkeypatch.setattr(fp8_scaled, "enable_fp8_scaled_storage", spy)
     ds = make_dataset(tmp_path / "ds")
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "c.toml", tiny_model, ds, out, max_train_steps=2, checkpointing_steps=2,
                        save_state=False, mixed_precision="bf16")  # fmt: skip
     assert main(["train", str(cfg), "fp8_base=true", "fp8_scaled=true", "model.weight_dtype=bf16"]) == 0
+    assert converted and converted[0] > 0  # the trained transformer's block Linears were stored scaled
+    assert "base fp8_scaled" in capsys.readouterr().out  # the start summary's memory estimate
     weights = lora(out / "checkpoint-2.safetensors")
     ups = [v for k, v in weights.items() if k.endswith("lora_up.weight")]
     assert ups and any(float(v.abs().max()) > 0 for v in ups), "the LoRA did not train"  # lora_up starts at zero

@@ -84,7 +84,8 @@ def _plan(args: argparse.Namespace) -> int:
     shell = model_shell(cfg.model.pretrained_model_name_or_path)
     if args.expert or (cfg.train.expert is None and len(shell.experts()) > 1):
         cfg.train.expert = args.expert or shell.experts()[0].component
-        print(f"expert: {cfg.train.expert}") if not args.json else None
+        if not args.json:
+            print(f"expert: {cfg.train.expert}")
     clip = None
     if args.size:
         rules = shell.rules

@@ -8,8 +8,8 @@ largest finite value) before the cast, so every block spans e4m3's whole range. 
 weight is de-quantised (q x scale) into the compute dtype, used once and dropped: storage is
 1 byte per weight plus one scale per 64 weights.
 
-Only the Linear layers inside the transformer's repeated blocks (the elements of its
-`nn.ModuleList`s, where nearly all parameters are) are converted; embeddings, norms and the
+Only the Linear layers inside the transformer's repeated blocks (`repeated_blocks`: where
+nearly all parameters are) are converted; embeddings, norms and the
 input/output projections stay as they are. The converted layer is an `nn.Linear` subclass, so
 PEFT wraps it like any Linear (training adds the LoRA after conversion) and, when a LoRA was
 attached first (generation), the PEFT layer's `base_layer` is the one replaced: the LoRA runs
@@ -91,13 +91,19 @@ class ScaledFp8Linear(nn.Linear):
         return super().extra_repr() + f", fp8_scaled block={self.in_features // self.weight_scale.shape[-1]}"
 
 
+def repeated_blocks(module: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """`module`'s lists of repeated blocks: ModuleLists of at least 2 modules of one class that
+    have children (not e.g. an attention's `to_out = [Linear, Dropout]`)."""
+    return [(name, m) for name, m in module.named_modules()
+            if isinstance(m, nn.ModuleList) and len(m) > 1 and len({type(b) for b in m}) == 1
+            and any(True for _ in m[0].children())]
+
+
 def block_linears(module: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.Linear]]:
-    """(qualified name, parent, attribute, Linear) for every plain Linear inside an element of one
-    of `module`'s ModuleLists, LoRA layers (PEFT's lora_A/lora_B/...) excluded."""
+    """(qualified name, parent, attribute, Linear) for every plain Linear inside the repeated
+    blocks of `module`, LoRA layers (PEFT's lora_A/lora_B/...) excluded."""
     seen: set[int] = set()
-    for list_name, mlist in module.named_modules():
-        if not isinstance(mlist, nn.ModuleList):
-            continue
+    for list_name, mlist in repeated_blocks(module):
         for parent_name, parent in mlist.named_modules(prefix=list_name):
             for attr, child in parent.named_children():
                 name = f"{parent_name}.{attr}"

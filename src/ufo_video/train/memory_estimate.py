@@ -37,7 +37,9 @@ class ModelCounts:
 
 
 def _blocks(transformer: nn.Module) -> nn.ModuleList | None:
-    lists = [m for m in transformer.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
+    from ufo_video.models.fp8_scaled import repeated_blocks
+
+    lists = [m for _, m in repeated_blocks(transformer)]
     return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()), default=None)
 
 
@@ -118,7 +120,8 @@ def plan_inputs(cfg: Any, device_type: str = "cuda",
         lora_params=lora_parameters(transformer, targets, cfg.lora.rank), storage=storage_of(t, cfg.model.weight_dtype),
         ffn_dim=counts.ffn_dim, largest_linear_params=counts.largest_linear_params,
         compute_bytes=4 if (cfg.model.weight_dtype == "fp32" and t.mixed_precision == "no") else 2,
-        gradient_checkpointing=t.gradient_checkpointing, activation_offload=bool(getattr(t, "activation_offload", False)),
+        gradient_checkpointing=t.gradient_checkpointing,
+        activation_offload=bool(getattr(t, "activation_offload", False)),  # the block-swap branch adds the key
         optimizer_state_bytes=2 if t.use_8bit_adam else 8, other_components_bytes=others,
     )  # fmt: skip
     return inputs, counts
@@ -158,14 +161,15 @@ def summary_lines(inputs: PlanInputs, n_swap: int, device: torch.device, free_by
 def before_load(cfg: Any, device: torch.device) -> tuple[list[str], int | None]:
     """(summary lines, the resolved `blocks_to_swap` when it was "auto", else None). Called before
     the model loads; a run that cannot fit under "auto" stops here with `MemoryPlanError`."""
-    from ufo_video.errors import UfoError
-
     requested = getattr(cfg.train, "blocks_to_swap", 0)
-    try:
-        inputs, _ = plan_inputs(cfg, device.type)
-    except UfoError:
-        raise
-    except Exception as exc:  # an estimate must never stop a run that could train
+    try:  # always for a CUDA device (on the CPU the line says so)
+        inputs, _ = plan_inputs(cfg, "cuda")
+    except Exception as exc:  # noqa: BLE001 - an estimate never stops a run; setup reports real problems
+        if requested == "auto":
+            from ufo_video.memory_plan import MemoryPlanError
+
+            raise MemoryPlanError(f"train.blocks_to_swap=auto: the memory estimate failed ({exc}); "
+                                  "set train.blocks_to_swap to a number") from exc
         return [f"  device memory estimate unavailable ({type(exc).__name__}: {exc})"], None
     lines: list[str] = []
     resolved = None
