@@ -117,3 +117,28 @@ def test_model_plan_cli_on_real_configs(capsys) -> None:
     assert main(["model", "plan", str(WAN_CONFIGS / "wan2.1-t2v-1.3b"), "--frames", "81", "--size", "480", "832",
                  "--cards", "4"]) == 0
     assert "4 GB card: does not fit (" in capsys.readouterr().out
+
+
+def test_before_load_resolves_auto(monkeypatch) -> None:
+    """`train.blocks_to_swap = "auto"` (the key the block-swap branch adds; set here directly):
+    0 on the CPU with a note; on CUDA the planner's N for the card's free memory, or an error
+    before anything loads."""
+    from ufo_video.config import load_config
+    from ufo_video.train import memory_estimate
+
+    cfg = load_config(None, [f"model.pretrained_model_name_or_path={WAN_CONFIGS / 'wan2.1-t2v-1.3b'}",
+                             "data.video_sample_n_frames=81", "data.video_sample_size=512", "lora.rank=32",
+                             "train.low_vram=true"])  # fmt: skip
+    object.__setattr__(cfg.train, "blocks_to_swap", "auto")
+    lines, n = memory_estimate.before_load(cfg, torch.device("cpu"))
+    assert n == 0 and any("blocks_to_swap=auto -> 0: no CUDA device" in ln for ln in lines)
+    assert any("estimated for a CUDA device" in ln for ln in lines)
+    inputs, _ = memory_estimate.plan_inputs(cfg, "cuda")
+    assert inputs.tokens == 21 * 32 * 32 and inputs.n_blocks == 30 and inputs.hidden_dim == 1536
+    need = pick_blocks_to_swap(inputs, int(8 * GIB))[0]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(8 * GIB), int(80 * GIB)))
+    lines, n = memory_estimate.before_load(cfg, torch.device("cuda"))
+    assert n == need > 0 and any(f"blocks_to_swap=auto -> {need} of 30" in ln for ln in lines)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(1 * GIB), int(80 * GIB)))
+    with pytest.raises(MemoryPlanError, match="cannot fit"):
+        memory_estimate.before_load(cfg, torch.device("cuda"))
