@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    model = sub.add_parser("model", help="make a tiny test model, check a model folder")
+    model = sub.add_parser("model", help="make a tiny test model, check a model folder, plan training memory")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
 
