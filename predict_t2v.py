@@ -12,7 +12,7 @@ Each run writes save_path/NNNNNNNN.mp4 and NNNNNNNN.json (every setting; reprodu
 """
 
 # GPU memory: model_full_load | model_cpu_offload | model_cpu_offload_and_qfloat8 |
-# sequential_cpu_offload | group_offload (on a CPU-only machine everything runs on the CPU)
+# model_cpu_offload_and_fp8_scaled | sequential_cpu_offload | group_offload (on a CPU-only machine everything runs on the CPU)
 GPU_memory_mode = "model_cpu_offload_and_qfloat8"
 model_name = "models/Diffusion_Transformer/EasyAnimateV5.1-12b-zh-InP"
 

@@ -141,7 +141,8 @@ def test_cli_check_reports_layout_and_counts(tiny_models: dict[str, Path], capsy
     model = load_model(tiny_models["original"])
     assert counts["transformer"] == sum(p.numel() for p in model.transformer.parameters())
     assert set(report["memory_gib"]) == {
-        "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload", "group_offload"
+        "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "model_cpu_offload_and_fp8_scaled",
+        "sequential_cpu_offload", "group_offload"
     }  # fmt: skip
 
 
@@ -181,7 +182,7 @@ def test_memory_modes_on_cpu(tiny_model: Path) -> None:
     from ufo_video.models.memory import apply_memory_mode
 
     for mode in ("model_full_load", "model_cpu_offload", "sequential_cpu_offload", "group_offload",
-                 "model_cpu_offload_and_qfloat8"):  # fmt: skip
+                 "model_cpu_offload_and_qfloat8", "model_cpu_offload_and_fp8_scaled"):  # fmt: skip
         model = load_model(tiny_model)
         pipe = model.pipeline()
         plan = apply_memory_mode(pipe, mode, torch.device("cpu"), torch.float32)

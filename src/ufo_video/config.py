@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ufo_video.errors import ConfigError
 
@@ -31,10 +31,13 @@ MemoryMode = Literal[
     "model_full_load",
     "model_cpu_offload",
     "model_cpu_offload_and_qfloat8",
+    "model_cpu_offload_and_fp8_scaled",
     "sequential_cpu_offload",
     "group_offload",
 ]
 MEMORY_MODES: tuple[str, ...] = MemoryMode.__args__  # type: ignore[attr-defined]
+#: the modes that store the transformer in fp8, and how (models/memory.py, models/fp8_scaled.py)
+FP8_MODES = {"model_cpu_offload_and_qfloat8": "plain", "model_cpu_offload_and_fp8_scaled": "scaled"}
 
 
 class _Section(BaseModel):
@@ -193,6 +196,10 @@ class TrainSection(_Section):
         False, description="Keep the block inputs gradient checkpointing saves in pinned host memory until backward "
         "recomputes the block (needs gradient_checkpointing). docs/memory.md",
     )
+    fp8_scaled: bool = Field(
+        False, description="With fp8_base: store the Linear weights of the transformer blocks as e4m3 with one "
+        "scale per 64 input elements (models/fp8_scaled.py): the same memory, a smaller error than plain fp8.",
+    )
     nan_policy: Literal["stop", "skip"] = "stop"
     max_nan_skips: int = Field(10, ge=0)
     validation_steps: int | None = Field(None, ge=1)
@@ -212,6 +219,13 @@ class TrainSection(_Section):
         if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
             return v
         raise ValueError("must be a whole number of blocks >= 0, or 'auto'")
+
+    @model_validator(mode="after")
+    def _fp8_scaled_needs_fp8_base(self) -> TrainSection:
+        if self.fp8_scaled and not self.fp8_base:
+            raise ValueError("fp8_scaled=true needs fp8_base=true (scaled fp8 is a way of storing the fp8 base); "
+                             "set train.fp8_base=true too, or drop fp8_scaled")
+        return self
 
 
 class LoraEntry(_Section):

@@ -12,7 +12,7 @@ from pathlib import Path
 #: the CPU suite's case names (runner.CASES's keys, listed here so `--help` imports no torch;
 #: tests/test_bench.py checks the two agree)
 CASE_NAMES = ("trainer_step", "cached_step", "loader", "loader_images", "static_memory", "lora_fused", "lora_unfused",
-              "weight_change", "step_cache", "load_memory", "seek_cost", "plan_scale", "caption_bytes")  # fmt: skip
+              "weight_change", "step_cache", "load_memory", "seek_cost", "plan_scale", "caption_bytes", "fp8_error")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:

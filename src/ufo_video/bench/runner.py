@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ufo_video.bench import cases_data, cases_infer, cases_scale, cases_train
+from ufo_video.bench import cases_data, cases_infer, cases_quant, cases_scale, cases_train
 from ufo_video.bench.measure import host_cpu_name, memory_method, prepare_cpu_memory_accounting
 from ufo_video.bench.presets import PRESETS
 from ufo_video.bench.results import CaseResult
@@ -34,6 +34,7 @@ CASES: dict[str, Callable[[Workspace], CaseResult]] = {
     "seek_cost": cases_scale.case_seek_cost,
     "plan_scale": cases_scale.case_plan_scale,
     "caption_bytes": cases_scale.case_caption_bytes,
+    "fp8_error": cases_quant.case_fp8_error,
 }
 
 

@@ -44,7 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 6.0)")
     p.add_argument("--seed", type=int, help="default 43")
     p.add_argument("--memory-mode", help="GPU_memory_mode: model_full_load, model_cpu_offload, "
-                   "model_cpu_offload_and_qfloat8, sequential_cpu_offload, group_offload")  # fmt: skip
+                   "model_cpu_offload_and_qfloat8, model_cpu_offload_and_fp8_scaled, sequential_cpu_offload, "
+                   "group_offload")  # fmt: skip
     p.add_argument("--blocks-to-swap", type=int, metavar="N",
                    help="keep N transformer blocks in host memory, each copied to the GPU just before it runs "
                    "(infer.blocks_to_swap; docs/memory.md)")  # fmt: skip

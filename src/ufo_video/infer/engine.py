@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ufo_video.config import FP8_MODES
 from ufo_video.errors import UfoError
 from ufo_video.infer.outputs import load_image
 from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
@@ -163,7 +164,7 @@ class VideoGenerator:
         if self.settings.fuse:
             raise UfoError("LoRAs merged with --fuse cannot be swapped; load the model again")
         if not (self.settings.memory_mode == "model_full_load" or
-                (self.device.type == "cpu" and self.settings.memory_mode != "model_cpu_offload_and_qfloat8")):  # fmt: skip
+                (self.device.type == "cpu" and self.settings.memory_mode not in FP8_MODES)):  # fmt: skip
             raise UfoError(f"LoRAs cannot be swapped under GPU_memory_mode={self.settings.memory_mode}; load the model again")
         remove_loras(self.model)
         self.adapter_names = []

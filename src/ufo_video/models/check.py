@@ -96,6 +96,8 @@ def estimate_memory_gib(components: list[ComponentReport], bytes_per_param: int 
         "model_full_load": sum(sizes.values()),
         "model_cpu_offload": max(sizes.values(), default=0),
         "model_cpu_offload_and_qfloat8": max(fp8_sizes.values(), default=0),
+        # + one scale (bf16) per 64 weights
+        "model_cpu_offload_and_fp8_scaled": max((n + n * 2 // 64 for n in fp8_sizes.values()), default=0),
         "sequential_cpu_offload": max((c.largest_leaf for c in components), default=0) * bytes_per_param,
         "group_offload": max((c.largest_block for c in components), default=0) * bytes_per_param,
     }

@@ -5,6 +5,7 @@
 | model_full_load                | every component on the accelerator (`pipe.to(device)`)          |
 | model_cpu_offload              | whole components moved to the GPU only while used               |
 | model_cpu_offload_and_qfloat8  | transformer weights stored in fp8, computed in bf16, + offload  |
+| model_cpu_offload_and_fp8_scaled | block Linears in e4m3 with a scale per 64 inputs (fp8_scaled.py) + offload |
 | sequential_cpu_offload         | layer-by-layer offload (least VRAM, slowest)                    |
 | group_offload                  | diffusers' block-level group offload (streams where available)  |
 
@@ -21,8 +22,9 @@ from typing import Any
 
 import torch
 
-from ufo_video.config import MEMORY_MODES
+from ufo_video.config import FP8_MODES, MEMORY_MODES
 from ufo_video.errors import ConfigError
+from ufo_video.models.fp8_scaled import enable_fp8_scaled_storage
 
 
 @dataclass(frozen=True)
@@ -76,23 +78,25 @@ def apply_memory_mode(pipe: Any, mode: str, device: torch.device, compute_dtype:
     if mode not in MEMORY_MODES:
         raise ConfigError(f"GPU_memory_mode={mode!r} is unknown; choose one of: {', '.join(MEMORY_MODES)}")
     fused_notice = None
-    if mode == "model_cpu_offload_and_qfloat8":
-        unfused = [enable_fp8_storage(transformer, compute_dtype, before_fp8) for transformer in denoisers(pipe)]
+    if mode in FP8_MODES:
+        store = (enable_fp8_storage if FP8_MODES[mode] == "plain"
+                 else lambda t, d, hook: enable_fp8_scaled_storage(t, d, hook)[0])
+        unfused = [store(transformer, compute_dtype, before_fp8) for transformer in denoisers(pipe)]
         if any(unfused):
             fused_notice = (f"GPU_memory_mode={mode}: the fused LoRAs run unfused on top of the fp8 weights instead "
                             "(fusing into fp8 would round a small LoRA weight away); --fuse has no effect in this mode")
     if device.type != "cuda":
         pipe.to(device)
         notice = fused_notice
-        if mode not in ("model_full_load", "model_cpu_offload_and_qfloat8"):
+        if mode != "model_full_load" and mode not in FP8_MODES:
             notice = f"GPU_memory_mode={mode}: no CUDA device, so nothing to offload; running on {device}"
-        elif mode == "model_cpu_offload_and_qfloat8":
+        elif mode in FP8_MODES:
             notice = f"GPU_memory_mode={mode}: no CUDA device; fp8 weight storage applied, running on {device}"
             notice += f"\n{fused_notice}" if fused_notice else ""
         return MemoryPlan(mode, str(device), notice)
     if mode == "model_full_load":
         pipe.to(device)
-    elif mode in ("model_cpu_offload", "model_cpu_offload_and_qfloat8"):
+    elif mode == "model_cpu_offload" or mode in FP8_MODES:
         pipe.enable_model_cpu_offload(device=device)
     elif mode == "sequential_cpu_offload":
         pipe.enable_sequential_cpu_offload(device=device)

@@ -46,10 +46,13 @@ def _cuda_run(cfg: UfoConfig) -> bool:
     return torch.cuda.is_available() and cfg.model.device != "cpu"
 
 
-def resolve_blocks_to_swap(cfg: UfoConfig, n_blocks: int) -> int:
-    """How many of the transformer's `n_blocks` blocks this run swaps. The integration point of the
-    memory planner, which resolves `auto` before setup runs; one still `auto` here means none ran."""
+def resolve_blocks_to_swap(cfg: UfoConfig, n_blocks: int, planned: int | None = None) -> int:
+    """How many of the transformer's `n_blocks` blocks this run swaps. `planned`: what the memory
+    planner (`train.memory_estimate.before_load`, before the model loads) made of `auto`; an `auto`
+    without it means no planner ran (setup called on its own)."""
     value = cfg.train.blocks_to_swap
+    if value == "auto" and planned is not None:
+        return min(int(planned), n_blocks)
     if value == "auto":
         if not _cuda_run(cfg):
             print("blocks_to_swap=auto: no CUDA device, no blocks swapped")
@@ -62,14 +65,15 @@ def resolve_blocks_to_swap(cfg: UfoConfig, n_blocks: int) -> int:
     return int(value)
 
 
-def install_block_swap(cfg: UfoConfig, model, transformer: torch.nn.Module, device: torch.device, is_main: bool) -> list:
+def install_block_swap(cfg: UfoConfig, model, transformer: torch.nn.Module, device: torch.device, is_main: bool,
+                       planned: int | None = None) -> list:
     """Swap the last `train.blocks_to_swap` blocks of the trained transformer (frozen base weights
     only; the LoRA stays on the device), with DDP told to leave those weights alone. Returns the
     offloaders (empty when none)."""
     if cfg.train.blocks_to_swap == 0:
         return []
     blocks = model.swap_blocks(transformer)  # a family without the hook says so
-    count = resolve_blocks_to_swap(cfg, len(blocks))
+    count = resolve_blocks_to_swap(cfg, len(blocks), planned)
     if count == 0:
         return []
     from ufo_video.offload import block_swap

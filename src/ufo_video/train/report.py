@@ -82,6 +82,7 @@ def start_summary(run: Any, loader: Any, threads: int) -> list[str]:
     lines += _data_lines(loader)
     lines.append(f"  device: {acc.device} ({n} process(es), {threads} CPU thread(s)); weights "
                  f"{cfg.model.weight_dtype}, mixed precision {t.mixed_precision}, LoRA in fp32")
+    lines += run.extra.get("memory_lines", [])  # train/memory_estimate.py, computed before the model loaded
     lines.append("  " + run.summary.describe())
     state = " + state folder" if t.save_state else ""
     # the sizes and the free disk follow in the `disk:` line (train/disk.py), computed once

@@ -219,10 +219,11 @@ def needed_components(cfg: UfoConfig, model: "ModelAdapter") -> tuple[str, ...]:
 
 
 def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict | None = None,
-          model: "ModelAdapter | None" = None) -> TrainRun:
+          model: "ModelAdapter | None" = None, blocks_to_swap: int | None = None) -> TrainRun:
     """Load the model, add the LoRA, apply memory options and build the optimizer (every process).
 
     `model`: the folder as `check_inputs` inspected it (inspected here when not given).
+    `blocks_to_swap`: `train.blocks_to_swap = "auto"` as the memory planner resolved it.
 
     `probe_batch` (this process's first batch): with DDP, one forward/backward on it tells whether
     some trainable parameters get no gradient (DDP's find_unused_parameters, only then)."""
@@ -266,7 +267,12 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
     transformer = model.transformer
     if cfg.train.fp8_base:
         # before the LoRA exists, so only base layers are stored in fp8; the LoRA stays fp32
-        enable_fp8_storage(transformer, compute_dtype=weight_dtype)
+        if cfg.train.fp8_scaled:  # the blocks' Linears, e4m3 + a scale per 64 inputs (models/fp8_scaled.py)
+            from ufo_video.models.fp8_scaled import enable_fp8_scaled_storage
+
+            enable_fp8_scaled_storage(transformer, compute_dtype=weight_dtype)
+        else:
+            enable_fp8_storage(transformer, compute_dtype=weight_dtype)
     torch.manual_seed(cfg.train.seed)  # LoRA initialisation is identical on every process
     summary = add_lora(model, cfg.lora, adapter_name=ADAPTER_NAME)
     params = [p for p in transformer.parameters() if p.requires_grad]
@@ -278,7 +284,7 @@ def setup(cfg: UfoConfig, accelerator, batches_per_epoch: int, probe_batch: dict
 
     device = accelerator.device
     # after the LoRA and fp8 storage, before anything moves the transformer: swapped weights stay on the host
-    swaps = install_block_swap(cfg, model, transformer, device, accelerator.is_main_process)
+    swaps = install_block_swap(cfg, model, transformer, device, accelerator.is_main_process, blocks_to_swap)
     if not fsdp:  # FSDP: `prepare` moves each process's shard to the GPU, never the whole model
         transformer.to(device)
     if not (cfg.train.low_vram and device.type != "cpu"):

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ufo_video.config import FP8_MODES
 from ufo_video.infer.settings import GenerationSettings
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
@@ -46,7 +47,7 @@ class ModelSession:
 
     def _can_swap_loras(self, s: GenerationSettings) -> bool:
         return self.gen is not None and (s.memory_mode == "model_full_load" or
-                                         (self.gen.device.type == "cpu" and s.memory_mode != "model_cpu_offload_and_qfloat8"))  # fmt: skip
+                                         (self.gen.device.type == "cpu" and s.memory_mode not in FP8_MODES))  # fmt: skip
 
     def generator(self, settings: GenerationSettings):
         """A loaded generator with exactly `settings.loras` attached (unfused) at their weights."""
