@@ -113,7 +113,7 @@ def test_auto_on_the_cpu_swaps_nothing_and_says_so(tiny_model, dataset, tmp_path
     assert _train(tiny_model, dataset, tmp_path / "out", "train.blocks_to_swap=auto", max_train_steps=1,
                   checkpointing_steps=1) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    assert "blocks_to_swap=auto: no CUDA device, no blocks swapped" in printed and "block swap: " not in printed
+    assert "train.blocks_to_swap=auto -> 0: no CUDA device, nothing to swap" in printed and "block swap: " not in printed
 
 
 def test_two_process_ddp_with_block_swap_equals_ddp_without(tiny_model, dataset, tmp_path):
@@ -139,10 +139,13 @@ def test_two_process_ddp_with_block_swap_equals_ddp_without(tiny_model, dataset,
     assert all(a[k].equal(b[k]) for k in a)
 
 
-def test_swap_over_fp8_stored_weights_trains_like_fp8_alone(tiny_model, dataset, tmp_path, capsys):
-    """fp8 storage first, then the swap packs the fp8 weights (half the bytes) and each layer is cast
-    for compute inside its block's run, as without the swap."""
-    fp8 = ["train.fp8_base=true", "model.weight_dtype=bf16", "train.mixed_precision=bf16"]
+@pytest.mark.parametrize("scaled", [False, True], ids=["fp8", "fp8_scaled"])
+def test_swap_over_fp8_stored_weights_trains_like_fp8_alone(tiny_model, dataset, tmp_path, capsys, scaled):
+    """fp8 storage first (plain, or scaled: e4m3 weights + their per-block scales), then the swap
+    packs the stored weights and each layer is de-quantised for compute inside its block's run,
+    as without the swap."""
+    fp8 = ["train.fp8_base=true", "model.weight_dtype=bf16", "train.mixed_precision=bf16",
+           f"train.fp8_scaled={str(scaled).lower()}"]
     plain, swap = tmp_path / "plain", tmp_path / "swap"
     assert _train(tiny_model, dataset, plain, *fp8, max_train_steps=1, checkpointing_steps=1) == 0
     capsys.readouterr()
