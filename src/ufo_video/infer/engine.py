@@ -68,18 +68,19 @@ class VideoGenerator:
         self.progress_label: str | None = None  # set (e.g. "video 2/5"): a tqdm bar with ETA over the denoising steps
         self.on_step: Callable[[int, int], None] | None = None  # (steps done, steps in all), e.g. a web page's bar
         self.adapter_names: list[str] = []
+        self._weights: list[float] = []
         if settings.loras:
             from ufo_video.lora.apply import load_loras
 
             specs = [(Path(spec.path), spec.weight) for spec in settings.loras]
             self.adapter_names = list(load_loras(self.model, specs, fuse=settings.fuse))
-            shown = ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in settings.loras)
-            if len(self.model.experts()) > 1:  # say which denoiser each file went to
-                from ufo_video.lora.apply import lora_experts
-
-                where = lora_experts(self.model)
-                shown += " (" + ", ".join(f"{n} -> {where[n]}" for n in self.adapter_names) + ")"
-            log(f"LoRA{'s' if len(specs) > 1 else ''} {'fused' if settings.fuse else 'attached'}: {shown}")
+            self._weights = [spec.weight for spec in settings.loras]
+            how = "fused" if settings.fuse else "attached"
+            if len(self.model.experts()) > 1:
+                self._log_routing(how)
+            else:
+                shown = ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in settings.loras)
+                log(f"LoRA{'s' if len(specs) > 1 else ''} {how}: {shown}")
         if self.adapter_names and settings.memory_mode == "model_cpu_offload_and_qfloat8":
             self._lora_layers_to_compute_dtype()
         # fused LoRAs are unfused before fp8 storage (they run on top of the fp8 base; see models.memory)
@@ -99,6 +100,35 @@ class VideoGenerator:
         for name, param in self.model.transformer.named_parameters():
             if "lora_" in name:
                 param.data = param.data.to(self.dtype)
+
+    def lora_routing(self) -> list[dict[str, Any]]:
+        """On a multi-expert model: which expert holds each attached LoRA, at its current weight
+        ([] otherwise), for the log and the sidecar. Expert names and timestep ranges are the
+        adapter's own (`ModelAdapter.experts`)."""
+        if len(self.model.experts()) < 2 or not self.adapter_names:
+            return []
+        from ufo_video.lora.apply import lora_experts
+
+        where = lora_experts(self.model)
+        ranges = {e.component: f"{e.t_min:g}-{e.t_max:g}" for e in self.model.experts()}
+        return [{"file": str(Path(spec.path).resolve()), "weight": float(w), "expert": where[name],
+                 "expert_timesteps": ranges.get(where[name], "")}
+                for spec, name, w in zip(self.settings.loras, self.adapter_names, self._weights)]  # fmt: skip
+
+    def _log_routing(self, how: str) -> None:
+        """One line per LoRA naming its expert, then a warning for each expert left without a LoRA
+        while another has one: a UFO for a multi-expert model is one LoRA per expert (a file
+        without expert metadata, e.g. one made for a single-transformer model, goes to the first)."""
+        routing = self.lora_routing()
+        for r in routing:
+            self.log(f"LoRA {how}: {Path(r['file']).name} x {r['weight']:g} -> {r['expert']} (timesteps {r['expert_timesteps']})")
+        held = {r["expert"] for r in routing}
+        for e in self.model.experts():
+            if e.component not in held:
+                others = ", ".join(sorted(held))
+                self.log(f"warning: the expert {e.component} (timesteps {e.t_min:g}-{e.t_max:g}) runs without a LoRA "
+                         f"while {others} has one; its part of the denoising gets no UFO. Train one LoRA per expert "
+                         f"(train.expert={e.component}) and pass both, or ignore this if it is intended")  # fmt: skip
 
     # what may change between videos without a reload
     RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse")
@@ -131,6 +161,7 @@ class VideoGenerator:
         self.adapter_names = []
         self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight) for spec in specs]))
         self.settings = replace(self.settings, loras=tuple(specs))
+        self._weights = [spec.weight for spec in specs]
 
     def set_lora_weights(self, weights: list[float]) -> None:
         """New weights for the attached (unfused) LoRAs, in the order they were given."""
@@ -141,6 +172,7 @@ class VideoGenerator:
         from ufo_video.lora.apply import set_lora_weights
 
         set_lora_weights(self.model, dict(zip(self.adapter_names, weights)))
+        self._weights = [float(w) for w in weights]
 
     def pipeline(self, task: str) -> Any:
         """The model's pipeline for `task`, built once; pipelines share the loaded components.
