@@ -50,14 +50,27 @@ def a14b(tmp_path_factory) -> dict:
     low = expert_loras(model, root / "run-low", "transformer_2")
     stack = expert_loras(model, root / "stack", "transformer", steps=(9,), name="distill-{}")[0]
     return {"model": model, "high": root / "run-high", "low": root / "run-low", "high_files": high, "low_files": low,
-            "stack": stack}  # fmt: skip
+            "stack": stack, "plain": without_expert(stack, root / "plain" / "distill-low.safetensors")}  # fmt: skip
+
+
+def without_expert(path: Path, out: Path) -> Path:
+    """A copy of a LoRA file without `ufo_expert` metadata (as files made by other tools come)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = {k: v for k, v in (f.metadata() or {}).items() if k != "ufo_expert"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(load_file(str(path)), str(out), meta)
+    return out
 
 
 def test_a14b_sweep_pairs_files_per_expert_with_scales_and_a_stack_in_every_row(a14b, tmp_path, capsys) -> None:
     out = tmp_path / "sw"
     args = ["sweep", "--model", str(a14b["model"]), "--prompt", "a cat", *FAST, "--lora", str(a14b["high"]),
             "--lora", str(a14b["low"]), "--weights", "0,0.5", "--expert-scale", "transformer_2=2",
-            "--base-lora", f"{a14b['stack']}:0.7", "--out-dir", str(out)]  # fmt: skip
+            "--base-lora", f"{a14b['stack']}:0.7", "--base-lora", f"{a14b['plain']}:0.4@transformer_2",
+            "--out-dir", str(out)]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     rec = json.loads((out / "sweep.json").read_text())
@@ -67,18 +80,20 @@ def test_a14b_sweep_pairs_files_per_expert_with_scales_and_a_stack_in_every_row(
     assert [Path(f).parent.name for f in by_row["checkpoint-2"]["loras"]] == ["run-high", "run-low"]
     assert by_row["checkpoint-2"]["scales"] == [1.0, 2.0]
     stack = str(a14b["stack"].resolve())
-    assert rec["stack"] == [{"file": stack, "weight": 0.7}]
+    plain = str(a14b["plain"].resolve())
+    assert rec["stack"] == [{"file": stack, "weight": 0.7}, {"file": plain, "weight": 0.4}]
     assert len(rec["videos"]) == 4
     for v in rec["videos"]:
         side = json.loads((out / v["sidecar"]).read_text())
         loras = {Path(x["path"]).parent.name: x["weight"] for x in side["settings"]["loras"]}
         # the stack is in every video, the base (weight 0) included, at its weight
-        assert loras["stack"] == 0.7, v["file"]
+        assert loras["stack"] == 0.7 and loras["plain"] == 0.4, v["file"]
+        assert [x.get("expert") for x in side["settings"]["loras"]][-2:] == [None, "transformer_2"]  # named by @
         # the row's pair at (w, 2w): high-noise file at the weight, low-noise at twice it
         assert (loras["run-high"], loras["run-low"]) == (v["weight"], 2 * v["weight"])
         route = {Path(r["file"]).parent.name: (r["expert"], r["weight"]) for r in side["lora_routing"]}
         assert route == {"run-high": ("transformer", v["weight"]), "run-low": ("transformer_2", 2 * v["weight"]),
-                         "stack": ("transformer", 0.7)}  # fmt: skip
+                         "stack": ("transformer", 0.7), "plain": ("transformer_2", 0.4)}  # fmt: skip
         assert {x["expert"] for x in v["loras"]} == {"transformer", "transformer_2"}
     # the pair's two settings differ from the base; weight 0 is one base video shared by both rows
     m = {(v["checkpoint"], v["weight"]): v["metrics"] for v in rec["videos"]}
@@ -105,9 +120,24 @@ def test_a14b_generate_names_each_lora_expert_warns_for_a_bare_expert_and_record
     assert main(["generate", "--model", str(a14b["model"]), "--prompt", "a cat", *FAST, "--lora", f"{high}:0.3",
                  "--lora", f"{low}:0.2", "--out", str(both)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    assert "-> transformer_2 (timesteps 0-875)" in printed and "runs without a LoRA" not in printed
+    assert "-> transformer_2 (timesteps 0-875)" in printed and "runs without" not in printed
     routed = json.loads(both.with_suffix(".json").read_text())["lora_routing"]
     assert [(r["expert"], r["weight"]) for r in routed] == [("transformer", 0.3), ("transformer_2", 0.2)]
+    # a file without ufo_expert goes where @ names it; the low-noise expert then has a LoRA but no UFO
+    mixed = tmp_path / "mixed.mp4"
+    assert main(["generate", "--model", str(a14b["model"]), "--prompt", "a cat", *FAST, "--lora", f"{high}:0.3",
+                 "--lora", f"{a14b['plain']}:1@transformer_2", "--out", str(mixed)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "distill-low.safetensors x 1 -> transformer_2 (timesteps 0-875)" in printed
+    assert "warning: the expert transformer_2 (timesteps 0-875) runs without a UFO LoRA" in printed
+    side = json.loads(mixed.with_suffix(".json").read_text())
+    assert side["settings"]["loras"][1]["expert"] == "transformer_2" and "expert" not in side["settings"]["loras"][0]
+    # the sidecar makes the same video again, with the file on the same expert
+    assert main(["generate", "--from-sidecar", str(mixed.with_suffix(".json"))]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
+    assert main(["generate", "--model", str(a14b["model"]), "--prompt", "a cat", *FAST, "--lora", f"{high}@nope",
+                 "--out", str(tmp_path / "x.mp4")]) == 2  # fmt: skip
+    assert "is for the expert 'nope' (as given after @)" in capsys.readouterr().err
 
 
 def test_ambiguous_pairs_and_bad_scales_are_refused_with_one_line(a14b, tmp_path, capsys) -> None:
@@ -155,3 +185,15 @@ def test_pairing_rules_without_a_model(tmp_path) -> None:
         plan_rows([h, two, lo], experts, ["a", "b", "c"])
     # a single-expert model: one row per file, no metadata read
     assert [r.files for r in plan_rows([h, lo], ["transformer"], ["a", "b"])[1]] == [(0,), (1,)]
+
+
+def test_lora_argument_names_an_expert_after_at(tmp_path) -> None:
+    from ufo_video.infer.settings import LoraSpec, parse_lora_arg
+
+    assert parse_lora_arg("x.safetensors:0.5@transformer_2", 0.15) == LoraSpec("x.safetensors", 0.5, "transformer_2")
+    assert parse_lora_arg("x.safetensors@transformer_2", 0.15) == LoraSpec("x.safetensors", 0.15, "transformer_2")
+    assert parse_lora_arg("x.safetensors:0.5", 0.15) == LoraSpec("x.safetensors", 0.5)
+    odd = tmp_path / "me@home.safetensors"  # an existing file is a path, whatever it contains
+    odd.write_bytes(b"")
+    assert parse_lora_arg(str(odd), 0.15) == LoraSpec(str(odd), 0.15)
+    assert parse_lora_arg(f"{tmp_path}/a@b/c.safetensors", 1.0).expert is None  # "@" inside a folder name

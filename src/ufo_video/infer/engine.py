@@ -72,7 +72,7 @@ class VideoGenerator:
         if settings.loras:
             from ufo_video.lora.apply import load_loras
 
-            specs = [(Path(spec.path), spec.weight) for spec in settings.loras]
+            specs = [(Path(spec.path), spec.weight, spec.expert) for spec in settings.loras]
             self.adapter_names = list(load_loras(self.model, specs, fuse=settings.fuse))
             self._weights = [spec.weight for spec in settings.loras]
             how = "fused" if settings.fuse else "attached"
@@ -117,18 +117,29 @@ class VideoGenerator:
 
     def _log_routing(self, how: str) -> None:
         """One line per LoRA naming its expert, then a warning for each expert left without a LoRA
-        while another has one: a UFO for a multi-expert model is one LoRA per expert (a file
-        without expert metadata, e.g. one made for a single-transformer model, goes to the first)."""
+        while another has one, or without a UFO LoRA (a file whose `ufo_expert` names it) while
+        another has one: a UFO for a multi-expert model is one LoRA per expert (a file without
+        expert metadata, e.g. one made for a single-transformer model, goes to the first unless
+        `@EXPERT` names another)."""
         routing = self.lora_routing()
         for r in routing:
             self.log(f"LoRA {how}: {Path(r['file']).name} x {r['weight']:g} -> {r['expert']} (timesteps {r['expert_timesteps']})")
+        from ufo_video.infer.sweep_pairs import file_expert
+
         held = {r["expert"] for r in routing}
+        # a UFO file of a multi-expert model names its expert; a stack (e.g. distillation) file does not
+        ufo = {r["expert"] for r in routing if file_expert(Path(r["file"])) == r["expert"]}
         for e in self.model.experts():
-            if e.component not in held:
+            if e.component in held and ufo and e.component not in ufo:
+                self.log(f"warning: the expert {e.component} (timesteps {e.t_min:g}-{e.t_max:g}) runs without a UFO LoRA "
+                         f"(a file trained for it: ufo_expert={e.component}) while {', '.join(sorted(ufo))} has one; "
+                         f"train one with train.expert={e.component} and pass both")  # fmt: skip
+            elif e.component not in held:
                 others = ", ".join(sorted(held))
                 self.log(f"warning: the expert {e.component} (timesteps {e.t_min:g}-{e.t_max:g}) runs without a LoRA "
                          f"while {others} has one; its part of the denoising gets no UFO. Train one LoRA per expert "
-                         f"(train.expert={e.component}) and pass both, or ignore this if it is intended")  # fmt: skip
+                         f"(train.expert={e.component}) and pass both (a file without ufo_expert metadata goes to the first "
+                         f"expert unless named: --lora FILE:W@{e.component}), or ignore this if it is intended")  # fmt: skip
 
     # what may change between videos without a reload
     RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse")
@@ -159,7 +170,7 @@ class VideoGenerator:
             raise UfoError(f"LoRAs cannot be swapped under GPU_memory_mode={self.settings.memory_mode}; load the model again")
         remove_loras(self.model)
         self.adapter_names = []
-        self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight) for spec in specs]))
+        self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight, spec.expert) for spec in specs]))
         self.settings = replace(self.settings, loras=tuple(specs))
         self._weights = [spec.weight for spec in specs]
 

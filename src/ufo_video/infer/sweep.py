@@ -1,9 +1,11 @@
 """`ufo-video sweep`: LoRA checkpoints x weights over (prompt, seed) pairs, measured and ranked.
 
 Answers "what does my UFO do, which checkpoint is best, and at which alpha?". Every LoRA file is
-attached once, unfused, to one loaded model; a video at (checkpoint k, weight w) runs with LoRA k
-at w and every other LoRA at 0 (an adapter at weight 0 is switched off exactly, so the output is
-the one the file alone would give). Weight 0 is the base model for every checkpoint, so it is
+attached once, unfused, to one loaded model; a video at (row k, weight w) runs row k's files at w
+(times their expert's scale) and every other swept file at 0 (an adapter at weight 0 is switched
+off exactly, so the output is the one the row's files alone would give). A row is one file, or on
+a multi-expert model one file per expert (`sweep_pairs`); a stack (`--base-lora`) is held at its
+weights in every video. Weight 0 is the base (the stack alone, if any) for every row, so it is
 generated once per (prompt, seed). Every setting is rendered on the same (prompt, seed) samples
 as the base, so `ufo_video.eval.choose` can judge it by paired differences with intervals (one
 prompt at one seed recommends noise). Each video gets its file and sidecar and the eval metrics

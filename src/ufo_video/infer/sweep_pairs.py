@@ -44,6 +44,16 @@ class Row:
     files: tuple[int, ...]
 
 
+def model_experts(model: str) -> list[str]:
+    """The model folder's expert names in its own order (`ModelAdapter.experts`; one name for a
+    single-denoiser model), read from its configs without loading weights."""
+    from ufo_video.models.registry import model_shell
+
+    if not model or not Path(model).is_dir():
+        return ["transformer"]  # loading the model fails later with its own message
+    return [e.component for e in model_shell(model).experts()]
+
+
 def file_expert(path: Path) -> str | None:
     """The expert a LoRA file names in its metadata (`ufo_expert`), or None."""
     from safetensors import SafetensorError, safe_open

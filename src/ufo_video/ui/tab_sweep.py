@@ -68,12 +68,11 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
     rule = ChoiceRule(str(consistency), "flow_px", float(number(keep, "keep motion share", minimum=0.0, maximum=1.0)))
     notes: list[str] = []
     base = settings_from_values(list(values[8 : 8 + len(SETTING_NAMES)]), [], notes, ctx.allowed)
-    from ufo_video.infer.cli import _expert_names
     from ufo_video.infer.sweep import checkpoint_labels
-    from ufo_video.infer.sweep_pairs import plan_rows
+    from ufo_video.infer.sweep_pairs import model_experts, plan_rows
 
     # a multi-expert model: one row per pair of files (one per expert), as `ufo-video sweep` does
-    paths, rows, _ = plan_rows(paths, _expert_names(base.model), checkpoint_labels(paths))
+    paths, rows, _ = plan_rows(paths, model_experts(base.model), checkpoint_labels(paths))
     settings = replace(base, loras=tuple(LoraSpec(str(p), 0.0) for p in paths))
     request = request_from_values("x", negative, seed)
     out = next_sweep_folder(ctx)
