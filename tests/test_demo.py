@@ -87,7 +87,7 @@ def test_quick_demo_writes_report_videos_and_finite_numbers(quick_run):
 def test_quick_demo_saves_several_checkpoints_and_reports_a_multi_seed_sweep(quick_run):
     """The chooser in the demo: every checkpoint of the run x the sweep weights on prompts x seeds,
     paired with the base, and its recommendation (here, 3 training steps: an honest "none")."""
-    out, code, _ = quick_run
+    out, _, _ = quick_run
     q = plan.QUICK
     report = json.loads((out / "report.json").read_text())
     ckpts = sorted(p.name for p in (out / "train").glob("checkpoint-*.safetensors"))
