@@ -151,7 +151,7 @@ class VideoGenerator:
         changed = [f for f in self.RELOAD_FIELDS if getattr(settings, f) != getattr(self.settings, f)]
         if changed:
             raise UfoError(f"these settings need a new VideoGenerator (a model load): {', '.join(changed)}")
-        if [s.path for s in settings.loras] != [s.path for s in self.settings.loras]:
+        if [(s.path, s.expert) for s in settings.loras] != [(s.path, s.expert) for s in self.settings.loras]:
             raise UfoError("other LoRA files: use replace_loras")
         self.settings = settings
         if self.adapter_names:
