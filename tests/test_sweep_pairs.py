@@ -81,7 +81,7 @@ def test_a14b_sweep_pairs_files_per_expert_with_scales_and_a_stack_in_every_row(
     assert by_row["checkpoint-2"]["scales"] == [1.0, 2.0]
     stack = str(a14b["stack"].resolve())
     plain = str(a14b["plain"].resolve())
-    assert rec["stack"] == [{"file": stack, "weight": 0.7}, {"file": plain, "weight": 0.4}]
+    assert rec["stack"] == [{"file": stack, "weight": 0.7}, {"file": plain, "weight": 0.4, "expert": "transformer_2"}]
     assert len(rec["videos"]) == 4
     for v in rec["videos"]:
         side = json.loads((out / v["sidecar"]).read_text())
@@ -99,6 +99,7 @@ def test_a14b_sweep_pairs_files_per_expert_with_scales_and_a_stack_in_every_row(
     m = {(v["checkpoint"], v["weight"]): v["metrics"] for v in rec["videos"]}
     assert m[("checkpoint-1", 0.0)] == m[("checkpoint-2", 0.0)] and m[("checkpoint-1", 0.5)] != m[("checkpoint-2", 0.5)]
     assert "base: the stack, no UFO" in printed and "stack in every video, the base included" in printed
+    assert "distill-low.safetensors x 0.4 -> transformer_2; every gain and motion kept is against the same stack" in printed
     assert "checkpoint-2: checkpoint-2.safetensors -> transformer + checkpoint-2.safetensors -> transformer_2 at 2 x weight" in printed
     assert "runs without a LoRA" not in printed  # both experts hold a UFO file
     assert "stack in every video" in (out / "sweep.html").read_text()

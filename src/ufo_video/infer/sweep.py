@@ -359,7 +359,8 @@ def run_sweep(
         "checkpoints": labels,
         "rows": [{"checkpoint": r.label, "loras": [str(Path(specs[i].path).resolve()) for i in r.files],
                   "scales": [scales[i] for i in r.files]} for r in rows],
-        "stack": [{"file": str(Path(s.path).resolve()), "weight": s.weight} for s in stack],
+        "stack": [{"file": str(Path(s.path).resolve()), "weight": s.weight} | ({"expert": s.expert} if s.expert else {})
+                  for s in stack],  # fmt: skip
         "weights": weights,
         "prompt": first.prompt,
         "negative_prompt": first.negative_prompt,

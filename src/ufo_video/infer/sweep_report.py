@@ -131,7 +131,8 @@ def setup_lines(record: dict) -> list[str]:
             lines.append(f"row {row['checkpoint']}: " + " + ".join(parts))
     stack = record.get("stack") or []
     if stack:
-        held = ", ".join(f"{Path(s['file']).name} x {s['weight']:g}" for s in stack)
+        held = ", ".join(f"{Path(s['file']).name} x {s['weight']:g}" + (f" -> {s['expert']}" if s.get("expert") else "")
+                         for s in stack)  # fmt: skip
         lines.append(f"stack in every video, the base included: {held}; every gain and motion kept is against "
                      "the same stack without UFO")  # fmt: skip
     return lines
