@@ -359,8 +359,7 @@ def run_sweep(
         "checkpoints": labels,
         "rows": [{"checkpoint": r.label, "loras": [str(Path(specs[i].path).resolve()) for i in r.files],
                   "scales": [scales[i] for i in r.files]} for r in rows],
-        "stack": [{"file": str(Path(s.path).resolve()), "weight": s.weight} | ({"expert": s.expert} if s.expert else {})
-                  for s in stack],  # fmt: skip
+        "stack": [_stack_entry(s) for s in stack],
         "weights": weights,
         "prompt": first.prompt,
         "negative_prompt": first.negative_prompt,
@@ -381,6 +380,11 @@ def run_sweep(
 
     log(f"wrote {path} and {write_sweep_html(record, out_dir)}")
     return path
+
+
+def _stack_entry(spec: LoraSpec) -> dict:
+    entry = {"file": str(Path(spec.path).resolve()), "weight": spec.weight}
+    return entry | ({"expert": spec.expert} if spec.expert else {})
 
 
 def _trend_intervals(entries: list[dict]) -> dict:
