@@ -56,8 +56,8 @@ def quick_run(tmp_path_factory) -> tuple[Path, int, str]:
 def test_quick_demo_writes_report_videos_and_finite_numbers(quick_run):
     out, code, printed = quick_run
     assert code == 0
-    for n in range(1, 8):
-        assert f"[{n}/7] done in" in printed
+    for n in range(1, 9):
+        assert f"[{n}/8] done in" in printed
     report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
     bad = [(where, v) for where, v in _numbers(report) if not math.isfinite(v)]
     assert not bad
@@ -72,7 +72,7 @@ def test_quick_demo_writes_report_videos_and_finite_numbers(quick_run):
         assert (out / "videos" / f"{mode}-prompt0" / "grid.gif").is_file()
     assert [s for s, _ in report["training"]["losses"]] == list(range(1, q.train_steps + 1))
     assert Path(report["training"]["lora"]).is_file()
-    assert list(report["timings"]) == ["base_model", "dataset", "check", "train", "generate", "evaluate", "report"]
+    assert list(report["timings"]) == ["base_model", "dataset", "check", "train", "generate", "evaluate", "sweep", "report"]
     assert report["total_seconds"] >= sum(report["timings"].values()) - 1e-6
     assert report["machine"]["cpu_count"] >= 1 and "load_average_end" in report["machine"]
     # the verdict is the trend's own answer, not a constant
@@ -82,6 +82,25 @@ def test_quick_demo_writes_report_videos_and_finite_numbers(quick_run):
     )
     assert report["verdict"]["holds"] is expected
     assert ("HOLDS" if expected else "does NOT hold") in report["verdict"]["statement"]
+
+
+def test_quick_demo_saves_several_checkpoints_and_reports_a_multi_seed_sweep(quick_run):
+    """The chooser in the demo: every checkpoint of the run x the sweep weights on prompts x seeds,
+    paired with the base, and its recommendation (here, 3 training steps: an honest "none")."""
+    out, _, _ = quick_run
+    q = plan.QUICK
+    report = json.loads((out / "report.json").read_text())
+    ckpts = sorted(p.name for p in (out / "train").glob("checkpoint-*.safetensors"))
+    assert len(ckpts) == q.checkpoints >= 2
+    sw = report["sweep"]
+    assert sorted(sw["checkpoints"]) == ckpts and sw["samples"] == q.sweep_prompts * len(q.sweep_seeds) >= 2
+    rec = sw["recommendation"]
+    assert rec["pairs"] == sw["samples"] and len(rec["candidates"]) == q.checkpoints * (len(q.sweep_weights) - 1)
+    assert rec["checkpoint"] is None and "no setting beats the base reliably" in rec["reason"]
+    record = json.loads((out / "sweep" / "sweep.json").read_text())
+    assert {v["seed"] for v in record["videos"]} == set(q.sweep_seeds) and (out / sw["html"]).is_file()
+    html = (out / "report.html").read_text()
+    assert "Which checkpoint, which weight?" in html and "no setting beats the base reliably" in html
 
 
 def test_quick_demo_data_check_reports_and_excludes_the_broken_file(quick_run):

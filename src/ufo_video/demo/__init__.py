@@ -3,7 +3,8 @@
 A tiny base model (the shipped trained one, or `--model DIR`) -> a synthetic dataset (with one broken file) -> the
 data check -> a UFO LoRA trained on static clips by the real trainer -> t2v and i2v videos at
 several UFO weights (the LoRA loaded once, only its weight changed) -> the metrics and their
-trend over the weight -> report.html and report.json. Each step prints a numbered progress
+trend over the weight -> the chooser (`sweep` over the run's checkpoints x weights x prompts x
+seeds, with its recommendation or an honest "none") -> report.html and report.json. Each step prints a numbered progress
 line and its time. The report states whether the expected trend (consistency non-decreasing,
 dynamics non-increasing as the weight grows) holds, computed from the measured numbers.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-STEPS = 7
+STEPS = 8
 # Measured on a shared 2-core machine: one thread made a 64x64x9 video of the tiny base 4-6x
 # faster than two (OpenMP threads waiting on each other over very small operations).
 DEFAULT_THREADS = 1
@@ -92,6 +93,9 @@ def _run(out: Path, quick: bool, model: Path | None = None) -> int:
         motion = findings.motion_note(records, plan.gen_size, plan.fps)
         print(verdict["statement"])
         print(motion)
+    with timer.step("sweep", f"choose: {plan.checkpoints} checkpoints x weights over {plan.sweep_prompts} prompt(s) "
+                    f"x {len(plan.sweep_seeds)} seeds"):
+        chosen = steps.sweep(plan, base, trained, out)
     with timer.step("report", "write the report"):
         report = {
             "kind": KIND,
@@ -103,6 +107,7 @@ def _run(out: Path, quick: bool, model: Path | None = None) -> int:
             "trend": trends,
             "verdict": verdict,
             "motion_note": motion,
+            "sweep": chosen,
             "timings": dict(timer.timings),
             "total_seconds": timer.elapsed(),
             "versions": versions(),

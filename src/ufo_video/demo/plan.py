@@ -2,7 +2,8 @@
 
 Every size, count and seed of the demo lives here, so the report can print the plan it ran and
 a change of budget is one edit. The full plan is sized for a whole demo of at most about five
-minutes on two CPU cores; the quick plan (the test) for well under a minute.
+minutes on two CPU cores (its sweep: 2 prompts x 2 seeds x (base + 2 checkpoints x 2 weights) = 20
+small videos, about 10 s on one free core); the quick plan (the test) for well under a minute.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ class DemoPlan:
     guidance_scale: float
     weights: tuple[float, ...]
     prompts: tuple[Prompt, ...]
+    # the chooser: `checkpoints` files saved over the training, then `ufo-video sweep`'s code over
+    # them x `sweep_weights` on the first `sweep_prompts` prompts x `sweep_seeds` (t2v), paired
+    # with the base, and its recommendation by the stated rule (or "none")
+    checkpoints: int = 2
+    sweep_prompts: int = 2
+    sweep_seeds: tuple[int, ...] = (1, 2)
+    sweep_weights: tuple[float, ...] = (0.0, 0.5, 1.0)
     modes: tuple[str, ...] = ("t2v", "i2v")
     fps: int = 8
     seed: int = 42
@@ -118,4 +126,7 @@ QUICK = DemoPlan(
     guidance_scale=6.0,
     weights=(0.0, 0.2, 1.0),
     prompts=PROMPTS[:1],
+    checkpoints=3,
+    sweep_prompts=1,
+    sweep_weights=(0.0, 1.0),
 )

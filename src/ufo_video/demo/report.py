@@ -160,6 +160,24 @@ def _verdict_section(report: dict) -> str:
     ])  # fmt: skip
 
 
+def _sweep_section(report: dict) -> str:
+    """The chooser's answer over the run's checkpoints and several seeds (the full page: sweep/sweep.html)."""
+    sw = report.get("sweep")
+    if not sw:
+        return ""
+    rec = sw["recommendation"] or {}
+    choice = ("none: " if rec.get("checkpoint") is None else "") + rec.get("reason", "no recommendation")
+    cls = "ok" if rec.get("checkpoint") is not None else "note"
+    return "\n".join([
+        "<h2>Which checkpoint, which weight? (the chooser)</h2>",
+        (f"<p>The checkpoints {escape(', '.join(sw['checkpoints']))} at &alpha; {', '.join(f'{w:g}' for w in sw['weights'])} on "
+         f"{sw['samples']} (prompt, seed) pairs, each paired with the base (<code>ufo-video sweep</code>'s code; the whole page: "
+         f'<a href="{escape(sw["html"])}">{escape(sw["html"])}</a>).</p>'),
+        f'<div class="{cls}"><p><b>Recommended:</b> {escape(choice)}</p></div>',
+        f"<pre>{escape(sw['table'])}</pre>",
+    ])  # fmt: skip
+
+
 def _training_section(report: dict) -> str:
     t, plan = report["training"], report["plan"]
     steps = [s for s, _ in t["losses"]]
@@ -218,6 +236,7 @@ def render_html(report: dict, out: Path) -> str:
         f"{report['total_seconds']:.0f} s in total. All numbers are in report.json.</p>",
         f'<div class="banner">{escape(banner)}</div>' if banner else "",
         _verdict_section(report),
+        _sweep_section(report),
         _videos_section(report, out, display),
         _charts_section(report),
         _metrics_section(report),

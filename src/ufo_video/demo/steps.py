@@ -123,7 +123,8 @@ def data_config(plan: DemoPlan, model: str, root: str, meta: str, output_dir: Pa
         # only multiplier on the learned correction
         "lora": {"rank": plan.rank, "network_alpha": float(plan.rank)},
         "train": {"output_dir": str(output_dir), "train_mode": "inpaint", "train_batch_size": plan.batch_size,
-                  "max_train_steps": plan.train_steps, "checkpointing_steps": plan.train_steps,
+                  "max_train_steps": plan.train_steps,
+                  "checkpointing_steps": max(1, plan.train_steps // max(1, plan.checkpoints)),
                   "learning_rate": plan.learning_rate, "mixed_precision": "no", "gradient_checkpointing": False,
                   "report_to": "none", "save_state": False, "seed": plan.seed,
                   # trains from the latent cache on clean given frames: with "model" each cached step
@@ -258,3 +259,40 @@ def evaluate(plan: DemoPlan, records: list[dict], frames_by_id: dict[int, np.nda
         if made:  # a model without image-to-video (or t2v) makes no videos of that mode
             trends[mode] = trend(made)
     return trends
+
+
+# ---------------------------------------------------------------------------- 7. the chooser
+
+
+def sweep(plan: DemoPlan, base: dict, trained: dict, out: Path) -> dict:
+    """`ufo-video sweep`'s own code (`infer.sweep.run_sweep`) over the run's checkpoints x
+    `plan.sweep_weights` on `plan.sweep_prompts` prompts x `plan.sweep_seeds` (text-to-video),
+    each setting paired with the base on every (prompt, seed): its recommendation by the stated
+    rule, or "no setting beats the base reliably" with the numbers. Writes out/sweep/."""
+    import json
+
+    from ufo_video.eval.choose import ChoiceRule
+    from ufo_video.infer.settings import GenerationSettings, LoraSpec, VideoRequest
+    from ufo_video.infer.sweep import expand_lora_paths, format_sweep_table, run_sweep
+    from ufo_video.infer.sweep_prompts import build_samples
+
+    ckpts = expand_lora_paths([Path(trained["lora"]).parent])
+    settings = GenerationSettings(
+        model=base["path"], sample_size=(plan.gen_size, plan.gen_size), video_length=plan.gen_frames, fps=plan.fps,
+        num_inference_steps=plan.inference_steps, guidance_scale=plan.guidance_scale, memory_mode="model_full_load",
+        weight_dtype="fp32", device="cpu",
+    )  # fmt: skip
+    i2v = "t2v" not in base.get("modes", ["t2v"])  # a model without text-to-video: from the start frames
+    requests = [(VideoRequest(p.text, "", p.seed, image=str(start_image(p, plan.media_size, out / "sweep-start" / f"p{k}.png"))
+                              if i2v else None), "") for k, p in enumerate(plan.prompts[: plan.sweep_prompts])]  # fmt: skip
+    samples = build_samples(requests, list(plan.sweep_seeds))
+    # the demo's folder is its own: a rerun replaces its earlier sweep
+    path = run_sweep(settings, samples, [LoraSpec(str(c), 0.0) for c in ckpts], list(plan.sweep_weights), out / "sweep",
+                     "mp4", rule=ChoiceRule(), overwrite=True)  # fmt: skip
+    record = json.loads(path.read_text())
+    table = format_sweep_table(record)
+    print(table)
+    rec = record["recommendation"]
+    return {"checkpoints": [c.name for c in ckpts], "samples": len(samples), "weights": list(plan.sweep_weights),
+            "recommendation": rec, "trend": (record.get("trend_intervals") or {}).get("statement"), "table": table,
+            "html": str((out / "sweep" / "sweep.html").relative_to(out))}  # fmt: skip

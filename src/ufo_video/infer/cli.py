@@ -63,8 +63,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     gen = intermixed(sub.add_parser("generate", help="text/image-to-video with optional LoRAs (UFOs)"))
     _common(gen)
-    gen.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
-                     help="a LoRA and its weight (default infer.lora_weight = 0.15); repeat for several")  # fmt: skip
+    gen.add_argument("--lora", action="append", metavar="PATH[:WEIGHT][@EXPERT]",
+                     help="a LoRA and its weight (default infer.lora_weight = 0.15); repeat for several; multi-expert "
+                     "models: @EXPERT sends a file without ufo_expert metadata to that expert")  # fmt: skip
     gen.add_argument("--fuse", action="store_true", help="merge the LoRAs into the weights (faster; fixed weights)")
     gen.add_argument("--prompts", type=Path, help="batch: a text file (one prompt per line) or JSONL records")
     gen.add_argument("--out", type=Path, help="output file (one video); default save_path/NNNNNNNN.mp4")
@@ -85,6 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--lora", required=True, action="append", metavar="PATH",
                     help="a LoRA file, or a training output_dir (all its checkpoint-N.safetensors); repeat for several")  # fmt: skip
     sw.add_argument("--weights", default="0,0.05,0.1,0.2,0.5,1.0", help="comma-separated (default 0,0.05,0.1,0.2,0.5,1.0)")
+    sw.add_argument("--expert-scale", action="append", default=[], metavar="EXPERT=FACTOR",
+                    help="multi-expert models: that expert's file runs at FACTOR x the weight (e.g. transformer_2=2: "
+                    "weight 0.1 runs 0.1 and 0.2); files are paired per expert by ufo_expert and checkpoint step")  # fmt: skip
+    sw.add_argument("--base-lora", action="append", default=[], metavar="PATH[:WEIGHT][@EXPERT]",
+                    help="a LoRA held at WEIGHT (default 1) in every video, the base included (e.g. a step-distillation "
+                    "LoRA with its --steps/--guidance-scale); routed to an expert as generate's --lora; repeatable")  # fmt: skip
     sw.add_argument("--prompts", type=Path, help="prompts: a text file (one per line) or JSONL {\"prompt\", \"image\"?}")
     sw.add_argument("--prompts-from-captions", type=Path, metavar="METADATA",
                     help="prompts: --captions N captions of a dataset's metadata (.json/.jsonl/.csv)")  # fmt: skip
@@ -229,19 +236,26 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from ufo_video.eval.choose import ChoiceRule
     from ufo_video.infer.outputs import output_format
-    from ufo_video.infer.settings import LoraSpec, settings_from_config
-    from ufo_video.infer.sweep import check_out_dir, expand_lora_paths, format_sweep_table, parse_weights, run_sweep
+    from ufo_video.infer.settings import LoraSpec, parse_lora_arg, settings_from_config
+    from ufo_video.infer.sweep import (check_out_dir, checkpoint_labels, expand_lora_paths, format_sweep_table,
+                                       parse_weights, run_sweep)  # fmt: skip
+    from ufo_video.infer.sweep_pairs import check_stack, model_experts, parse_expert_scales, plan_rows
 
     weights = parse_weights(args.weights)
     rule = ChoiceRule(args.consistency_metric, args.motion_metric, args.keep_motion, args.min_effect)
     cfg = _configured(args)
     paths = expand_lora_paths(args.lora)
     settings = settings_from_config(cfg, loras=[], **_cache_args(args))
+    experts = model_experts(settings.model)
+    paths, rows, file_experts = plan_rows(paths, experts, checkpoint_labels(paths))
+    scale = parse_expert_scales(args.expert_scale, experts)
+    stack = check_stack([parse_lora_arg(x, 1.0) for x in args.base_lora], paths)
     fmt = output_format(None, args.format)
     check_out_dir(args.out_dir, args.overwrite)
     samples = _sweep_samples(args, cfg, args.out_dir, settings.sample_size)
     specs = [LoraSpec(str(p), cfg.infer.lora_weight) for p in paths]
-    record = run_sweep(settings, samples, specs, weights, args.out_dir, fmt, rule=rule, overwrite=args.overwrite)
+    record = run_sweep(settings, samples, specs, weights, args.out_dir, fmt, rule=rule, overwrite=args.overwrite,
+                       rows=rows, scales=[scale.get(e, 1.0) for e in file_experts], stack=stack)  # fmt: skip
     print()
     print(format_sweep_table(json.loads(record.read_text())))
     return 0

@@ -69,18 +69,19 @@ class VideoGenerator:
         self.progress_label: str | None = None  # set (e.g. "video 2/5"): a tqdm bar with ETA over the denoising steps
         self.on_step: Callable[[int, int], None] | None = None  # (steps done, steps in all), e.g. a web page's bar
         self.adapter_names: list[str] = []
+        self._weights: list[float] = []
         if settings.loras:
             from ufo_video.lora.apply import load_loras
 
-            specs = [(Path(spec.path), spec.weight) for spec in settings.loras]
+            specs = [(Path(spec.path), spec.weight, spec.expert) for spec in settings.loras]
             self.adapter_names = list(load_loras(self.model, specs, fuse=settings.fuse))
-            shown = ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in settings.loras)
-            if len(self.model.experts()) > 1:  # say which denoiser each file went to
-                from ufo_video.lora.apply import lora_experts
-
-                where = lora_experts(self.model)
-                shown += " (" + ", ".join(f"{n} -> {where[n]}" for n in self.adapter_names) + ")"
-            log(f"LoRA{'s' if len(specs) > 1 else ''} {'fused' if settings.fuse else 'attached'}: {shown}")
+            self._weights = [spec.weight for spec in settings.loras]
+            how = "fused" if settings.fuse else "attached"
+            if len(self.model.experts()) > 1:
+                self._log_routing(how)
+            else:
+                shown = ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in settings.loras)
+                log(f"LoRA{'s' if len(specs) > 1 else ''} {how}: {shown}")
         if self.adapter_names and settings.memory_mode == "model_cpu_offload_and_qfloat8":
             self._lora_layers_to_compute_dtype()
         # fused LoRAs are unfused before fp8 storage (they run on top of the fp8 base; see models.memory)
@@ -139,6 +140,46 @@ class VideoGenerator:
             if "lora_" in name:
                 param.data = param.data.to(self.dtype)
 
+    def lora_routing(self) -> list[dict[str, Any]]:
+        """On a multi-expert model: which expert holds each attached LoRA, at its current weight
+        ([] otherwise), for the log and the sidecar. Expert names and timestep ranges are the
+        adapter's own (`ModelAdapter.experts`)."""
+        if len(self.model.experts()) < 2 or not self.adapter_names:
+            return []
+        from ufo_video.lora.apply import lora_experts
+
+        where = lora_experts(self.model)
+        ranges = {e.component: f"{e.t_min:g}-{e.t_max:g}" for e in self.model.experts()}
+        return [{"file": str(Path(spec.path).resolve()), "weight": float(w), "expert": where[name],
+                 "expert_timesteps": ranges.get(where[name], "")}
+                for spec, name, w in zip(self.settings.loras, self.adapter_names, self._weights)]  # fmt: skip
+
+    def _log_routing(self, how: str) -> None:
+        """One line per LoRA naming its expert, then a warning for each expert left without a LoRA
+        while another has one, or without a UFO LoRA (a file whose `ufo_expert` names it) while
+        another has one: a UFO for a multi-expert model is one LoRA per expert (a file without
+        expert metadata, e.g. one made for a single-transformer model, goes to the first unless
+        `@EXPERT` names another)."""
+        routing = self.lora_routing()
+        for r in routing:
+            self.log(f"LoRA {how}: {Path(r['file']).name} x {r['weight']:g} -> {r['expert']} (timesteps {r['expert_timesteps']})")
+        from ufo_video.infer.sweep_pairs import file_expert
+
+        held = {r["expert"] for r in routing}
+        # a UFO file of a multi-expert model names its expert; a stack (e.g. distillation) file does not
+        ufo = {r["expert"] for r in routing if file_expert(Path(r["file"])) == r["expert"]}
+        for e in self.model.experts():
+            if e.component in held and ufo and e.component not in ufo:
+                self.log(f"warning: the expert {e.component} (timesteps {e.t_min:g}-{e.t_max:g}) runs without a UFO LoRA "
+                         f"(a file trained for it: ufo_expert={e.component}) while {', '.join(sorted(ufo))} has one; "
+                         f"train one with train.expert={e.component} and pass both")  # fmt: skip
+            elif e.component not in held:
+                others = ", ".join(sorted(held))
+                self.log(f"warning: the expert {e.component} (timesteps {e.t_min:g}-{e.t_max:g}) runs without a LoRA "
+                         f"while {others} has one; its part of the denoising gets no UFO. Train one LoRA per expert "
+                         f"(train.expert={e.component}) and pass both (a file without ufo_expert metadata goes to the first "
+                         f"expert unless named: --lora FILE:W@{e.component}), or ignore this if it is intended")  # fmt: skip
+
     # what may change between videos without a reload
     RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse", "blocks_to_swap")
 
@@ -149,7 +190,7 @@ class VideoGenerator:
         changed = [f for f in self.RELOAD_FIELDS if getattr(settings, f) != getattr(self.settings, f)]
         if changed:
             raise UfoError(f"these settings need a new VideoGenerator (a model load): {', '.join(changed)}")
-        if [s.path for s in settings.loras] != [s.path for s in self.settings.loras]:
+        if [(s.path, s.expert) for s in settings.loras] != [(s.path, s.expert) for s in self.settings.loras]:
             raise UfoError("other LoRA files: use replace_loras")
         self.settings = settings
         if self.adapter_names:
@@ -168,11 +209,12 @@ class VideoGenerator:
             raise UfoError(f"LoRAs cannot be swapped under GPU_memory_mode={self.settings.memory_mode}; load the model again")
         remove_loras(self.model)
         self.adapter_names = []
-        self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight) for spec in specs]))
+        self.adapter_names = list(load_loras(self.model, [(Path(spec.path), spec.weight, spec.expert) for spec in specs]))
         if self._swaps:  # PEFT put the new LoRA layers of swapped blocks next to their base weights, on the host
             for denoiser in self._denoisers():
                 denoiser.to(self.device)  # moves all but the swapped weights
         self.settings = replace(self.settings, loras=tuple(specs))
+        self._weights = [spec.weight for spec in specs]
 
     def set_lora_weights(self, weights: list[float]) -> None:
         """New weights for the attached (unfused) LoRAs, in the order they were given."""
@@ -183,6 +225,7 @@ class VideoGenerator:
         from ufo_video.lora.apply import set_lora_weights
 
         set_lora_weights(self.model, dict(zip(self.adapter_names, weights)))
+        self._weights = [float(w) for w in weights]
 
     def pipeline(self, task: str) -> Any:
         """The model's pipeline for `task`, built once; pipelines share the loaded components.

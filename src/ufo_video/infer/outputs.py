@@ -108,15 +108,17 @@ def _absolute(path: str | None) -> str | None:
 
 def sidecar_record(
     settings: GenerationSettings, request: VideoRequest, output: Path, fmt: str, frames: np.ndarray,
-    runtime: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None, routing: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Paths are stored absolute so the sidecar reproduces the video from any working folder.
-    `runtime` (CPU threads) is recorded too: results can differ in the last bits with it."""
+    `runtime` (CPU threads) is recorded too: results can differ in the last bits with it.
+    `routing` (multi-expert models: `VideoGenerator.lora_routing`, which expert got which LoRA at
+    which weight) is recorded as "lora_routing" when given."""
     setting_values = settings.to_dict()
     setting_values["model"] = _absolute(settings.model)
     for lora in setting_values["loras"]:
         lora["path"] = _absolute(lora["path"])
-    return {
+    record = {
         "kind": SIDECAR_KIND,
         "ufo_video_version": __version__,
         "output": output.name,
@@ -133,18 +135,21 @@ def sidecar_record(
         "settings": setting_values,
         "runtime": dict(runtime or {}),
     }
+    if routing:
+        record["lora_routing"] = [dict(r) for r in routing]
+    return record
 
 
 def write_video_and_sidecar(
     frames: np.ndarray, path: Path, fmt: str, settings: GenerationSettings, request: VideoRequest,
-    runtime: dict[str, Any] | None = None, exclusive: bool = False,
+    runtime: dict[str, Any] | None = None, exclusive: bool = False, routing: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
     """The video, then its sidecar. `exclusive` (no --overwrite): neither replaces a file; if the
     video was placed but the sidecar name was taken meanwhile (another run), the video is taken
     back out, so no video is ever left next to another run's settings, and the error says so."""
     out = write_output(frames, path, fmt, settings.fps, exclusive=exclusive)
     placed = _identity(out)
-    record = sidecar_record(settings, request, out, fmt, frames, runtime)
+    record = sidecar_record(settings, request, out, fmt, frames, runtime, routing)
     try:
         side = write_json_atomic(sidecar_path(out), record, exclusive=exclusive)
     except DiskFullError as exc:

@@ -68,7 +68,8 @@ def generate_videos(
         finally:
             gen.progress_label = None
         try:
-            out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime, exclusive=not overwrite)
+            out, side = write_video_and_sidecar(frames, path, fmt, settings, req, runtime, exclusive=not overwrite,
+                                                routing=getattr(gen, "lora_routing", list)())  # fmt: skip
         except DiskFullError as exc:
             before = f"; the {len(written)} video(s) before it are written" if written else ""
             raise exc.with_context(exc.kept + before) from exc.__cause__  # the same seed makes the same video

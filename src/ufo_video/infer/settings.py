@@ -35,10 +35,13 @@ Notify = Callable[[str], None]
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """One LoRA file and the weight (alpha multiplier) it is applied with."""
+    """One LoRA file and the weight (alpha multiplier) it is applied with. `expert` (multi-expert
+    models): the expert it goes to, overriding the file's `ufo_expert` metadata (None: as the
+    metadata says, else the first expert)."""
 
     path: str
     weight: float
+    expert: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class GenerationSettings:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sample_size"] = list(self.sample_size)
+        for lora in data["loras"]:  # recorded only where the user named an expert
+            if lora.get("expert") is None:
+                lora.pop("expert", None)
         return data
 
 
@@ -141,9 +147,15 @@ def check_against_model(cfg: UfoConfig, rules: SizeRules) -> None:
 
 
 def parse_lora_arg(text: str, default_weight: float) -> LoraSpec:
-    """`PATH` or `PATH:WEIGHT`. A name that exists as a file is a path whatever it contains; a
-    tail after the last colon without a slash is a weight, and a bad one (`:abc`, `:nan`, `:inf`)
-    is an error naming the weight, not a "file not found" for the whole text."""
+    """`PATH`, `PATH:WEIGHT`, either followed by `@EXPERT` (multi-expert models: the expert the
+    file goes to, for files without `ufo_expert` metadata). A name that exists as a file is a path
+    whatever it contains; a tail after the last colon without a slash is a weight, and a bad one
+    (`:abc`, `:nan`, `:inf`) is an error naming the weight, not a "file not found" for the whole text."""
+    if not Path(text).is_file():
+        head, at, expert = text.rpartition("@")
+        if at and head and expert and not any(c in expert for c in "/\\:"):
+            spec = parse_lora_arg(head, default_weight)
+            return LoraSpec(spec.path, spec.weight, expert)
     path, sep, tail = text.rpartition(":")
     if not sep or not path or "/" in tail or "\\" in tail or Path(text).is_file():
         return LoraSpec(text, float(default_weight))
@@ -251,7 +263,7 @@ def settings_from_dict(data: dict[str, Any]) -> GenerationSettings:
     try:
         d = dict(data)
         d["sample_size"] = tuple(int(s) for s in d["sample_size"])
-        d["loras"] = tuple(LoraSpec(str(x["path"]), float(x["weight"])) for x in d.get("loras", []))
+        d["loras"] = tuple(LoraSpec(str(x["path"]), float(x["weight"]), x.get("expert")) for x in d.get("loras", []))
         return GenerationSettings(**d)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"sidecar settings are incomplete or malformed ({exc})") from None

@@ -1,9 +1,11 @@
 """`ufo-video sweep`: LoRA checkpoints x weights over (prompt, seed) pairs, measured and ranked.
 
 Answers "what does my UFO do, which checkpoint is best, and at which alpha?". Every LoRA file is
-attached once, unfused, to one loaded model; a video at (checkpoint k, weight w) runs with LoRA k
-at w and every other LoRA at 0 (an adapter at weight 0 is switched off exactly, so the output is
-the one the file alone would give). Weight 0 is the base model for every checkpoint, so it is
+attached once, unfused, to one loaded model; a video at (row k, weight w) runs row k's files at w
+(times their expert's scale) and every other swept file at 0 (an adapter at weight 0 is switched
+off exactly, so the output is the one the row's files alone would give). A row is one file, or on
+a multi-expert model one file per expert (`sweep_pairs`); a stack (`--base-lora`) is held at its
+weights in every video. Weight 0 is the base (the stack alone, if any) for every row, so it is
 generated once per (prompt, seed). Every setting is rendered on the same (prompt, seed) samples
 as the base, so `ufo_video.eval.choose` can judge it by paired differences with intervals (one
 prompt at one seed recommends noise). Each video gets its file and sidecar and the eval metrics
@@ -246,6 +248,9 @@ def run_sweep(
     generator=None,
     on_video: OnVideo | None = None,
     overwrite: bool = False,
+    rows=None,
+    scales: Sequence[float] | None = None,
+    stack: Sequence[LoraSpec] = (),
 ) -> Path:
     """Write every (prompt, seed) x (checkpoint, weight) video, the grids, sweep.json and
     sweep.html; returns sweep.json.
@@ -255,7 +260,12 @@ def run_sweep(
     metrics pair up. Each video is scored as written (`score_written`). `generator`: an already
     loaded `VideoGenerator` holding exactly these LoRAs, in this order, unfused (the web UI keeps
     one); otherwise the model is loaded here. `rule`: an `ufo_video.eval.choose.ChoiceRule`
-    (default rule when None). An earlier sweep in `out_dir` is replaced only with `overwrite`."""
+    (default rule when None). An earlier sweep in `out_dir` is replaced only with `overwrite`.
+
+    `rows`: the `sweep_pairs.Row`s (which of `loras` each row applies together: a pair on a
+    two-expert model); None = each file alone. `scales`: per file of `loras`, the factor on the
+    row's weight (per-expert weights; 1 when None). `stack`: LoRAs held at their weights in every
+    video, the base included (a passed `generator` then holds `loras` followed by `stack`)."""
     import torch
 
     from ufo_video.eval.choose import ChoiceRule, recommend
@@ -270,23 +280,38 @@ def run_sweep(
         raise UfoError("the prompt is empty; give --prompt TEXT or --prompts FILE")
     rule = rule or ChoiceRule()
     check_out_dir(out_dir, overwrite)
-    labels = checkpoint_labels([Path(s.path) for s in specs])
+    from ufo_video.infer.sweep_pairs import Row
+
+    if rows is None:
+        rows = [Row(label, (i,)) for i, label in enumerate(checkpoint_labels([Path(s.path) for s in specs]))]
+    scales = [1.0] * len(specs) if scales is None else [float(x) for x in scales]
+    stack = list(stack)
+    labels = [r.label for r in rows]
     if not overwrite:  # files of a sweep that stopped early are outputs too (each is also placed exclusively)
         refuse_existing(planned_files(out_dir, labels, weights, fmt, [s.name for s in samples]))
     if generator is None:
         from ufo_video.infer.engine import VideoGenerator
 
-        generator = VideoGenerator(replace(settings, loras=tuple(replace(s, weight=0.0) for s in specs)), log=log)
-    per_sample = 1 + len(specs) * sum(1 for w in weights if w != 0) if 0.0 in weights else len(specs) * len(weights)
+        generator = VideoGenerator(replace(settings, loras=(*(replace(s, weight=0.0) for s in specs), *stack)), log=log)
+    per_sample = 1 + len(rows) * sum(1 for w in weights if w != 0) if 0.0 in weights else len(rows) * len(weights)
     progress = Progress(per_sample * len(samples), log, on_video)
     where = f" -- {len(samples)} (prompt, seed) pairs" if len(samples) > 1 else ""
-    log(f"sweep: {progress.total} videos ({len(specs)} checkpoint(s) x {len(weights)} weight(s){where})")
+    log(f"sweep: {progress.total} videos ({len(rows)} checkpoint(s) x {len(weights)} weight(s){where})")
+    if stack:
+        log("stack held in every video, the base included: " + ", ".join(f"{Path(s.path).name} x {s.weight:g}" for s in stack))
+
+    def vector(k: int, weight: float) -> list[float]:
+        ufo = [weight * scales[i] if i in rows[k].files else 0.0 for i in range(len(specs))]
+        return ufo + [s.weight for s in stack]
+
+    def routing(vec: list[float]) -> list[dict]:
+        return [dict(r, weight=w) for r, w in zip(getattr(generator, "lora_routing", list)(), vec)]
     entries, grids = [], []
     for sample in samples:
         tag = f"{sample.name}: " if sample.name else ""
         base = None
-        rows = []
-        for k, (spec, label) in enumerate(zip(specs, labels)):
+        grid_rows = []
+        for k, (row, label) in enumerate(zip(rows, labels)):
             folder = _folder(out_dir, labels, label, sample.name)
             columns = []
             for weight in weights:
@@ -297,23 +322,31 @@ def run_sweep(
                 else:
                     what = tag + ("base model (weight 0)" if weight == 0 else f"{label} at weight {weight:g}")
                     progress.before(what)
-                    generator.set_lora_weights([weight if i == k else 0.0 for i in range(len(specs))])
+                    generator.set_lora_weights(vector(k, weight))
                     frames = generator.generate(sample.request)
                     progress.after(what)
                     if weight == 0:
                         base = frames
-                run_settings = replace(settings, loras=(replace(spec, weight=weight),))
+                vec = vector(k, weight)
+                used = [replace(specs[i], weight=vec[i]) for i in row.files]
+                run_settings = replace(settings, loras=(*used, *stack))  # the video's own LoRAs (others were at 0: off)
                 runtime = {"threads": torch.get_num_threads()}  # in each sidecar, as `generate` records it
+                route = routing(vec)
                 out, side = write_video_and_sidecar(frames, out, fmt, run_settings, sample.request, runtime,
-                                                    exclusive=not overwrite)  # fmt: skip
-                entries.append({"checkpoint": label, "lora": str(Path(spec.path).resolve()), "weight": weight,
+                                                    exclusive=not overwrite,
+                                                    routing=[route[i] for i in (*row.files, *range(len(specs), len(vec)))]
+                                                    if route else None)  # fmt: skip
+                experts = {r["file"]: r["expert"] for r in route}
+                files = [{"file": str(Path(u.path).resolve()), "weight": u.weight,
+                          "expert": experts.get(str(Path(u.path).resolve()))} for u in used]  # fmt: skip
+                entries.append({"checkpoint": label, "lora": files[0]["file"], "loras": files, "weight": weight,
                                 "sample": sample.name, "prompt": sample.request.prompt, "seed": sample.request.seed,
                                 "file": str(out.relative_to(out_dir)), "sidecar": str(side.relative_to(out_dir)),
                                 "metrics": score_written(out, fmt, settings.fps)})  # fmt: skip
                 columns.append(frames)
-            rows.append(columns)
+            grid_rows.append(columns)
         grid_path = _video_path(out_dir, grid_name(sample.name), fmt)
-        write_output(sweep_grid(rows, weights, labels), grid_path, fmt, settings.fps, exclusive=not overwrite)
+        write_output(sweep_grid(grid_rows, weights, labels), grid_path, fmt, settings.fps, exclusive=not overwrite)
         grids.append({"sample": sample.name, "file": grid_path.name})
     log(f"wrote {len(grids)} grid(s) (rows: {', '.join(labels)}; weights left to right: {', '.join(f'{w:g}' for w in weights)})")
     if on_video:
@@ -324,6 +357,9 @@ def run_sweep(
         "lora": entries[0]["lora"],
         "loras": [str(Path(s.path).resolve()) for s in specs],
         "checkpoints": labels,
+        "rows": [{"checkpoint": r.label, "loras": [str(Path(specs[i].path).resolve()) for i in r.files],
+                  "scales": [scales[i] for i in r.files]} for r in rows],
+        "stack": [_stack_entry(s) for s in stack],
         "weights": weights,
         "prompt": first.prompt,
         "negative_prompt": first.negative_prompt,
@@ -344,6 +380,11 @@ def run_sweep(
 
     log(f"wrote {path} and {write_sweep_html(record, out_dir)}")
     return path
+
+
+def _stack_entry(spec: LoraSpec) -> dict:
+    entry = {"file": str(Path(spec.path).resolve()), "weight": spec.weight}
+    return entry | ({"expert": spec.expert} if spec.expert else {})
 
 
 def _trend_intervals(entries: list[dict]) -> dict:
@@ -382,7 +423,9 @@ def format_sweep_table(record: dict) -> str:
     best = (rec["checkpoint"], rec["weight"])
     c, m = rec["consistency_metric"], rec["motion_metric"]
     header = ["checkpoint", "weight", "pairs", c, f"gain in {c} vs base", f"{m} kept", "reliable", "keeps", ""]
-    lines = [["base (no LoRA)", "0", str(rec["pairs"]), f"{rec['base']['consistency']:.4g}", "", "", "", "", ""]]
+    from ufo_video.infer.sweep_report import base_label, setup_lines
+
+    lines = [[base_label(record), "0", str(rec["pairs"]), f"{rec['base']['consistency']:.4g}", "", "", "", "", ""]]
     for cand in rec["candidates"]:
         mark = "<- recommended" if best == (cand["checkpoint"], cand["weight"]) else ""
         lines.append([cand["checkpoint"], f"{cand['weight']:g}", str(cand["n"]), f"{cand['consistency']:.4g}",
@@ -393,6 +436,7 @@ def format_sweep_table(record: dict) -> str:
     out.append(f"intervals: {rec['simultaneous_level']:.2%} each ({rec['level']:.0%} for all settings together); "
                f"minimum effect {rec['min_effect'] if rec['min_effect'] is None else format(rec['min_effect'], '.4g')} "
                f"({rec['min_effect_source']})")  # fmt: skip
+    out += setup_lines(record)
     out.append(f"rule: {rec['rule']}")
     choice = "the base model (weight 0)" if rec["checkpoint"] is None else f"{rec['checkpoint']} at weight {rec['weight']:g}"
     out.append(f"recommended: {choice} -- {rec['reason']}")

@@ -101,7 +101,7 @@ def settings_table(record: dict) -> str:
     """One row per setting: the rule's numbers with their intervals and why it (does not) qualify."""
     rec = record["recommendation"]
     c, m = rec["consistency_metric"], rec["motion_metric"]
-    rows = [[escape(BASE_LABEL), "0", str(rec["pairs"]), _cell(rec["base"]["consistency"]), "", "", "", ""]]
+    rows = [[escape(base_label(record)), "0", str(rec["pairs"]), _cell(rec["base"]["consistency"]), "", "", "", ""]]
     for cand in rec["candidates"]:
         star = " &#9733;" if (cand["checkpoint"], cand["weight"]) == (rec["checkpoint"], rec["weight"]) else ""
         rows.append([escape(cand["checkpoint"]) + star, f"{cand['weight']:g}", str(cand["n"]), _cell(cand["consistency"]),
@@ -111,6 +111,30 @@ def settings_table(record: dict) -> str:
 
 
 BASE_LABEL = "base (no LoRA)"
+
+
+def base_label(record: dict) -> str:
+    """The base row's name: with a stack it is the stack alone (no UFO), not the bare model."""
+    return "base: the stack, no UFO" if record.get("stack") else BASE_LABEL
+
+
+def setup_lines(record: dict) -> list[str]:
+    """What every row applies (plain text): the files of each row with their experts and scales
+    where a row holds several (an expert pair), and the stack held fixed in every video."""
+    lines = []
+    by_file = {f["file"]: f.get("expert") for e in record.get("videos", []) for f in e.get("loras", [])}
+    for row in record.get("rows", []):
+        if len(row["loras"]) > 1 or any(x != 1 for x in row["scales"]):
+            parts = [f"{Path(f).name}" + (f" -> {by_file[f]}" if by_file.get(f) else "") + (f" at {x:g} x weight" if x != 1 else "")
+                     for f, x in zip(row["loras"], row["scales"])]  # fmt: skip
+            lines.append(f"row {row['checkpoint']}: " + " + ".join(parts))
+    stack = record.get("stack") or []
+    if stack:
+        held = ", ".join(f"{Path(s['file']).name} x {s['weight']:g}" + (f" -> {s['expert']}" if s.get("expert") else "")
+                         for s in stack)  # fmt: skip
+        lines.append(f"stack in every video, the base included: {held}; every gain and motion kept is against "
+                     "the same stack without UFO")  # fmt: skip
+    return lines
 
 
 def recommendation_html(record: dict) -> str:
@@ -185,9 +209,10 @@ def render_sweep_html(record: dict) -> str:
     s = record["settings"]
     body = [
         "<h1>ufo-video sweep</h1>",
-        f"<p class=\"muted\">{_prompts_line(record)}, "
-        f"{s['sample_size'][0]}x{s['sample_size'][1]}, {s['video_length']} frames, {s['num_inference_steps']} steps; "
-        f"model <code>{escape(str(s['model']))}</code>. Every number is in sweep.json.</p>",
+        (f"<p class=\"muted\">{_prompts_line(record)}, "
+         f"{s['sample_size'][0]}x{s['sample_size'][1]}, {s['video_length']} frames, {s['num_inference_steps']} steps; "
+         f"model <code>{escape(str(s['model']))}</code>. Every number is in sweep.json.</p>"),
+        *(f'<p class="muted">{escape(line)}</p>' for line in setup_lines(record)),
         "<h2>Recommendation</h2>", recommendation_html(record),
         "<h2>Grid</h2><p class=\"muted\">One row per checkpoint; left to right the weight grows"
         + (f" (first (prompt, seed); the others: {', '.join(escape(g['file']) for g in record.get('grids', [])[1:])})" if len(record.get("grids", [])) > 1 else "")

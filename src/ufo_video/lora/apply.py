@@ -80,15 +80,18 @@ def check_family(model, lora, path: Path) -> None:
         )
 
 
-def expert_of_file(model, lora, path: Path) -> str:
-    """The expert a LoRA file is for: its `ufo_expert` metadata on a multi-expert model, else
-    `transformer`; a file for an expert this model lacks is refused."""
+def expert_of_file(model, lora, path: Path, given: str | None = None) -> str:
+    """The expert a LoRA file is for: `given` (the user named it: `PATH@EXPERT`, for files made
+    elsewhere, e.g. a distillation LoRA's high- and low-noise files, which carry no metadata), else
+    its `ufo_expert` metadata on a multi-expert model, else `transformer`; an expert this model
+    lacks is refused."""
     experts = _experts(model)
-    wanted = lora.metadata.get("ufo_expert") or "transformer"
+    wanted = given or lora.metadata.get("ufo_expert") or "transformer"
     if wanted not in experts:
         names = [e.component for e in model.experts()] if hasattr(model, "experts") else ["transformer"]
+        source = "as given after @" if given else "its metadata ufo_expert"
         raise LoraError(
-            f"{path}: this LoRA is for the expert '{wanted}' (its metadata ufo_expert), but the model "
+            f"{path}: this LoRA is for the expert '{wanted}' ({source}), but the model "
             f"has {', '.join(names)}" + (" (loaded: " + ", ".join(experts) + ")" if set(names) != set(experts) else "")
         )
     return wanted
@@ -199,8 +202,10 @@ def _add_file_adapter(transformer: nn.Module, name: str, resolved: dict[str, tup
             layer.lora_B[name].weight.requires_grad_(False)
 
 
-def load_loras(model, specs: list[tuple[str | Path, float]], fuse: bool = False) -> list[str]:
-    """Load each `(file, weight)` as its own adapter and activate them all at their weights.
+def load_loras(model, specs: list[tuple], fuse: bool = False) -> list[str]:
+    """Load each `(file, weight)` or `(file, weight, expert)` as its own adapter and activate them
+    all at their weights (`expert`: where it goes, overriding the file's metadata; None = as the
+    metadata says).
 
     Every file is read and checked against the model before anything is added, so a bad file
     leaves the model untouched. Returns the adapter names (file stems made unique), for
@@ -210,10 +215,10 @@ def load_loras(model, specs: list[tuple[str | Path, float]], fuse: bool = False)
         return []
     experts = _experts(model)
     prepared = []
-    for path, weight in specs:
+    for path, weight, *given in specs:
         lora = read_lora(path)
         check_family(model, lora, Path(path))
-        expert = expert_of_file(model, lora, Path(path))
+        expert = expert_of_file(model, lora, Path(path), given[0] if given else None)
         prepared.append((Path(path), float(weight), expert, lora.resolve(model, experts[expert])))
     refuse = any(_state(t).fused for t in experts.values())
     if refuse:

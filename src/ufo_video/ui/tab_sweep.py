@@ -69,6 +69,11 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
     rule = ChoiceRule(str(consistency), "flow_px", float(number(keep, KEEP_LABEL, minimum=0.0, maximum=1.0)))
     notes: list[str] = []
     base = settings_from_values(list(values[8 : 8 + len(SETTING_NAMES)]), [], notes, ctx.allowed)
+    from ufo_video.infer.sweep import checkpoint_labels
+    from ufo_video.infer.sweep_pairs import model_experts, plan_rows
+
+    # a multi-expert model: one row per pair of files (one per expert), as `ufo-video sweep` does
+    paths, rows, _ = plan_rows(paths, model_experts(base.model), checkpoint_labels(paths))
     settings = replace(base, loras=tuple(LoraSpec(str(p), 0.0) for p in paths))
     request = request_from_values("x", negative, seed)
     out = next_sweep_folder(ctx)
@@ -90,7 +95,7 @@ def sweep(ctx: UiContext, progress: Any, values: list[Any]) -> tuple[str, list[l
 
     with ctx.session.use(settings, on_step) as gen:
         record_path = run_sweep(replace(settings, loras=()), samples, list(settings.loras), weights, out, "mp4",
-                                log=notes.append, rule=rule, generator=gen, on_video=on_video, overwrite=False)  # fmt: skip
+                                log=notes.append, rule=rule, generator=gen, on_video=on_video, overwrite=False, rows=rows)  # fmt: skip
     record = json.loads(record_path.read_text())
     table = settings_rows(record)
     plot = charts(record) if len(weights) > 1 else "<p>one weight: nothing to plot</p>"
