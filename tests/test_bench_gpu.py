@@ -316,14 +316,14 @@ def test_training_case_trains_the_lora_and_falls_back_to_a_size_that_fits(tiny_m
     params = gpu_models.add_lora(model, "bench", entry.lora_rank, entry.lora_alpha)
     assert params and all(p.dtype == torch.float32 and p.requires_grad for p in params)
     base_before = {n: p.clone() for n, p in model.transformer.named_parameters() if not p.requires_grad}
-    original = gpu_train._make_step
+    original = gpu_train.make_step
 
     def oom_on_big(model_, params_, optimizer, size, *args):
         if size[1] > 32:
             raise torch.cuda.OutOfMemoryError("simulated")
         return original(model_, params_, optimizer, size, *args)
 
-    monkeypatch.setattr(gpu_train, "_make_step", oom_on_big)
+    monkeypatch.setattr(gpu_train, "make_step", oom_on_big)
     item = TrainItem(((5, 64, 64), (5, 48, 48), (5, 32, 32)))
     m = gpu_train.run_train_case(model, params, item, TINY, torch.device("cpu"), torch.bfloat16, 1e12,
                                  deadline=math.inf, clock=lambda: 0.0)
@@ -407,3 +407,49 @@ def test_inference_parts_lost_to_oom_or_the_cap_are_listed(tiny_model, monkeypat
     late = run_infer_case(entry, cls, folder, TINY, torch.device("cpu"), torch.bfloat16, 0.0, lambda: 1.0)
     assert late["unfused_ratio"] > 0  # the first ratio always runs
     assert late["skipped_parts"] == [f"{p}: case time cap reached" for p in ("weight_change", "fused", "step_cache")]
+
+
+def test_memory_configs_parse_and_ratios_are_side_by_side():
+    """`<storage>/swap<N>[+offload]` labels, and the ratios the suite fills in from cases of the same
+    entry and size: to the fastest, and to the same storage/offload without swap (hand-computed)."""
+    from ufo_video.bench.gpu_memory import fill_ratios
+    from ufo_video.bench.gpu_plan import parse_config
+
+    c = parse_config("fp8_scaled/swap32+offload", "t")
+    assert (c.storage, c.blocks_to_swap, c.activation_offload, c.label) == ("fp8_scaled", 32, True,
+                                                                             "fp8_scaled/swap32+offload")
+    for bad in ("fp4/swap1", "fp8/swap", "fp8/swap2+cpu", "bf16"):
+        with pytest.raises(UfoError, match="swap<N>"):
+            parse_config(bad, "t")
+
+    def case(config: str, s: float, size: str = "81x512x512", status: str = "ok") -> GpuCase:
+        m = parse_config(config, "t")
+        return GpuCase(f"e/memory/{size}/{config}", "e", "memory", status=status,
+                       metrics={"size": size, "s_per_step": s, "storage": m.storage,
+                                "blocks_to_swap": m.blocks_to_swap, "activation_offload": m.activation_offload})
+
+    cases = [case("bf16/swap0", 2.0), case("fp8/swap0", 2.5), case("fp8/swap20", 3.0), case("fp8/swap40+offload", 4.0),
+             case("fp8/swap20", 9.0, size="81x480x832"), case("bf16/swap0", 1.0, status="oom")]
+    fill_ratios(cases)
+    m = [c.metrics for c in cases]
+    assert [x.get("ratio_to_fastest") for x in m] == [1.0, 1.25, 1.5, 2.0, 1.0, None]
+    assert m[2]["swap_overhead"] == 3.0 / 2.5  # against fp8/swap0
+    assert "swap_overhead" not in m[3]  # no fp8/swap0+offload ran: no pair to compare with
+    assert "swap_overhead" not in m[0] and "swap_overhead" not in m[4]
+
+
+def test_memory_case_reports_the_planner_estimate_and_swaps_on_the_cpu(tiny_model):
+    """One memory case on a tiny table entry: the blocks are swapped (clamped at the tiny preset,
+    with a note), the LoRA trains, and the planner's estimate for the same setting is reported."""
+    from ufo_video.bench.gpu_memory import run_memory_case
+    from ufo_video.bench.gpu_plan import parse_config
+
+    entry = next(e for e in load_entries(TINY) if e.memory)
+    adapters = _adapters()
+    folder = gpu_models.config_folder(entry, Path(tiny_model).parent / "bench-mem")
+    m = run_memory_case(entry, adapters[entry.family], folder, entry.memory[0].size,
+                        parse_config("fp8_scaled/swap99+offload", "t"), TINY, torch.device("cpu"), torch.bfloat16,
+                        deadline=float("inf"), clock=lambda: 0.0)
+    assert m["blocks_to_swap"] == m["blocks"] == 2 and "clamped" in m["notes"][0]
+    assert m["loss_finite"] and m["timed_steps"] == TINY.timed_steps and m["estimate_gb"] > 0
+    assert m["peak_gb"] == "n/a on cpu" and m["estimate_error"] == "n/a on cpu"

@@ -237,3 +237,22 @@ def test_nan_frames_name_what_fits_the_settings_not_the_dtype_of_an_fp32_run(ltx
                  "--out", str(tmp_path / "v.mp4")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "NaN/inf frames" in err and "more steps" in err and "fp32 instead" not in err and "fp16" not in err
+
+
+def test_first_block_cache_is_refused_while_diffusers_skips_a_block_with_its_text_input(ltx2_models, tmp_path,
+                                                                                       capsys):
+    """diffusers' First Block Cache hands a skipped block's `encoder_hidden_states` input back as its
+    second output; an LTX-2 block's second output is audio, its `encoder_hidden_states` the text. So
+    `--cache first-block` is refused with one line. When diffusers' skipped-block hook no longer reads
+    `encoder_hidden_states` (the probe below fails), the refusal can become a registration."""
+    import inspect
+
+    from diffusers.hooks import first_block_cache
+
+    assert '"encoder_hidden_states", args, kwargs' in inspect.getsource(first_block_cache.FBCBlockHook.new_forward)
+    assert main(["generate", "--model", str(ltx2_models["t2v"]), "--prompt", "a cat", "--video-length", str(FRAMES),
+                 "--sample-size", str(SIZE), str(SIZE), "--steps", "2", "--device", "cpu", "--dtype", "fp32",
+                 "--cache", "first-block", "--out", str(tmp_path / "v.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "does not work on LTX-2" in err and "Traceback" not in err
+    assert not (tmp_path / "v.mp4").exists()

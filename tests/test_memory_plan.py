@@ -56,7 +56,7 @@ def test_parts_by_hand() -> None:
     assert offloaded.parts["block workspace"] == est.parts["block workspace"] - 5120 * 13824 * 2 + 2 * 32_760 * 5120 * 2
     assert "GiB" in est.describe() and "checkpointed activations 12.5" in est.describe()
     with pytest.raises(ValueError):
-        estimate_train_peak(p, blocks_to_swap=40)  # at most n - 1
+        estimate_train_peak(p, blocks_to_swap=41)  # at most every block
 
 
 def test_pick_smallest_swap_that_fits_with_margin() -> None:
@@ -69,7 +69,7 @@ def test_pick_smallest_swap_that_fits_with_margin() -> None:
         pick_blocks_to_swap(_wan(), 16 * GIB)  # bf16, activations on the device: 13.4 GB of inputs alone
     msg = str(info.value)
     assert isinstance(info.value, UfoError)
-    assert "cannot fit" in msg and "39 of 40 blocks swapped" in msg and "16.0 GiB free" in msg
+    assert "cannot fit" in msg and "40 of 40 blocks swapped" in msg and "16.0 GiB free" in msg
     assert "activation_offload=true" in msg and "fp8_base=true" in msg and "fewer frames" in msg
     with pytest.raises(MemoryPlanError) as info:
         pick_blocks_to_swap(_wan(storage="fp8", activation_offload=True, tokens=300_000), 16 * GIB)

@@ -87,8 +87,9 @@ def tokens_per_sample(latent_frames: int, height: int, width: int, size_multiple
 
 
 def max_swap(n_blocks: int) -> int:
-    """At most all blocks but one are swapped (the peers' limit)."""
-    return max(n_blocks - 1, 0)
+    """Every block can be swapped: the offloader (`offload.block_swap`) keeps a ring of 2 device
+    buffers however many blocks it moves (musubi-tuner's offloader stops at n - 1)."""
+    return max(n_blocks, 0)
 
 
 def estimate_train_peak(p: PlanInputs, blocks_to_swap: int = 0) -> Estimate:

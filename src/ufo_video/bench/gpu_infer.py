@@ -32,6 +32,7 @@ from ufo_video.bench.gpu_models import BuiltModel, build, free, predict, randomi
 from ufo_video.bench.gpu_models import add_lora as add_bench_lora
 from ufo_video.bench.gpu_plan import Entry, GpuPreset, size_label
 from ufo_video.bench.measure import interleave
+from ufo_video.errors import UfoError
 
 ADAPTER = "ufo"
 FORCE_SKIP_THRESHOLD = math.inf  # `diff > inf` is never true, even for an inf or nan diff
@@ -95,7 +96,8 @@ def run_infer_case(entry: Entry, adapter_cls: type, folder: Path, preset: GpuPre
 
     def part(name: str, fn: Callable[[], None]) -> bool:
         """Run one measurement unless the case's time cap is reached; an out-of-memory (e.g. the
-        third model copy of the load on an 80 GB card) loses that part only."""
+        third model copy of the load on an 80 GB card) loses that part only, and so does a feature
+        the family refuses (a `UfoError`, e.g. a step cache its blocks cannot take: listed with why)."""
         if clock() >= deadline:
             m["skipped_parts"].append(f"{name}: case time cap reached")
             return False
@@ -104,6 +106,9 @@ def run_infer_case(entry: Entry, adapter_cls: type, folder: Path, preset: GpuPre
             fn()
         except torch.cuda.OutOfMemoryError:
             oom = True
+        except UfoError as exc:
+            m["skipped_parts"].append(f"{name}: not available ({exc})")
+            return False
         if oom:
             m["skipped_parts"].append(f"{name}: out of memory")
             free(device)

@@ -15,6 +15,7 @@ code on the CPU in seconds, so the real preset never rots untested.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,43 @@ class TrainItem:
     sizes: tuple[Size, ...]  # alternatives, largest first: the first that fits is measured
 
 
+STORAGES = ("bf16", "fp8", "fp8_scaled")
+_CONFIG = re.compile(r"^(bf16|fp8|fp8_scaled)/swap(\d+)(\+offload)?$")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    storage: str  # one of STORAGES
+    blocks_to_swap: int
+    activation_offload: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.storage}/swap{self.blocks_to_swap}" + ("+offload" if self.activation_offload else "")
+
+
+def parse_config(text: str, where: str) -> MemoryConfig:
+    """`fp8_scaled/swap32+offload` -> MemoryConfig; anything else is an error naming `where`."""
+    m = _CONFIG.match(text)
+    if not m:
+        raise UfoError(f"{where}: {text!r} is not <bf16|fp8|fp8_scaled>/swap<N>[+offload]")
+    return MemoryConfig(m.group(1), int(m.group(2)), bool(m.group(3)))
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """Training configurations measured at one fixed size (`gpu_memory`)."""
+
+    size: Size
+    configs: tuple[MemoryConfig, ...]
+
+
+@dataclass(frozen=True)
+class InferSwap:
+    size: Size
+    blocks_to_swap: int
+
+
 @dataclass(frozen=True)
 class InferPlan:
     size: Size
@@ -81,6 +119,8 @@ class Entry:
     infer: InferPlan | None
     targets: dict[str, dict[str, tuple[str, float]]]
     transformer_overrides: dict[str, Any] = field(default_factory=dict)
+    memory: tuple[MemoryItem, ...] = ()
+    infer_swap: InferSwap | None = None
 
 
 def size_label(size: Size) -> str:
@@ -105,12 +145,24 @@ def parse_entry(raw: dict[str, Any], preset: GpuPreset, assets: Path = ASSETS) -
         train, text_tokens, overrides = raw["train"], raw["text_tokens"], {}
         infer_raw = raw.get("infer")
         infer_size = infer_raw["size"] if infer_raw else None
+        memory_raw, swap_raw = raw.get("memory", []), raw.get("infer_swap")
+        memory_sizes = [m["size"] for m in memory_raw]
+        swap_size = swap_raw["size"] if swap_raw else None
         if preset.name == "tiny":
             tiny = raw["tiny"]
             overrides = dict(tiny["transformer"])
             train, text_tokens = tiny["train"], tiny["text_tokens"]
             lora.update(tiny.get("lora", {}))
             infer_size = tiny.get("infer_size", infer_size)
+            memory_sizes = tiny.get("memory_sizes", memory_sizes)
+            swap_size = tiny.get("infer_swap_size", swap_size)
+        if len(memory_sizes) != len(memory_raw):
+            raise ValueError(f"tiny.memory_sizes has {len(memory_sizes)} sizes for {len(memory_raw)} memory items")
+        memory = tuple(MemoryItem(_size(size, f"{name}.memory.size"),
+                                  tuple(parse_config(c, f"{TABLE.name}: {name}.memory.configs") for c in m["configs"]))
+                       for m, size in zip(memory_raw, memory_sizes))
+        infer_swap = (InferSwap(_size(swap_size, f"{name}.infer_swap.size"), int(swap_raw["blocks_to_swap"]))
+                      if swap_raw else None)
         infer = None
         if infer_raw:
             infer = InferPlan(_size(infer_size, f"{name}.infer.size"), float(infer_raw["guidance"]),
@@ -120,6 +172,12 @@ def parse_entry(raw: dict[str, Any], preset: GpuPreset, assets: Path = ASSETS) -
                    for r, p in zip(_train(raw["train"], f"{name}.train"), _train(train, f"{name}.train"))}
         if infer:
             relabel[size_label(_size(infer_raw["size"], f"{name}.infer.size"))] = size_label(infer.size)
+        for m, item in zip(memory_raw, memory):
+            for c in item.configs:
+                relabel[f"{size_label(_size(m['size'], name))}/{c.label}"] = f"{size_label(item.size)}/{c.label}"
+        if infer_swap:
+            real = size_label(_size(swap_raw["size"], name))
+            relabel[f"{real}/swap{infer_swap.blocks_to_swap}"] = f"{size_label(infer_swap.size)}/swap{infer_swap.blocks_to_swap}"
         targets = {}
         for case, metrics in raw.get("targets", {}).items():
             kind, _, label = case.partition("/")
@@ -129,7 +187,10 @@ def parse_entry(raw: dict[str, Any], preset: GpuPreset, assets: Path = ASSETS) -
             text_tokens=int(text_tokens), lora_rank=int(lora["rank"]),
             lora_alpha=float(lora["alpha"]), lora_targets=lora["targets"], train=_train(train, f"{name}.train"),
             fp8=bool(raw.get("fp8", False)), infer=infer, targets=targets, transformer_overrides=overrides,
+            memory=memory, infer_swap=infer_swap,
         )  # fmt: skip
+    except UfoError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise UfoError(f"{TABLE}: entry {raw.get('name', '?')!r} is malformed ({type(exc).__name__}: {exc})") from None
 

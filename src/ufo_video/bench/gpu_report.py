@@ -22,7 +22,7 @@ NOT_JUDGED = "not judged: tiny preset"
 class GpuCase:
     id: str  # "<entry>/<kind>[/<size>]"
     entry: str
-    kind: str  # build-bf16 | build-fp8 | train-bf16 | train-fp8 | infer
+    kind: str  # build-bf16 | build-fp8 | train-bf16 | train-fp8 | infer | memory | infer-swap
     status: str = "ok"  # ok | skipped | oom | error
     reason: str | None = None
     seconds: float = 0.0  # wall time the case took
@@ -69,6 +69,16 @@ def _summary(c: GpuCase) -> dict[str, str]:
         return {"result": f"{m['params']:,} params in {_num(m['build_s'])} s; LoRA {m['lora_params']:,} "
                           f"(rank {m['lora_rank']}); base weights {m['base_weights_gb']:.3g} GB + LoRA training "
                           f"state {m['lora_state_gb']:.3g} GB; on device: {_gb(m['device_gb'])}"}
+    if c.kind == "memory":
+        est = m["estimate_gb"]
+        err = f", {m['estimate_error']:+.0%}" if isinstance(m.get("estimate_error"), float) else ""
+        over = f", swap overhead x{_num(m['swap_overhead'])}" if "swap_overhead" in m else ""
+        return {"result": f"{m['size']} {m['config']}: {_num(m['s_per_step'])} s/step "
+                          f"(x{_num(m.get('ratio_to_fastest'))} the fastest{over}), peak {_gb(m['peak_gb'])}, "
+                          f"planner estimate {est:.1f} GB{err}; {m['host_gb']:.1f} GB of blocks on the host"}
+    if c.kind == "infer-swap":
+        return {"result": f"{m['size']}, {m['blocks_to_swap']} of {m['blocks']} blocks swapped: "
+                          f"{_num(m['s_per_step'])} s per CFG step, peak {_gb(m['peak_gb'])}"}
     if c.kind.startswith("train"):
         extra = f" (did not fit: {', '.join(m['did_not_fit'])})" if m.get("did_not_fit") else ""
         return {"result": f"{m['size']}{extra}: {_num(m['s_per_step'])} s/step, peak {_gb(m['peak_gb'])}, "

@@ -53,11 +53,17 @@ def planned_cases(entry: Entry) -> list[tuple[str, str]]:
     """(id, kind) of every case an entry runs, in order (also what a skipped entry lists)."""
     ids: list[tuple[str, str]] = []
     for storage in ("bf16", "fp8") if entry.fp8 else ("bf16",):
-        ids.append((f"{entry.name}/build-{storage}", f"build-{storage}"))
+        if entry.train:
+            ids.append((f"{entry.name}/build-{storage}", f"build-{storage}"))
         kind = f"train-{storage}"
         ids += [(f"{entry.name}/{kind}/{size_label(item.sizes[0])}", kind) for item in entry.train]
         if storage == "bf16" and entry.infer:
             ids.append((f"{entry.name}/infer/{size_label(entry.infer.size)}", "infer"))
+    ids += [(f"{entry.name}/memory/{size_label(item.size)}/{c.label}", "memory") for item in entry.memory
+            for c in item.configs]
+    if entry.infer_swap:
+        sw = entry.infer_swap
+        ids.append((f"{entry.name}/infer-swap/{size_label(sw.size)}/swap{sw.blocks_to_swap}", "infer-swap"))
     return ids
 
 
@@ -105,9 +111,28 @@ class Runner:
         adapter_cls = adapters[entry.family]
         folder = gpu_models.config_folder(entry, work)
         for storage in ("bf16", "fp8") if entry.fp8 else ("bf16",):
-            self._storage(entry, adapter_cls, folder, storage)
+            if entry.train:
+                self._storage(entry, adapter_cls, folder, storage)
             if storage == "bf16" and entry.infer:
                 self._infer(entry, adapter_cls, folder)
+        self._memory(entry, adapter_cls, folder)
+
+    def _memory(self, entry: Entry, adapter_cls: type, folder: Path) -> None:
+        from ufo_video.bench.gpu_memory import run_infer_swap_case, run_memory_case
+
+        for item in entry.memory:
+            for c in item.configs:
+                deadline = self.budget.case_deadline(self.preset.train_cap_s)
+                self.guarded(entry, f"{entry.name}/memory/{size_label(item.size)}/{c.label}", "memory",
+                             lambda item=item, c=c, deadline=deadline: run_memory_case(
+                                 entry, adapter_cls, folder, item.size, c, self.preset, self.device, self.dtype,
+                                 deadline, self.budget.clock))  # fmt: skip
+        if entry.infer_swap:
+            sw = entry.infer_swap
+            deadline = self.budget.case_deadline(self.preset.infer_cap_s)
+            self.guarded(entry, f"{entry.name}/infer-swap/{size_label(sw.size)}/swap{sw.blocks_to_swap}", "infer-swap",
+                         lambda: run_infer_swap_case(entry, adapter_cls, folder, sw.size, sw.blocks_to_swap,
+                                                     self.preset, self.device, self.dtype, deadline, self.budget.clock))
 
     def _storage(self, entry: Entry, adapter_cls: type, folder: Path, storage: str) -> None:
         from ufo_video.bench.gpu_train import run_train_case
@@ -203,6 +228,9 @@ def run_gpu_suite(out: Path, preset_name: str = "real", models: list[str] | None
     with tempfile.TemporaryDirectory(prefix="ufo-gpu-bench-") as work:
         for entry in entries:
             runner.run_entry(entry, adapters, Path(work))
+    from ufo_video.bench.gpu_memory import fill_ratios
+
+    fill_ratios(runner.cases)
     for case in runner.cases:
         entry = next(e for e in entries if e.name == case.entry)
         gpu_report.judge(case, entry.targets, preset.judged)

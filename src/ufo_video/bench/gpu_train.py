@@ -42,7 +42,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _make_step(model: BuiltModel, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+def make_step(model: BuiltModel, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
                size: Size, device: torch.device, dtype: torch.dtype):
     from ufo_video.train.objective import flow_loss, noise_batch, sample_generator
 
@@ -66,12 +66,28 @@ def _make_step(model: BuiltModel, params: list[torch.nn.Parameter], optimizer: t
     return step, inputs
 
 
+def timed_steps(step: Callable[[], float], preset: GpuPreset, device: torch.device, deadline: float,
+                clock: Callable[[], float], warmup: int | None = None) -> tuple[list[float], list[float]]:
+    """(seconds of each timed step, every loss): `warmup` untimed steps (the preset's by default),
+    then up to `timed_steps` timed ones, at least one, stopping at `deadline`."""
+    import time
+
+    warmup = preset.warmup_steps if warmup is None else warmup
+    losses = [step() for _ in range(warmup)]
+    times: list[float] = []
+    while len(times) < preset.timed_steps and (not times or clock() < deadline):
+        _sync(device)
+        t0 = time.perf_counter()
+        losses.append(step())  # float(loss) synchronises
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times, losses
+
+
 def run_train_case(model: BuiltModel, params: list[torch.nn.Parameter], item: TrainItem, preset: GpuPreset,
                    device: torch.device, dtype: torch.dtype, peak_flops: float, deadline: float,
                    clock: Callable[[], float]) -> dict:
     """Measure one training item; returns the metrics dict (raises OOM when no size fits)."""
-    import time
-
     transformer = model.transformer
     transformer.enable_gradient_checkpointing()
     transformer.train()
@@ -82,7 +98,7 @@ def run_train_case(model: BuiltModel, params: list[torch.nn.Parameter], item: Tr
     for size in item.sizes:
         oom = False
         try:
-            step, inputs = _make_step(model, params, optimizer, size, device, dtype)
+            step, inputs = make_step(model, params, optimizer, size, device, dtype)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             losses.append(step())  # the first warm-up step also proves the size fits
@@ -98,15 +114,8 @@ def run_train_case(model: BuiltModel, params: list[torch.nn.Parameter], item: Tr
     if measured is None:
         raise torch.cuda.OutOfMemoryError(f"out of memory at every size tried: {', '.join(did_not_fit)}")
 
-    for _ in range(preset.warmup_steps - 1):
-        losses.append(step())
-    times: list[float] = []
-    while len(times) < preset.timed_steps and (not times or clock() < deadline):
-        _sync(device)
-        t0 = time.perf_counter()
-        losses.append(step())  # float(loss) synchronises
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    times, more = timed_steps(step, preset, device, deadline, clock, warmup=preset.warmup_steps - 1)
+    losses += more
     peak = torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else "n/a on cpu"
 
     transformer.eval()

@@ -475,5 +475,7 @@ class ModelAdapter(ABC):
 
     def step_cache_blocks(self) -> Any:
         """Register the transformer block class with diffusers' cache hooks when diffusers lacks it
-        (First Block Cache finds blocks through its registry). Default: nothing to register."""
+        (First Block Cache finds blocks through its registry). Default: nothing to register. A family
+        whose blocks the cache cannot skip raises `UfoError` saying so (`generate --cache` then stops
+        with that line)."""
         return None

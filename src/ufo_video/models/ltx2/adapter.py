@@ -188,6 +188,17 @@ class LTX2Adapter(LTX2Training, LTX2Folders, ModelAdapter):
         """The pipelines encode "" for no negative prompt (`negative_prompt or ""`)."""
         return negative_prompt or ""
 
+    def step_cache_blocks(self) -> Any:
+        """Refused: diffusers 0.42.1's First Block Cache returns a skipped block's `encoder_hidden_states`
+        INPUT as its second output, while an LTX-2 block's second output is the audio stream (its
+        `encoder_hidden_states` is the text): a skipped step would put text embeddings where the audio
+        goes (tests/test_ltx2.py checks this still holds)."""
+        from ufo_video.errors import UfoError
+
+        raise UfoError("the first-block step cache (--cache first-block / infer.cache) does not work on LTX-2 "
+                       "(its blocks carry video and audio streams, which diffusers' cache hooks cannot skip "
+                       "together); run without it")
+
     def stg_blocks(self) -> list[int]:
         """The pipelines' spatio-temporal-guidance block list ([28] of 48 layers) at the same relative
         depth of this transformer ([1] for the tiny 2-layer one; [28] would index past its end)."""
