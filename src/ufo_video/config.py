@@ -247,6 +247,10 @@ class InferSection(_Section):
     fps: int = Field(8, ge=1, le=120)
     guidance_scale: float = Field(6.0, ge=0)
     num_inference_steps: int = Field(50, ge=1, le=1000)
+    flow_shift: float | None = Field(
+        None, gt=0, le=100, description="The sampling schedule's static flow shift (what step-distillation LoRAs "
+        "come with, e.g. 5-8); None: the model's own scheduler config.",
+    )
     seed: int = 43
     loras: list[LoraEntry] = Field(
         default_factory=list, description="Several LoRAs: [{path = '...', weight = 0.15}, ...] (besides lora_path)."

@@ -21,6 +21,7 @@ FLAG_KEYS = {
     "end_image": "validation_image_end", "video_length": "video_length", "sample_size": "sample_size",
     "fps": "fps", "steps": "num_inference_steps", "guidance_scale": "guidance_scale", "seed": "seed",
     "memory_mode": "GPU_memory_mode", "dtype": "weight_dtype", "device": "device", "blocks_to_swap": "blocks_to_swap",
+    "flow_shift": "flow_shift",
 }  # fmt: skip
 # what --from-sidecar may still change: where the files are and how the model is placed
 SIDECAR_FLAGS = {"model", "memory_mode", "device", "blocks_to_swap"}
@@ -42,6 +43,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=int)
     p.add_argument("--steps", type=int, help="denoising steps (default 50)")
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 6.0)")
+    p.add_argument("--flow-shift", type=float, metavar="X",
+                   help="the sampling schedule's static flow shift (infer.flow_shift; default: the model's scheduler "
+                   "config), e.g. the one a step-distillation LoRA comes with; refused for a model whose scheduler "
+                   "shifts by the video size")  # fmt: skip
     p.add_argument("--seed", type=int, help="default 43")
     p.add_argument("--memory-mode", help="GPU_memory_mode: model_full_load, model_cpu_offload, "
                    "model_cpu_offload_and_qfloat8, model_cpu_offload_and_fp8_scaled, sequential_cpu_offload, "

@@ -51,7 +51,7 @@ class VideoGenerator:
     def __init__(self, settings: GenerationSettings, log: Callable[[str], None] = print):
         from ufo_video.lora.apply import unfuse_before_low_precision_storage
         from ufo_video.models.memory import apply_memory_mode, resolve_device
-        from ufo_video.models.registry import load_model
+        from ufo_video.models.registry import load_model, model_shell
 
         self.settings = settings
         self.log = log
@@ -61,10 +61,14 @@ class VideoGenerator:
             from ufo_video.lora.formats import check_lora_files
 
             check_lora_files([spec.path for spec in settings.loras])
-        self.model = load_model(settings.model, dtype=self.dtype)
+        shell = model_shell(settings.model)
+        if settings.flow_shift is not None:  # a model that cannot take the shift is named before it loads
+            check_flow_shift(shell, settings.flow_shift)
+        self.model = load_model(shell, dtype=self.dtype)
         if self.model.licence:  # a model whose licence is not a permissive one: said where it is used
             log(f"licence: {self.model.licence}")
         self._pipes: dict[str, Any] = {}
+        self._schedulers: dict[int, Any] = {}  # id(pipeline) -> the scheduler it was built with (the model's own)
         self._placed: type | None = None
         self.progress_label: str | None = None  # set (e.g. "video 2/5"): a tqdm bar with ETA over the denoising steps
         self.on_step: Callable[[int, int], None] | None = None  # (steps done, steps in all), e.g. a web page's bar
@@ -184,15 +188,22 @@ class VideoGenerator:
     RELOAD_FIELDS = ("model", "weight_dtype", "device", "memory_mode", "cache", "cache_threshold", "fuse", "blocks_to_swap")
 
     def update_settings(self, settings: GenerationSettings) -> None:
-        """New per-video settings (size, frames, steps, guidance, fps, LoRA weights) for the loaded
-        model; a change that needs a new load (model, dtype, device, memory mode, step cache) or
-        other LoRA files (`replace_loras`) is refused."""
+        """New per-video settings (size, frames, steps, guidance, fps, flow shift, LoRA weights) for
+        the loaded model; a change that needs a new load (model, dtype, device, memory mode, step
+        cache) or other LoRA files (`replace_loras`) is refused."""
         changed = [f for f in self.RELOAD_FIELDS if getattr(settings, f) != getattr(self.settings, f)]
         if changed:
             raise UfoError(f"these settings need a new VideoGenerator (a model load): {', '.join(changed)}")
         if [(s.path, s.expert) for s in settings.loras] != [(s.path, s.expert) for s in self.settings.loras]:
             raise UfoError("other LoRA files: use replace_loras")
+        shift_changed = settings.flow_shift != self.settings.flow_shift
+        if shift_changed and settings.flow_shift is not None:  # a refusal leaves the generator as it was
+            for own in self._schedulers.values():
+                self.model.scheduler_with_shift(own, settings.flow_shift)
         self.settings = settings
+        if shift_changed:
+            for pipe in {id(p): p for p in self._pipes.values()}.values():
+                self._shift_schedule(pipe)
         if self.adapter_names:
             self.set_lora_weights([spec.weight for spec in settings.loras])
 
@@ -245,7 +256,22 @@ class VideoGenerator:
             if plan.notice and self._placed is None:
                 self.log(plan.notice)
             self._placed = type(pipe)
+        if id(pipe) not in self._schedulers:  # built just now: the model's scheduler, or one with the flow shift
+            self._schedulers[id(pipe)] = pipe.scheduler
+            self._shift_schedule(pipe)
         return pipe
+
+    def _shift_schedule(self, pipe: Any) -> None:
+        """Give `pipe` the model's own scheduler, or (`settings.flow_shift`) a new one rebuilt with
+        that static shift by the adapter (`ModelAdapter.scheduler_with_shift`), saying so once."""
+        own = self._schedulers[id(pipe)]
+        shift = self.settings.flow_shift
+        pipe.scheduler = own if shift is None else self.model.scheduler_with_shift(own, shift)
+        if shift is not None:
+            was = ", ".join(f"{k}={v:g}" for k, v in own.config.items()
+                            if type(v) in (int, float) and pipe.scheduler.config.get(k) != v)  # fmt: skip
+            self.log(f"flow shift {shift:g} (--flow-shift / infer.flow_shift): {type(own).__name__} rebuilt"
+                     + (f"; the model's own config: {was}" if was else " (the model's own value)"))  # fmt: skip
 
     def task_of(self, request: VideoRequest) -> str:
         return task_of_request(self.model, self.settings.model, request)
@@ -310,6 +336,23 @@ class VideoGenerator:
         if not torch.isfinite(frames).all():
             raise UfoError(nonfinite_help(s))
         return frames.permute(0, 2, 3, 1).float().clamp(0, 1).cpu()
+
+
+def check_flow_shift(shell: Any, shift: float) -> None:
+    """Before the weights load: would the model's scheduler (built from its folder's config) take a
+    static flow shift? The adapter's refusal is raised here; a folder whose scheduler cannot be
+    built from its config alone is checked after loading instead (`VideoGenerator.pipeline`)."""
+    import diffusers
+
+    from ufo_video.models.timestep_grid import scheduler_config
+
+    try:
+        cfg = scheduler_config(shell)
+        scheduler = getattr(diffusers, str(cfg.get("_class_name")))
+        scheduler = scheduler.from_config(cfg)
+    except (UfoError, OSError, ValueError, TypeError, AttributeError):  # no config to build it from: checked once loaded
+        return
+    shell.scheduler_with_shift(scheduler, shift)
 
 
 def nonfinite_help(s: GenerationSettings) -> str:

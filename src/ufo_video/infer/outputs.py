@@ -72,7 +72,9 @@ def with_format(path: Path, fmt: str) -> Path:
 
 
 def sidecar_path(output: Path) -> Path:
-    return output.with_suffix(".json") if output.suffix else output.with_name(output.name + ".json")
+    """`x.mp4` / `x.gif` -> `x.json`; a PNG frame folder -> its whole name + `.json` (a sweep's
+    `alpha_0.5` folder must not share `alpha_0.json` with `alpha_0.0`)."""
+    return output.with_suffix(".json") if output.suffix in (".mp4", ".gif") else output.with_name(output.name + ".json")
 
 
 SIDECAR_BYTES = 64 * 1024  # a sidecar is a few kB

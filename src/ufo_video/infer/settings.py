@@ -1,7 +1,7 @@
 """Generation settings: built from the one validated `UfoConfig`, then command-line flags.
 
-`GenerationSettings` holds what is shared by every video of a run (model, size, steps, LoRAs,
-memory mode, step cache); `VideoRequest` holds what may change per video (prompt, negative
+`GenerationSettings` holds what is shared by every video of a run (model, size, steps, flow
+shift, LoRAs, memory mode, step cache); `VideoRequest` holds what may change per video (prompt, negative
 prompt, seed, start/end image). Both are plain data and are written to each video's sidecar,
 from which `--from-sidecar` rebuilds them exactly.
 
@@ -73,6 +73,7 @@ class GenerationSettings:
     cache: str = "none"
     cache_threshold: float = DEFAULT_CACHE_THRESHOLD
     blocks_to_swap: int = 0  # transformer blocks kept in host memory (placement only: the frames are the same)
+    flow_shift: float | None = None  # the sampling schedule's static shift; None: the model's scheduler config
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -250,6 +251,7 @@ def settings_from_config(
         cache=cache,
         cache_threshold=float(cache_threshold),
         blocks_to_swap=inf.blocks_to_swap,
+        flow_shift=inf.flow_shift,
     )
 
 
@@ -264,6 +266,8 @@ def settings_from_dict(data: dict[str, Any]) -> GenerationSettings:
         d = dict(data)
         d["sample_size"] = tuple(int(s) for s in d["sample_size"])
         d["loras"] = tuple(LoraSpec(str(x["path"]), float(x["weight"]), x.get("expert")) for x in d.get("loras", []))
+        if d.get("flow_shift") is not None:
+            d["flow_shift"] = float(d["flow_shift"])
         return GenerationSettings(**d)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"sidecar settings are incomplete or malformed ({exc})") from None

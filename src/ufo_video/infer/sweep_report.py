@@ -120,7 +120,8 @@ def base_label(record: dict) -> str:
 
 def setup_lines(record: dict) -> list[str]:
     """What every row applies (plain text): the files of each row with their experts and scales
-    where a row holds several (an expert pair), and the stack held fixed in every video."""
+    where a row holds several (an expert pair), the flow shift where one was given, and the stack
+    held fixed in every video."""
     lines = []
     by_file = {f["file"]: f.get("expert") for e in record.get("videos", []) for f in e.get("loras", [])}
     for row in record.get("rows", []):
@@ -128,6 +129,9 @@ def setup_lines(record: dict) -> list[str]:
             parts = [f"{Path(f).name}" + (f" -> {by_file[f]}" if by_file.get(f) else "") + (f" at {x:g} x weight" if x != 1 else "")
                      for f, x in zip(row["loras"], row["scales"])]  # fmt: skip
             lines.append(f"row {row['checkpoint']}: " + " + ".join(parts))
+    shift = (record.get("settings") or {}).get("flow_shift")
+    if shift is not None:
+        lines.append(f"flow shift {shift:g} in every video, the base included (--flow-shift)")
     stack = record.get("stack") or []
     if stack:
         held = ", ".join(f"{Path(s['file']).name} x {s['weight']:g}" + (f" -> {s['expert']}" if s.get("expert") else "")

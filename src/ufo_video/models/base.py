@@ -460,6 +460,30 @@ class ModelAdapter(ABC):
         without start-image noise exactly. Default: the pipeline adds none."""
         return {}
 
+    def scheduler_with_shift(self, scheduler: Any, shift: float) -> Any:
+        """A new sampling scheduler like `scheduler` but with the static flow shift `shift`
+        (`infer.flow_shift`, `--flow-shift`: step-distillation LoRAs come with their own), built
+        with diffusers' `from_config`, so the loaded one stays as it is. Default: the config key
+        that carries the shift (`flow_shift` where the config samples on flow sigmas, else
+        `shift`); a schedule shifted by the video size (`use_dynamic_shifting`), which ignores a
+        static shift, or one without a static shift, is refused saying why. A family whose
+        scheduler keeps its shift elsewhere overrides this."""
+        from ufo_video.errors import UfoError
+
+        cfg, name = scheduler.config, type(scheduler).__name__
+        where = f"--flow-shift {shift:g} (infer.flow_shift): {self.display_name}'s scheduler {name}"
+        if cfg.get("use_dynamic_shifting"):
+            raise UfoError(f"{where} shifts its schedule by the video size (use_dynamic_shifting=true) and would "
+                           "ignore a static shift; leave --flow-shift unset for this model")  # fmt: skip
+        if "flow_shift" in cfg and cfg.get("use_flow_sigmas", True):
+            key = "flow_shift"
+        elif "shift" in cfg:
+            key = "shift"
+        else:
+            raise UfoError(f"{where} has no static flow shift (no flow_shift with use_flow_sigmas=true, no shift "
+                           "in its config); leave --flow-shift unset for this model")  # fmt: skip
+        return type(scheduler).from_config(cfg, **{key: float(shift)})
+
     def pipeline_negative_prompt(self, negative_prompt: str | None) -> str | None:
         """What to pass as `negative_prompt` for "none given" (a family may need "" instead of None)."""
         return negative_prompt
