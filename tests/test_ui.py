@@ -164,6 +164,9 @@ def test_bad_inputs_show_an_error_naming_the_input_and_the_app_keeps_running(app
         (gen_args("x", mode="i2v"), "start image"),
         (gen_args("  "), "prompt"),
         (gen_args("x", seed="forty"), "seed"),
+        (gen_args("x", settings=SETTINGS[:10] + ["two"]), "blocks to swap: 'two' is not a number"),
+        # the engine's rule, named by the page's field (not the flag --blocks-to-swap)
+        (gen_args("x", settings=SETTINGS[:8] + ["group_offload", "none", 1]), r"^blocks to swap .*group_offload"),
     ]
     for args, named in cases:
         with pytest.raises(AppError, match=named):
@@ -235,10 +238,21 @@ def test_sweep_checkpoints_by_weights_recommends_by_the_rule(app, run_dir: Path)
         client.predict(str(run_dir), "0,1", "most", "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
     with pytest.raises(AppError, match=r"^keep at least this share of the base's motion \(0-1\): 2 is above the maximum 1"):
         client.predict(str(run_dir), "0,1", 2, "warp_error", "x", "", 3, "", *SETTINGS, api_name="/sweep")
-    # one progress bar while it runs (on the grid), not one drawn over every empty output
-    deps = {d.get("api_name"): d for d in app[0].get_config_file()["dependencies"]}
-    for name in ("sweep", "compare"):
-        assert len(deps[name]["show_progress_on"]) == 1 < len(deps[name]["outputs"]), name
+
+
+def test_each_event_draws_at_most_one_progress_bar(app) -> None:
+    """While a job runs, Gradio draws a progress bar on each of its outputs unless told otherwise;
+    on a page of empty outputs they overlapped. Every event with several outputs shows its bar on
+    one of them, or none."""
+    deps = app[0].get_config_file()["dependencies"]
+    named = {d.get("api_name"): d for d in deps}
+    for name in ("generate", "compare", "sweep", "data_check", "train_watch", "train_start"):
+        assert len(named[name]["show_progress_on"] or []) == 1 < len(named[name]["outputs"]), name
+    several = [d for d in deps if len(d["outputs"]) > 1]
+    assert len(several) >= 9
+    for d in several:
+        one = d["show_progress"] == "hidden" or len(d["show_progress_on"] or []) == 1
+        assert one, (d.get("api_name"), d["show_progress"], d["show_progress_on"], len(d["outputs"]))
 
 
 def test_data_check_lists_problems_and_previews_clips(app, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """The web app in a real browser: Debian's Chromium, headless, driven by Selenium through Debian's
 chromidriver (`scripts/setup_env.sh` installs both). Opens the page, types a prompt and a LoRA,
-types weights the page must refuse (text, above 2) and one it takes, clicks Generate, waits for a
-<video> that the browser can play, and saves a screenshot (set UFO_UI_SCREENSHOT=path to keep it,
-e.g. for docs/). The Data tab: a check, then an error that leaves no old summary behind."""
+types weights the page must refuse (text, above 2) and one it takes, clicks Generate, sees one
+progress bar while it runs (not one per output), waits for a <video> that the browser can play,
+and saves a screenshot (set UFO_UI_SCREENSHOT=path to keep it, e.g. for docs/). The Data tab: a check, then an error that leaves no old summary behind."""
 
 from __future__ import annotations
 
@@ -89,12 +89,18 @@ def test_generate_in_a_real_browser(tmp_path: Path) -> None:
             toast_with(browser, named)
         assert not (out / "generate").is_dir() or not list((out / "generate").glob("*.mp4"))
         set_number(weight, "0.1")
+        # the most progress trackers shown at once while it runs (each output drew one, overlapping)
+        browser.execute_script("""window.ufoTrackers = 0;
+            const count = () => document.querySelectorAll('[data-testid=status-tracker]:not(.hide)').length;
+            new MutationObserver(() => { window.ufoTrackers = Math.max(window.ufoTrackers, count()); })
+                .observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['class']});""")
         browser.find_element(By.ID, "ufo-generate").click()
         playable = """const v = document.querySelector('#ufo-video video');
                       return !!v && v.readyState >= 2 && v.duration > 0 && !v.error;"""
         WebDriverWait(browser, 120).until(lambda d: d.execute_script(playable))
         frames_shown = browser.execute_script("return document.querySelector('#ufo-video video').videoWidth")
         assert frames_shown == 64
+        assert browser.execute_script("return window.ufoTrackers") == 1  # one bar, on the video
         time.sleep(0.5)  # let the player draw a frame for the screenshot
         shot = Path(os.environ.get("UFO_UI_SCREENSHOT") or tmp_path / "ui.png")
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -44,7 +44,10 @@ SYNC_JS = """
 </script>
 """
 
-CSS = ".ufo-note{color:#666;font-size:13px} .ufo-sync-group video{image-rendering:pixelated}"
+# small videos drawn with sharp pixels; the sweep's charts wrap side by side
+CSS = (".ufo-note{color:#666;font-size:13px} .ufo-sync-group video,#ufo-sweep-grid video{image-rendering:pixelated} "
+       "#ufo-sweep-plot .charts{display:flex;flex-wrap:wrap;gap:4px 12px} "
+       "#ufo-sweep-plot .charts svg{flex:1 1 330px;max-width:380px;height:auto}")
 
 
 def allowed_folders(model: str | Path, out: Path, extra: list[str | Path] | None = ()) -> tuple[Path, ...]:

@@ -27,8 +27,9 @@ MODES = ("t2v", "i2v")
 
 
 # a command-line flag at the start of a shared-code error (or after the field that wraps it) -> the page's field
-PAGE_LABELS = {"--weights": "weights", "--lora": "LoRA", "command line": "overrides"}
-_FLAG = re.compile(r"^((?:[\w ,]+: )?)(--weights|--lora|command line)\b")
+PAGE_LABELS = {"--weights": "weights", "--lora": "LoRA", "--blocks-to-swap": "blocks to swap",
+               "command line": "overrides"}  # fmt: skip
+_FLAG = re.compile(r"^((?:[\w ,]+: )?)(--weights|--lora|--blocks-to-swap|command line)\b")
 
 
 def page_message(message: str) -> str:

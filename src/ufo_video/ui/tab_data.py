@@ -107,5 +107,7 @@ def build(ctx: UiContext) -> None:
         return check(ctx, meta_v, root_v, config_v, previews_v)
 
     outputs = [summary, problems, gallery]
-    cleared = run.click(lambda: ("", None, None), outputs=outputs, queue=False, api_name=False)
-    cleared.then(on_check, inputs=[meta, root, config, previews], outputs=outputs, api_name="data_check", **DEVICE)
+    cleared = run.click(lambda: ("", None, None), outputs=outputs, queue=False, api_name=False,
+                        show_progress="hidden")  # fmt: skip
+    cleared.then(on_check, inputs=[meta, root, config, previews], outputs=outputs, api_name="data_check",
+                 show_progress_on=gallery, **DEVICE)  # fmt: skip  (one progress bar, not one per output)

@@ -226,11 +226,14 @@ def build(ctx: UiContext) -> Common:
                     fps = gr.Number(value=d["fps"], label="fps")
                 with gr.Row():
                     dtype = gr.Dropdown(["bf16", "fp16", "fp32"], value=d["dtype"], label="dtype")
-                    memory = gr.Dropdown(list(MEMORY_MODES), value="model_full_load", label="memory mode")
                     cache = gr.Dropdown(list(CACHE_KINDS), value="none", label="step cache")
-                    swap = gr.Number(value=0, label="blocks to swap", precision=0,
-                                     info="transformer blocks kept in host memory, each copied to the GPU just "
-                                     "before it runs (less VRAM, a little slower; docs/memory.md)")
+                with gr.Row():  # their own row: the long mode names (…_and_fp8_scaled) and the swap's note fit
+                    memory = gr.Dropdown(list(MEMORY_MODES), value="model_full_load", label="memory mode",
+                                         info="GPU_memory_mode: where the weights live (docs/memory.md)", scale=3)
+                    swap = gr.Number(value=0, label="blocks to swap", elem_id="ufo-swap", scale=2,
+                                     info="0: none; N: the last N transformer blocks wait in host memory, each "
+                                     "copied to the GPU as it runs (less VRAM, a little slower; not with "
+                                     "sequential_cpu_offload or group_offload)")  # fmt: skip
             run = gr.Button("Generate", variant="primary", elem_id="ufo-generate")
         with gr.Column(scale=2):
             video = gr.Video(label="video", autoplay=True, loop=True, elem_id="ufo-video")
@@ -241,7 +244,7 @@ def build(ctx: UiContext) -> Common:
         n = min(n + 1, MAX_LORAS)
         return [n] + [gr.update(visible=i < n) for i in range(MAX_LORAS)]
 
-    add.click(add_row, inputs=shown, outputs=[shown, *rows], queue=False, api_name=False)
+    add.click(add_row, inputs=shown, outputs=[shown, *rows], queue=False, api_name=False, show_progress="hidden")
 
     def relabel(folder: str):  # the chosen model's size rules on the fields (not per keystroke: it reads configs)
         try:  # only a folder the page may read (`--allow-dir`); Generate names the refusal
@@ -261,5 +264,6 @@ def build(ctx: UiContext) -> Common:
         return generate(ctx, progress, list(values))
 
     run.click(on_generate, inputs=[mode, image, end_image, prompt, negative, seed, *settings, *lora_inputs, more],
-              outputs=[video, sidecar, log], api_name="generate", **DEVICE)  # fmt: skip
+              outputs=[video, sidecar, log], api_name="generate", show_progress_on=video, **DEVICE)  # fmt: skip
+    # one progress bar (on the video): on every empty output the bars were drawn over each other
     return Common(settings, negative)

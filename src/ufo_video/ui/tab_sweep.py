@@ -114,7 +114,8 @@ def build(ctx: UiContext, common: Any) -> None:
         loras = gr.Textbox(label="checkpoints: LoRA files or a training output_dir (all its checkpoint-N.safetensors), "
                            "one per line", lines=3, scale=3, elem_id="ufo-sweep-loras")  # fmt: skip
         with gr.Column(scale=2):
-            weights = gr.Textbox(value="0,0.05,0.1,0.2", label="weights (comma-separated; include 0, the base)")
+            weights = gr.Textbox(value="0,0.05,0.1,0.2", label="weights (comma-separated; include 0, the base)",
+                                 elem_id="ufo-sweep-weights")
             keep = number_box(KEEP_LABEL, 0.8, 0.0, 1.0, step=0.05, elem_id="ufo-sweep-keep")
             consistency = gr.Dropdown(list(CONSISTENCY_CHOICES), value="warp_error", label="consistency metric")
     with gr.Row():
@@ -122,13 +123,18 @@ def build(ctx: UiContext, common: Any) -> None:
                             scale=3, elem_id="ufo-sweep-prompt")  # fmt: skip
         with gr.Column(scale=1):
             seed = gr.Number(value=43, label="seed")
-            seeds = gr.Textbox(value="", label="seeds, comma-separated (e.g. 1,2,3; empty: the seed above)")
+            seeds = gr.Textbox(value="", label="seeds, comma-separated (e.g. 1,2,3; empty: the seed above)",
+                               elem_id="ufo-sweep-seeds")
     run = gr.Button("Sweep", variant="primary", elem_id="ufo-sweep-run")
     recommendation = gr.HTML(label="recommendation", elem_id="ufo-sweep-recommendation")
     with gr.Row():
-        grid = gr.Video(label="grid (first prompt and seed)", autoplay=True, loop=True)
-        plot = gr.HTML(label="consistency and motion against the weight")
-    table = gr.Dataframe(headers=TABLE_HEADERS, label="settings against the base (intervals: sweep.html)", interactive=False)
+        # the charts get the wider column: two side by side (app.CSS) instead of a tall narrow stack
+        with gr.Column(scale=2, min_width=320):
+            grid = gr.Video(label="grid (first prompt and seed)", autoplay=True, loop=True, elem_id="ufo-sweep-grid")
+        with gr.Column(scale=3, min_width=400):
+            plot = gr.HTML(label="consistency and motion against the weight", elem_id="ufo-sweep-plot")
+    table = gr.Dataframe(headers=TABLE_HEADERS, label="settings against the base (intervals: sweep.html)", interactive=False,
+                         elem_id="ufo-sweep-table")
     report = gr.File(label="sweep.html (the same page as `ufo-video sweep` writes)")
     log = gr.Textbox(label="log", lines=6)
 

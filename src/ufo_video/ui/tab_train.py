@@ -126,10 +126,10 @@ def build(ctx: UiContext) -> None:
         return f"{job.status()}\n" + job.log_tail(6)
 
     outputs = [status, loss, lr, ckpts, gallery, log]
-    refresh.click(on_watch, inputs=output_dir, outputs=outputs, api_name="train_watch")
+    refresh.click(on_watch, inputs=output_dir, outputs=outputs, api_name="train_watch", show_progress_on=status)
     timer.tick(on_watch, inputs=output_dir, outputs=outputs, api_name=False, show_progress="hidden")
     auto.change(lambda on: gr.Timer(active=on), inputs=auto, outputs=timer, api_name=False, queue=False)
     started = start_btn.click(on_start, inputs=[config, overrides], outputs=[output_dir, log], api_name="train_start",
-                              **DEVICE)  # fmt: skip
+                              show_progress_on=log, **DEVICE)  # fmt: skip
     started.success(lambda: True, outputs=auto, api_name=False, queue=False)
     stop_btn.click(on_stop, outputs=log, api_name="train_stop")
