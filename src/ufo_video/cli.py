@@ -26,7 +26,7 @@ from ufo_video.errors import UfoError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ufo_video.demo",
              "run the end-to-end demo on a tiny model (CPU; about 2.5 minutes on 2 shared cores; --quick: a short smoke run)"),
-    "model": ("ufo_video.models.cli", "make a tiny test model, check a model folder"),
+    "model": ("ufo_video.models.cli", "make a tiny test model, check a model folder, plan training memory"),
     "data": ("ufo_video.data.cli", "check, preview and summarise a training dataset"),
     "train": ("ufo_video.train.cli", "train a UFO (or ordinary) LoRA"),
     "generate": ("ufo_video.infer.cli", "text/image-to-video with optional LoRAs (UFOs)"),

@@ -45,14 +45,14 @@ def _peak_gb(device: torch.device) -> float | str:
     return torch.cuda.max_memory_allocated(device) / GB if device.type == "cuda" else "n/a on cpu"
 
 
-def _blocks_to_swap(model: BuiltModel, wanted: int, clamp: bool, notes: list[str]) -> tuple[torch.nn.ModuleList, int]:
+def _blocks_to_swap(model: BuiltModel, asked: int, clamp: bool, notes: list[str]) -> tuple[torch.nn.ModuleList, int]:
     blocks = model.adapter.swap_blocks(model.transformer)
-    if wanted > len(blocks):
+    if asked > len(blocks):
         if not clamp:
-            raise UfoError(f"{model.entry.name}: swap{wanted} but the transformer has {len(blocks)} blocks")
-        notes.append(f"swap{wanted} clamped to the tiny model's {len(blocks)} blocks")
-        wanted = len(blocks)
-    return blocks, wanted
+            raise UfoError(f"{model.entry.name}: swap{asked} but the transformer has {len(blocks)} blocks")
+        notes.append(f"swap{asked} clamped to the tiny model's {len(blocks)} blocks")
+        asked = len(blocks)
+    return blocks, asked
 
 
 def _store(model: BuiltModel, storage: str, dtype: torch.dtype) -> None:
