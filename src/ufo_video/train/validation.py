@@ -54,8 +54,8 @@ def check_validation(run: TrainRun) -> None:
 
 
 def validation_fps(run: TrainRun) -> float:
-    """The clips' frame rate: the one the model trains at where it conditions on one (`train.fps`,
-    LTX-2), else `infer.fps`; the rate written into the file and the rate the pipeline is told."""
+    """The clips' frame rate: the one the model trains at where it conditions on one (`train.fps`),
+    else `infer.fps`; the rate written into the file and the rate the pipeline is told."""
     return getattr(run.model, "training_fps", None) or run.cfg.infer.fps
 
 
