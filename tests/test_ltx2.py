@@ -130,6 +130,14 @@ def test_inspect_reads_version_and_distilled_and_defaults_follow(ltx2_models):
     assert inputs["sigmas"][0] == 1.0 and len(inputs["sigmas"]) == 8 and inputs["stg_scale"] == 0.0
     with pytest.raises(UfoError, match="use --steps 8"):
         distilled.pipeline_defaults("t2v", steps=30, guidance_scale=1.0, fps=24)
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler.from_pretrained(str(ASSETS / "ltx-2.3-22b-distilled" / "scheduler"))
+    with pytest.raises(UfoError, match="distilled LTX-2 checkpoint .* fixed sigmas"):  # --flow-shift would move them
+        distilled.scheduler_with_shift(sched, 5.0)
+    base_sched = FlowMatchEulerDiscreteScheduler.from_pretrained(str(ASSETS / "ltx-2-19b-dev" / "scheduler"))
+    with pytest.raises(UfoError, match="use_dynamic_shifting"):  # the generic refusal for a size-shifted schedule
+        base.scheduler_with_shift(base_sched, 5.0)
 
 
 # ---- generation with a LoRA equals diffusers' pipelines --------------------------------------------

@@ -188,6 +188,17 @@ class LTX2Adapter(LTX2Training, LTX2Folders, ModelAdapter):
         """The pipelines encode "" for no negative prompt (`negative_prompt or ""`)."""
         return negative_prompt or ""
 
+    def scheduler_with_shift(self, scheduler: Any, shift: float) -> Any:
+        """A distilled checkpoint samples with its 8 fixed sigmas (`pipeline_defaults`), which a static
+        shift would move off the schedule it was distilled for: refused. Base checkpoints shift by the
+        video size (`use_dynamic_shifting`) and are refused by the generic hook."""
+        if self.info.extra["distilled"]:
+            from ufo_video.errors import UfoError
+
+            raise UfoError(f"--flow-shift {shift:g} (infer.flow_shift): {self.info.path} is a distilled LTX-2 checkpoint "
+                           "that samples with its fixed sigmas; a shift would move them. Leave --flow-shift unset")
+        return super().scheduler_with_shift(scheduler, shift)
+
     def step_cache_blocks(self) -> Any:
         """Refused: diffusers 0.42.1's First Block Cache returns a skipped block's `encoder_hidden_states`
         INPUT as its second output, while an LTX-2 block's second output is the audio stream (its
