@@ -167,7 +167,7 @@ class VideoGenerator:
         routing = self.lora_routing()
         for r in routing:
             self.log(f"LoRA {how}: {Path(r['file']).name} x {r['weight']:g} -> {r['expert']} (timesteps {r['expert_timesteps']})")
-        from ufo_video.infer.sweep_pairs import file_expert
+        from ufo_video.lora.formats import file_expert
 
         held = {r["expert"] for r in routing}
         # a UFO file of a multi-expert model names its expert; a stack (e.g. distillation) file does not

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ufo_video.errors import UfoError
+from ufo_video.lora.formats import file_expert
 from ufo_video.infer.settings import LoraSpec
 
 _STEP = re.compile(r"checkpoint-(\d+)\.safetensors$")
@@ -52,17 +53,6 @@ def model_experts(model: str) -> list[str]:
     if not model or not Path(model).is_dir():
         return ["transformer"]  # loading the model fails later with its own message
     return [e.component for e in model_shell(model).experts()]
-
-
-def file_expert(path: Path) -> str | None:
-    """The expert a LoRA file names in its metadata (`ufo_expert`), or None."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return (handle.metadata() or {}).get("ufo_expert") or None
-    except (SafetensorError, OSError) as exc:
-        raise UfoError(f"{path}: not a readable .safetensors LoRA file ({exc})") from None
 
 
 def plan_rows(paths: Sequence[Path], experts: Sequence[str], labels: Sequence[str]) -> tuple[list[Path], list[Row], list[str | None]]:

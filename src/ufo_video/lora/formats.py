@@ -91,6 +91,16 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
+def file_expert(path: Path) -> str | None:
+    """The expert a LoRA file names in its metadata (`ufo_expert`, written by a multi-expert
+    training run), or None; reads the header only."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return (handle.metadata() or {}).get("ufo_expert") or None
+    except (SafetensorError, OSError) as exc:
+        raise LoraError(f"{path}: not a readable .safetensors LoRA file ({exc})") from None
+
+
 def _split(key: str, suffixes: dict[str, str]) -> tuple[str, str] | None:
     for suffix, part in suffixes.items():
         if key.endswith(suffix):

@@ -194,7 +194,7 @@ def _train(cfg: UfoConfig, acc, out: Path, started: float, threads: int, model, 
     # before the model loads: blocks_to_swap=auto that cannot fit stops here (memory_plan.py)
     memory_lines, auto_swap = memory_estimate.before_load(cfg, acc.device, model)
     run = setup(cfg, acc, len(first), probe_batch=probe, model=model, blocks_to_swap=auto_swap)
-    run.extra.update(memory_lines=memory_lines, blocks_to_swap_auto=auto_swap)
+    run.extra["memory_lines"] = memory_lines
     del probe
     check_validation(run)
     setup_seconds = time.perf_counter() - started

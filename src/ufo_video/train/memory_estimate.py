@@ -1,8 +1,8 @@
 """The numbers `memory_plan` needs, read from a run's config and its model built on the meta
 device (nothing loaded), and the lines the training start summary prints.
 
-Counted from the model: the transformer's parameters, its repeated blocks (its largest
-`nn.ModuleList`), the hidden width (the input width holding most of the blocks' Linear weights), the
+Counted from the model: the transformer's parameters, its blocks (the ones block swap moves:
+`ModelAdapter.swap_blocks`; a family without them has no estimate), the hidden width (the input width holding most of the blocks' Linear weights), the
 ffn width (their largest output width), the largest Linear, and the LoRA's parameters
 (rank x (in + out) of every targeted module, `lora.inject.resolve_targets`). Tokens per sample
 come from the largest clip the config asks for (video frames x size^2, or one image) through the
@@ -36,12 +36,10 @@ class ModelCounts:
     largest_linear_params: int
 
 
-def count_model(transformer: nn.Module, blocks: nn.ModuleList | None) -> ModelCounts:
+def count_model(transformer: nn.Module, blocks: nn.ModuleList) -> ModelCounts:
     """The transformer's sizes (works on a meta-device module); `blocks`: the ones block swap moves
-    (`ModelAdapter.swap_blocks`), None for a model without them."""
+    (`ModelAdapter.swap_blocks`)."""
     total = sum(p.numel() for p in transformer.parameters())
-    if blocks is None:
-        return ModelCounts(total, 0, 0, 0, 0, 0)
     linears = [m for m in blocks.modules() if isinstance(m, nn.Linear)]
     widths: Counter[int] = Counter()
     for m in linears:  # by parameters: the main stream's width wins over a narrower side stream's
@@ -87,7 +85,6 @@ def plan_inputs(cfg: Any, device_type: str = "cuda", clip: tuple[int, int, int] 
     """Everything the planner needs for this run, from the config and a meta-device model.
     `clip` (frames, height, width) replaces the config's largest clip (`model plan --size`);
     `shell`: the run's inspected model folder (looked up from the config when not given)."""
-    from ufo_video.errors import UfoError
     from ufo_video.lora.inject import resolve_targets
     from ufo_video.models.registry import model_shell
     from ufo_video.train.setup import needed_components
@@ -97,11 +94,7 @@ def plan_inputs(cfg: Any, device_type: str = "cuda", clip: tuple[int, int, int] 
     expert = shell.select_expert(cfg.train.expert).component
     modules = type(shell).build_meta(path)
     transformer = modules[expert]
-    try:
-        blocks = shell.swap_blocks(transformer)
-    except UfoError:  # a family without swappable blocks: estimated as one piece
-        blocks = None
-    counts = count_model(transformer, blocks)
+    counts = count_model(transformer, shell.swap_blocks(transformer))
     targets = resolve_targets(type(shell), transformer, cfg.lora.target_modules)
     t = cfg.train
     frames, height, width = clip or largest_clip(cfg, shell)
@@ -120,7 +113,7 @@ def plan_inputs(cfg: Any, device_type: str = "cuda", clip: tuple[int, int, int] 
         ffn_dim=counts.ffn_dim, largest_linear_params=counts.largest_linear_params,
         compute_bytes=4 if (cfg.model.weight_dtype == "fp32" and t.mixed_precision == "no") else 2,
         gradient_checkpointing=t.gradient_checkpointing,
-        activation_offload=bool(getattr(t, "activation_offload", False)),  # the block-swap branch adds the key
+        activation_offload=t.activation_offload,
         optimizer_state_bytes=2 if t.use_8bit_adam else 8, other_components_bytes=others,
     )  # fmt: skip
     return inputs, counts
@@ -160,7 +153,7 @@ def summary_lines(inputs: PlanInputs, n_swap: int, device: torch.device, free_by
 def before_load(cfg: Any, device: torch.device, shell: Any = None) -> tuple[list[str], int | None]:
     """(summary lines, the resolved `blocks_to_swap` when it was "auto", else None). Called before
     the model loads; a run that cannot fit under "auto" stops here with `MemoryPlanError`."""
-    requested = getattr(cfg.train, "blocks_to_swap", 0)
+    requested = cfg.train.blocks_to_swap
     try:  # always for a CUDA device (on the CPU the line says so)
         inputs, _ = plan_inputs(cfg, "cuda", shell=shell)
     except Exception as exc:  # noqa: BLE001 - an estimate never stops a run; setup reports real problems
